@@ -1,0 +1,5 @@
+"""Transports implementing :class:`splitlearn.split.transport.Transport`."""
+
+from splitlearn.transport.local import LocalTransport
+
+__all__ = ["LocalTransport"]

@@ -1,0 +1,226 @@
+"""All parties of a split in one process: the in-process deployment of the protocol.
+
+:class:`Simulation` hands each party only its own segments and data shard, wires them and the
+coordinator to a transport (in-process by default), and trains through messages alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from splitlearn.data.partition import dirichlet_partition, iid_partition
+from splitlearn.split.configs import Split
+from splitlearn.split.coordinator import Coordinator
+from splitlearn.split.party import Party, Shard
+from splitlearn.split.state import OptimizerSpec, unpack_state
+from splitlearn.split.transport import MessageLog, Transport
+from splitlearn.transport.local import LocalTransport
+
+__all__ = ["Simulation"]
+
+
+class _Data(Protocol):
+    features: torch.Tensor
+    labels: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+class Simulation:
+    """Train a :class:`~splitlearn.split.configs.Split` with every party in this process.
+
+    A plan with one data role gets ``clients`` parties that take turns over disjoint shards of
+    ``train`` (round robin, segments relayed ``peer``-to-peer or via the ``server``); a vertical
+    plan gives data role ``i`` the ``i``-th chunk of the features along ``split.feature_dim``.
+    ``targets`` maps each head's task to a function of the data set's labels (default: identity).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        train: _Data,
+        test: _Data | None = None,
+        clients: int = 1,
+        partition: str = "iid",
+        alpha: float = 0.5,
+        relay: str = "peer",
+        optimizer: OptimizerSpec = OptimizerSpec(),
+        batch_size: int = 32,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        plan = split.plan
+        if clients < 1:
+            raise ValueError(f"clients must be >= 1, got {clients}")
+        tasks = [h.task for h in plan.root.heads]
+        targets = dict(targets or {t: (lambda y: y) for t in tasks})
+        if sorted(targets) != sorted(tasks):
+            raise ValueError(f"targets {sorted(targets)} must name exactly the heads' tasks {sorted(tasks)}")
+        self.split, self.plan, self.device = split, plan, torch.device(device)
+        self.transport = transport or LocalTransport()
+        self.log = MessageLog()
+        self.transport.observers.append(self.log)
+        datasets = {"train": train} | ({"test": test} if test is not None else {})
+        label_roles = {h.label_role for h in plan.root.heads}
+
+        def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
+            return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
+
+        def party(name: str, role: str, shards=None, **kw) -> Party:
+            p = Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=self.device, **kw)
+            p.connect(self.transport)
+            return p
+
+        self.parties: dict[str, Party] = {}
+        data_roles = plan.data_roles
+        if len(data_roles) == 1:
+            role = data_roles[0]
+            names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]
+            if partition == "iid":
+                parts = iid_partition(len(train.labels), clients, seed=seed)
+            elif partition == "dirichlet":
+                parts = dirichlet_partition(train.labels, clients, alpha=alpha, seed=seed)
+            else:
+                raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+            test_shard = None if test is None else Shard(test.sample_ids, test.features, labels(test, role))
+            template = copy.deepcopy(split.modules_of(role))
+            for k, (name, idx) in enumerate(zip(names, parts)):
+                shards = {"train": Shard(train.sample_ids[idx], train.features[idx], labels(train, role, idx))}
+                if test_shard is not None:
+                    shards["test"] = test_shard
+                self.parties[name] = party(
+                    name, role, shards,
+                    modules=split.modules_of(role) if k == 0 else None,
+                    make_modules=lambda: copy.deepcopy(template),
+                )
+            group = names
+        else:
+            if clients not in (1, len(data_roles)):
+                raise ValueError(f"a vertical split has {len(data_roles)} clients, not {clients}")
+            if split.feature_dim is None:
+                raise ValueError("a split with several data roles needs split.feature_dim")
+            for i, role in enumerate(data_roles):
+                shards = {
+                    s: Shard(ds.sample_ids, torch.tensor_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
+                    for s, ds in datasets.items()
+                }
+                self.parties[role] = party(role, role, shards, modules=split.modules_of(role))
+            group = []
+        for role in plan.roles:
+            if role in self.parties or role in data_roles:
+                continue
+            shards = {s: Shard(ds.sample_ids, None, labels(ds, role)) for s, ds in datasets.items()} if role in label_roles else None
+            self.parties[role] = party(role, role, shards, modules=split.modules_of(role))
+        data_parties = [n for n, p in self.parties.items() if p.shards]
+        self.coordinator = Coordinator(plan, self.transport, data_parties=data_parties, clients=group, relay=relay, batch_size=batch_size, seed=seed)
+        self.eval_batch_size = eval_batch_size
+        self.history: list[dict[str, Any]] = []
+        for name in data_parties:
+            self.parties[name].announce()
+        self.coordinator.collect_manifests()
+
+    # -- training ------------------------------------------------------------------------------
+
+    def fit(self, epochs: int, *, on_step: Callable[[int, int], None] | None = None, on_epoch=None) -> list[dict[str, Any]]:
+        """Train for ``epochs``; after each, evaluate on the test split if there is one."""
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        for _ in range(epochs):
+            epoch = len(self.history) + 1
+            start = time.perf_counter()
+            first_step = self.coordinator.step
+            self.coordinator.train_epoch(epoch, on_step=on_step)
+            losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
+            if "test" in self.coordinator.manifests[self.coordinator.data_parties[0]]:
+                record |= {f"test_{k}": v for k, v in self.evaluate().items()}
+            record["seconds"] = time.perf_counter() - start
+            record["bytes_by_sender"] = self.log.bytes_by("sender")
+            self.history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.history
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Accuracy and loss per task, scored by each label owner on its own labels."""
+        owners = self._label_owners()
+        for p in owners.values():
+            p.eval_totals.pop(split, None)
+        self.coordinator.evaluate(split, batch_size=self.eval_batch_size)
+        out: dict[str, float] = {}
+        single = len(owners) == 1
+        for task, p in owners.items():
+            t = p.eval_totals.get(split, {}).get(task)
+            if t is None:
+                continue
+            suffix = "" if single else f"_{task}"
+            out[f"accuracy{suffix}"], out[f"loss{suffix}"] = t.accuracy, t.loss
+        return out
+
+    def predict(self, split: str = "test") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Run ``split`` through the protocol; return (sample ids, outputs) per task, as held by
+        each task's label owner."""
+        owners = self._label_owners()
+        for p in owners.values():
+            p.keep_predictions, p.predictions = True, {}
+        try:
+            self.evaluate(split)
+        finally:
+            for p in owners.values():
+                p.keep_predictions = False
+        out = {}
+        for task, p in owners.items():
+            ids, logits = zip(*p.predictions[task])
+            out[task] = (torch.cat(ids), torch.cat(logits))
+        return out
+
+    def _label_owners(self) -> dict[str, Party]:
+        group = self.coordinator.group_role
+        return {
+            h.task: self.parties[self.coordinator.holder if h.label_role == group else h.label_role]
+            for h in self.plan.root.heads
+        }
+
+    # -- weights on disk -----------------------------------------------------------------------
+
+    def save_weights(self, folder: str | Path) -> dict[str, str]:
+        """Each party that holds segments writes its own ``<party>.safetensors``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name, p in self.parties.items():
+            tensors, meta = p.state()
+            if not tensors:
+                continue
+            path = folder / f"{name}.safetensors"
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
+            tmp.replace(path)
+            written[name] = str(path)
+        return written
+
+    def load_weights(self, folder: str | Path) -> None:
+        """Load each role's segments from the files :meth:`save_weights` wrote (for prediction)."""
+        folder = Path(folder)
+        for name, p in self.parties.items():
+            if not p.nodes or not p.holds_weights:
+                continue
+            candidates = [folder / f"{name}.safetensors"] + sorted(folder.glob(f"{p.role}*.safetensors"))
+            path = next((c for c in candidates if c.exists()), None)
+            if path is None:
+                raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {folder}")
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads(f.metadata()["meta"])
+            unpack_state(load_file(str(path)), meta, p.modules, p.optimizer)

@@ -1,0 +1,138 @@
+"""Messages exchanged between parties.
+
+Every message is a plain frozen dataclass: a header (sender, receiver, step) plus tensors and small
+JSON-compatible metadata. ``payload_bytes`` is the size of the tensors it carries, the figure the
+transports log for every message. A transport may serialise these however it likes; the training
+logic only ever sees these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "Activation",
+    "Gradient",
+    "Labels",
+    "Manifest",
+    "Message",
+    "Output",
+    "ProtocolError",
+    "RelayRequest",
+    "StartStep",
+    "StepDone",
+    "Weights",
+]
+
+Mode = Literal["train", "eval"]
+
+
+class ProtocolError(RuntimeError):
+    """A message broke the protocol: wrong step, unknown node, impersonation, misaligned batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    sender: str
+    receiver: str
+    step: int
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors this message carries, by field name (dict fields flattened as ``field/key``)."""
+        out: dict[str, torch.Tensor] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                out[f.name] = value
+            elif isinstance(value, dict):
+                out.update({f"{f.name}/{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
+        return out
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest(Message):
+    """A data party tells the coordinator which sample ids it holds, per split."""
+
+    sample_ids: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class StartStep(Message):
+    """Coordinator to a data party: run one batch (``sample_ids`` of ``split``) through the plan."""
+
+    mode: Mode
+    split: str
+    sample_ids: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Activation(Message):
+    """Smashed data: the output of node ``src`` for the batch, addressed to node ``dst``."""
+
+    mode: Mode
+    src: str
+    dst: str
+    tensor: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Gradient(Message):
+    """Gradient of the loss with respect to the output of node ``dst``, computed by node ``src``."""
+
+    src: str
+    dst: str
+    tensor: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Labels(Message):
+    """Labels of ``task`` for the batch, sent by their owner to the party computing that loss."""
+
+    task: str
+    labels: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Output(Message):
+    """Evaluation only: head outputs returned to the label owner, who scores them locally."""
+
+    task: str
+    tensor: torch.Tensor
+    sample_ids: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone(Message):
+    """A party finished its part of a step (or, with ``tag='relay'``, installed relayed weights)."""
+
+    tag: Literal["step", "relay"] = "step"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRequest(Message):
+    """Coordinator to the client holding the shared segments: hand them to ``destination``."""
+
+    destination: str
+    route: Literal["peer", "server"]
+
+
+@dataclass(frozen=True, slots=True)
+class Weights(Message):
+    """Round-robin relay: segment weights and optimiser state, in transit to ``destination``."""
+
+    destination: str
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,402 @@
+"""A party: one site that owns some segments, their optimiser and its local data.
+
+A party reacts to messages only. It never sees another party's modules, data or labels; what it
+learns arrives as :mod:`splitlearn.split.messages`. Gradients cross the cut as explicit messages,
+each segment's input is a fresh leaf tensor, and the party steps its own optimiser once all of its
+segments have finished the backward pass of the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitlearn.split.messages import (
+    Activation,
+    Gradient,
+    Labels,
+    Manifest,
+    Message,
+    Output,
+    ProtocolError,
+    RelayRequest,
+    StartStep,
+    StepDone,
+    Weights,
+)
+from splitlearn.split.plan import Head, Node, Plan, merge_inputs
+from splitlearn.split.state import OptimizerSpec, pack_state, unpack_state
+
+__all__ = ["EvalTotals", "Party", "Shard"]
+
+
+@dataclass
+class Shard:
+    """The rows of one split (train/test) that a party holds, addressed by sample id."""
+
+    sample_ids: torch.Tensor
+    features: torch.Tensor | None = None
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.sample_ids)
+        if self.features is not None and len(self.features) != n:
+            raise ValueError(f"shard has {n} sample ids but {len(self.features)} feature rows")
+        for task, y in self.labels.items():
+            if len(y) != n:
+                raise ValueError(f"shard has {n} sample ids but {len(y)} labels for task {task!r}")
+        self._sorted, self._order = torch.sort(self.sample_ids)
+        if n > 1 and bool((self._sorted[1:] == self._sorted[:-1]).any()):
+            raise ValueError("shard sample ids must be unique")
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Row positions of ``ids``; ``ProtocolError`` naming ids this shard does not hold."""
+        pos = torch.searchsorted(self._sorted, ids).clamp(max=max(len(self._sorted) - 1, 0))
+        found = self._sorted[pos] == ids if len(self._sorted) else torch.zeros_like(ids, dtype=torch.bool)
+        if not bool(found.all()):
+            missing = ids[~found][:5].tolist()
+            raise ProtocolError(f"asked for {int((~found).sum())} sample ids this party does not hold, e.g. {missing}")
+        return self._order[pos]
+
+
+@dataclass
+class EvalTotals:
+    """Sufficient statistics of evaluation for one task, kept by the label owner."""
+
+    correct: int = 0
+    count: int = 0
+    loss_sum: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else float("nan")
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.count if self.count else float("nan")
+
+
+@dataclass
+class _Step:
+    step: int
+    mode: str
+    split: str
+    sample_ids: torch.Tensor | None = None
+    peers: dict[str, str] = field(default_factory=dict)  # role -> party playing it this step
+    leaves: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # node -> src -> leaf
+    senders: dict[str, str] = field(default_factory=dict)  # src node -> party that sent its output
+    grad_from: dict[str, str] = field(default_factory=dict)  # my node -> party owing its gradient
+    outputs: dict[str, torch.Tensor | tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    remaining: set[str] = field(default_factory=set)
+    outputs_expected: int = 0
+
+
+class Party:
+    """One site. ``modules`` maps each node this role owns to its segment (``None`` until relayed).
+
+    ``make_modules`` builds empty segments of the right architecture, for a round-robin client
+    that receives weights from its predecessor. ``shards`` maps split name to local data.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        role: str,
+        plan: Plan,
+        optimizer: OptimizerSpec,
+        modules: Mapping[str, nn.Module] | None = None,
+        make_modules: Callable[[], dict[str, nn.Module]] | None = None,
+        shards: Mapping[str, Shard] | None = None,
+        device: str | torch.device = "cpu",
+        keep_predictions: bool = False,
+    ) -> None:
+        self.name, self.role, self.plan = name, role, plan
+        self.device = torch.device(device)
+        self.nodes = {n.name: n for n in plan.nodes_of(role)}
+        self.shards = dict(shards or {})
+        self.optimizer_spec = optimizer
+        self.make_modules = make_modules
+        self.modules: dict[str, nn.Module] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        if modules is not None:
+            self._install(dict(modules))
+        self.send: Callable[[Message], None] | None = None
+        self.keep_predictions = keep_predictions
+        self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
+        self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
+        self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._st: _Step | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def connect(self, transport) -> None:
+        transport.register(self.name, self.handle)
+        self.send = transport.send
+
+    def announce(self) -> None:
+        """Tell the coordinator which sample ids this party holds (ids only, never data)."""
+        ids = {split: shard.sample_ids for split, shard in self.shards.items()}
+        self._send(Manifest(self.name, self.plan.coordinator, -1, sample_ids=ids))
+
+    def _install(self, modules: dict[str, nn.Module]) -> None:
+        if set(modules) != set(self.nodes):
+            raise ValueError(f"party {self.name!r} owns nodes {sorted(self.nodes)}, got modules {sorted(modules)}")
+        self.modules = {k: m.to(self.device) for k, m in modules.items()}
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        self.optimizer = self.optimizer_spec.build(params) if params else None
+
+    @property
+    def holds_weights(self) -> bool:
+        return self.modules is not None
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def handle(self, msg: Message) -> None:
+        if msg.receiver != self.name:
+            raise ProtocolError(f"{self.name} received a message addressed to {msg.receiver}")
+        if isinstance(msg, RelayRequest):
+            return self._relay(msg)
+        if isinstance(msg, Weights):
+            return self._on_weights(msg)
+        if isinstance(msg, StartStep):
+            if msg.sender != self.plan.coordinator:
+                raise ProtocolError(f"{self.name}: StartStep from {msg.sender}, not the coordinator")
+            st = self._state(msg.step, msg.mode, msg.split)
+            return self._start(st, msg)
+        if isinstance(msg, Activation):
+            st = self._state(msg.step, msg.mode)
+            node = self.nodes.get(msg.dst)
+            if node is None or msg.src not in node.inputs:
+                raise ProtocolError(f"{self.name}: no edge {msg.src} -> {msg.dst} here")
+            self._bind(st, self.plan.node(msg.src).role, msg.sender)
+            return self._receive_activation(st, msg.src, node, msg.tensor, msg.sample_ids, msg.sender)
+        st = self._state(msg.step, {Labels: "train", Output: "eval"}.get(type(msg)))
+        if isinstance(msg, Gradient):
+            if st.grad_from.pop(msg.dst, None) != msg.sender:
+                raise ProtocolError(f"{self.name}: unexpected gradient for {msg.dst!r} from {msg.sender}")
+            return self._receive_gradient(st, self.nodes[msg.dst], msg.tensor)
+        if isinstance(msg, Labels):
+            head = next((h for h in self.plan.root.heads if h.task == msg.task), None)
+            if head is None or self.plan.root.name not in self.nodes:
+                raise ProtocolError(f"{self.name}: labels for task {msg.task!r} do not belong here")
+            self._bind(st, head.label_role, msg.sender)
+            self._check_ids(st, msg.sample_ids)
+            st.labels[msg.task] = msg.labels.to(self.device)
+            return self._try_loss(st)
+        if isinstance(msg, Output):
+            self._bind(st, self.plan.root.role, msg.sender)
+            self._check_ids(st, msg.sample_ids)
+            head = next(h for h in self.plan.root.heads if h.task == msg.task)
+            self._score(st, head, msg.tensor.to(self.device))
+            st.outputs_expected -= 1
+            return self._maybe_finish(st)
+        raise ProtocolError(f"{self.name}: unexpected message {msg.kind}")
+
+    def _send(self, msg: Message) -> None:
+        if self.send is None:
+            raise RuntimeError(f"party {self.name!r} is not connected to a transport")
+        self.send(msg)
+
+    def _state(self, step: int, mode: str | None = None, split: str = "") -> _Step:
+        st = self._st
+        if st is None:
+            if mode is None:
+                raise ProtocolError(f"{self.name}: message for step {step}, which has not started here")
+            st = self._st = self._new_step(step, mode, split)
+        elif st.step != step:
+            raise ProtocolError(f"{self.name}: message for step {step} while step {st.step} is in progress")
+        elif mode is not None and st.mode != mode:
+            raise ProtocolError(f"{self.name}: {mode} message in a {st.mode} step")
+        return st
+
+    def _new_step(self, step: int, mode: str, split: str) -> _Step:
+        if self.nodes and self.modules is None:
+            raise ProtocolError(f"{self.name} does not hold its segments (they are with another client)")
+        st = _Step(step=step, mode=mode, split=split, remaining=set(self.nodes))
+        if mode == "eval":
+            root = self.plan.root
+            st.outputs_expected = 0 if root.role == self.role else sum(h.label_role == self.role for h in root.heads)
+        return st
+
+    def _bind(self, st: _Step, role: str, party: str) -> None:
+        bound = st.peers.setdefault(role, party)
+        if bound != party:
+            raise ProtocolError(f"{party} spoke for role {role!r}, which {bound} plays in step {st.step}")
+
+    def _party_of(self, st: _Step, role: str) -> str:
+        return self.name if role == self.role else st.peers.get(role, role)
+
+    def _check_ids(self, st: _Step, ids: torch.Tensor) -> None:
+        if st.sample_ids is None:
+            st.sample_ids = ids
+        elif not torch.equal(st.sample_ids, ids):
+            raise ProtocolError(
+                f"{self.name}: batch of step {st.step} is misaligned: sample ids differ between senders"
+            )
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def _start(self, st: _Step, msg: StartStep) -> None:
+        shard = self.shards.get(msg.split)
+        if shard is None:
+            raise ProtocolError(f"{self.name} holds no {msg.split!r} data")
+        rows = shard.rows(msg.sample_ids)
+        self._check_ids(st, msg.sample_ids)
+        for head in self.plan.root.heads:
+            if head.label_role != self.role:
+                continue
+            if head.task not in shard.labels:
+                if msg.mode == "train":
+                    raise ProtocolError(f"{self.name} holds no labels for task {head.task!r}")
+                continue
+            y = shard.labels[head.task][rows]
+            if self.plan.root.role == self.role:
+                st.labels[head.task] = y.to(self.device)
+            elif msg.mode == "train":
+                receiver = self._party_of(st, self.plan.root.role)
+                self._send(Labels(self.name, receiver, st.step, task=head.task, labels=y, sample_ids=msg.sample_ids))
+            else:
+                st.labels[head.task] = y.to(self.device)  # kept here to score the returned outputs
+        for node in self.nodes.values():
+            if not node.inputs:
+                if shard.features is None:
+                    raise ProtocolError(f"{self.name} holds no features for {msg.split!r}")
+                self._forward(st, node, shard.features[rows].to(self.device))
+        self._maybe_finish(st)
+
+    def _receive_activation(self, st, src: str, node: Node, tensor, ids, sender: str) -> None:
+        self._check_ids(st, ids)
+        if src in st.leaves.get(node.name, {}):
+            raise ProtocolError(f"{self.name}: duplicate activation {src} -> {node.name} in step {st.step}")
+        leaf = tensor.to(self.device).detach().requires_grad_(st.mode == "train")
+        st.leaves.setdefault(node.name, {})[src] = leaf
+        st.senders[src] = sender
+        if len(st.leaves[node.name]) == len(node.inputs):
+            parts = [st.leaves[node.name][i] for i in node.inputs]
+            self._forward(st, node, merge_inputs(parts, node.merge, node.merge_dim))
+
+    def _forward(self, st: _Step, node: Node, x: torch.Tensor) -> None:
+        module = self.modules[node.name]
+        module.train(st.mode == "train")
+        with torch.set_grad_enabled(st.mode == "train"):
+            out = module(x)
+        st.outputs[node.name] = out
+        if node.heads:
+            if st.mode == "train":
+                return self._try_loss(st)
+            outs = out if isinstance(out, tuple) else (out,)
+            for head, y_hat in zip(node.heads, outs, strict=True):
+                if head.label_role == self.role:
+                    self._score(st, head, y_hat)
+                else:
+                    receiver = self._party_of(st, head.label_role)
+                    self._send(Output(self.name, receiver, st.step, task=head.task, tensor=y_hat, sample_ids=st.sample_ids))
+            st.remaining.discard(node.name)
+            return self._maybe_finish(st)
+        consumer = self.plan.consumer(node.name)
+        payload = out.detach()
+        if consumer.role == self.role:
+            self._receive_activation(st, node.name, consumer, payload, st.sample_ids, self.name)
+        else:
+            receiver = self._party_of(st, consumer.role)
+            if st.mode == "train":
+                st.grad_from[node.name] = receiver
+            self._send(
+                Activation(self.name, receiver, st.step, mode=st.mode, src=node.name, dst=consumer.name,
+                           tensor=payload, sample_ids=st.sample_ids)
+            )
+        if st.mode == "eval":
+            st.remaining.discard(node.name)
+            self._maybe_finish(st)
+
+    def _score(self, st: _Step, head: Head, y_hat: torch.Tensor) -> None:
+        ids = st.sample_ids
+        if self.keep_predictions:
+            self.predictions.setdefault(head.task, []).append((ids.cpu(), y_hat.detach().cpu()))
+        y = st.labels.get(head.task)
+        if y is None:
+            return
+        totals = self.eval_totals.setdefault(st.split, {}).setdefault(head.task, EvalTotals())
+        totals.correct += int((y_hat.argmax(-1) == y).sum())
+        totals.count += len(y)
+        totals.loss_sum += float(F.cross_entropy(y_hat, y, reduction="sum"))
+
+    # -- loss and backward ---------------------------------------------------------------------
+
+    def _try_loss(self, st: _Step) -> None:
+        root = self.plan.root
+        out = st.outputs.get(root.name)
+        if out is None or any(h.task not in st.labels for h in root.heads):
+            return
+        outs = out if isinstance(out, tuple) else (out,)
+        loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
+        self.losses.append((st.step, float(loss.detach())))
+        loss.backward()
+        self._backward_done(st, root)
+
+    def _receive_gradient(self, st: _Step, node: Node, grad: torch.Tensor) -> None:
+        out = st.outputs.get(node.name)
+        if out is None or node.name not in st.remaining:
+            raise ProtocolError(f"{self.name}: gradient for {node.name} before its forward or twice")
+        if grad.shape != out.shape:
+            raise ProtocolError(f"{self.name}: gradient for {node.name} has shape {tuple(grad.shape)}, output has {tuple(out.shape)}")
+        out.backward(grad.to(self.device))
+        self._backward_done(st, node)
+
+    def _backward_done(self, st: _Step, node: Node) -> None:
+        st.remaining.discard(node.name)
+        for src in node.inputs:
+            leaf = st.leaves[node.name][src]
+            grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            producer = self.plan.node(src)
+            if producer.role == self.role:
+                self._receive_gradient(st, producer, grad)
+            else:
+                receiver = st.senders[src]
+                self._send(Gradient(self.name, receiver, st.step, src=node.name, dst=src, tensor=grad))
+        self._maybe_finish(st)
+
+    def _maybe_finish(self, st: _Step) -> None:
+        if self._st is not st or st.remaining or st.outputs_expected:
+            return
+        if st.mode == "train" and self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self._st = None
+        self._send(StepDone(self.name, self.plan.coordinator, st.step))
+
+    # -- round-robin relay ---------------------------------------------------------------------
+
+    def _relay(self, msg: RelayRequest) -> None:
+        if msg.sender != self.plan.coordinator or self._st is not None:
+            raise ProtocolError(f"{self.name}: relay request from {msg.sender} refused")
+        if self.modules is None:
+            raise ProtocolError(f"{self.name} was asked to relay segments it does not hold")
+        state, meta = pack_state(self.modules, self.optimizer)
+        receiver = msg.destination if msg.route == "peer" else self.plan.root.role
+        self._send(Weights(self.name, receiver, msg.step, destination=msg.destination, state=state, meta=meta))
+        self.modules = self.optimizer = None  # the segments now live with the next client only
+
+    def _on_weights(self, msg: Weights) -> None:
+        if msg.destination != self.name:
+            # Only in transit here: pass it on unchanged, keep nothing.
+            self._send(Weights(self.name, msg.destination, msg.step, destination=msg.destination, state=msg.state, meta=msg.meta))
+            return
+        if self.make_modules is None:
+            raise ProtocolError(f"{self.name} cannot hold relayed segments")
+        modules = self.make_modules()
+        self._install(modules)
+        unpack_state(msg.state, msg.meta, self.modules, self.optimizer)
+        self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="relay"))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """This party's segments and optimiser state, for a checkpoint on its own disk."""
+        if self.modules is None:
+            return {}, {}
+        return pack_state(self.modules, self.optimizer)

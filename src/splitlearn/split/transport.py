@@ -1,0 +1,72 @@
+"""The port the protocol core needs from a transport, and the message log every run keeps.
+
+The core never imports a concrete transport: in-process, gRPC and anything else implement
+:class:`Transport`. Observers (the message log, accounting, tests) see every message sent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from splitlearn.split.messages import Message
+
+__all__ = ["MessageLog", "MessageRecord", "Transport"]
+
+Handler = Callable[[Message], None]
+
+
+class Transport(ABC):
+    """Delivers messages between named endpoints (parties and the coordinator)."""
+
+    def __init__(self) -> None:
+        self.observers: list[Callable[[Message], None]] = []
+
+    @abstractmethod
+    def register(self, name: str, handler: Handler) -> None:
+        """Make ``handler`` receive every message addressed to ``name``."""
+
+    @abstractmethod
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for its receiver. Implementations call :meth:`_observe` once."""
+
+    @abstractmethod
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Deliver messages until ``done()`` holds; raise if that can no longer happen."""
+
+    def _observe(self, message: Message) -> None:
+        for observe in self.observers:
+            observe(message)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    kind: str
+    sender: str
+    receiver: str
+    step: int
+    payload_bytes: int
+
+
+class MessageLog:
+    """Observer that records the header and size of every message (not its tensors)."""
+
+    def __init__(self) -> None:
+        self.records: list[MessageRecord] = []
+
+    def __call__(self, message: Message) -> None:
+        self.records.append(
+            MessageRecord(message.kind, message.sender, message.receiver, message.step, message.payload_bytes)
+        )
+
+    def bytes_by(self, key: str = "sender") -> dict[str, int]:
+        """Total payload bytes grouped by ``sender``, ``receiver`` or ``kind``."""
+        totals: dict[str, int] = defaultdict(int)
+        for r in self.records:
+            totals[getattr(r, key)] += r.payload_bytes
+        return dict(totals)
+
+    def total_bytes(self, *, kind: str | None = None) -> int:
+        return sum(r.payload_bytes for r in self.records if kind is None or r.kind == kind)
