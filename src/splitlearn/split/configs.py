@@ -39,7 +39,7 @@ class Split:
 
 
 def _cuts(cut: Cut) -> list:
-    return [cut] if isinstance(cut, (int, str)) else list(cut)
+    return list(cut) if isinstance(cut, (list, tuple)) else [cut]
 
 
 def vanilla(model: nn.Module, cut: Cut, *, in_shape: Sequence[int] | None = None, task: str = "y") -> Split:

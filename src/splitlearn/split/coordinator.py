@@ -130,7 +130,7 @@ class Coordinator:
             self.relay_to(batch.bindings[self.group_role])
         self.step += 1
         self._done = set()
-        for role in self.plan.data_roles:
+        for role in self.plan.start_roles:
             party = batch.bindings[role]
             self.transport.send(StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids))
         expected = set(batch.bindings.values())

@@ -213,6 +213,8 @@ class Party:
             raise ProtocolError(f"{self.name}: message for step {step} while step {st.step} is in progress")
         elif mode is not None and st.mode != mode:
             raise ProtocolError(f"{self.name}: {mode} message in a {st.mode} step")
+        elif split:
+            st.split = split
         return st
 
     def _new_step(self, step: int, mode: str, split: str) -> _Step:

@@ -115,5 +115,10 @@ class Plan:
         """Roles that start a step from their local features."""
         return tuple(dict.fromkeys(n.role for n in self.nodes if not n.inputs))
 
+    @property
+    def start_roles(self) -> tuple[str, ...]:
+        """Roles the coordinator starts each step at: data roles and label owners."""
+        return tuple(dict.fromkeys([*self.data_roles, *(h.label_role for h in self.root.heads)]))
+
     def nodes_of(self, role: str) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.role == role)

@@ -29,7 +29,7 @@ def resolve_cuts(model: nn.Module, cut: int | str | Sequence[int | str]) -> list
     """
     layers = flatten_layers(model)
     names = [name for name, _ in layers]
-    cuts = [cut] if isinstance(cut, (int, str)) else list(cut)
+    cuts = list(cut) if isinstance(cut, (list, tuple)) else [cut]
     if not cuts:
         raise CutError("no cut given: name at least one layer or index to cut after")
     bounds = []

@@ -83,7 +83,7 @@ def unpack_state(
     for key, v in tensors.items():
         if key.startswith("optim/"):
             _, idx, k = key.split("/", 2)
-            state.setdefault(int(idx), {})[k] = v
+            state.setdefault(int(idx), {})[k] = v.clone()  # the optimiser updates these in place
     for key, v in meta["optim"]["scalars"].items():
         idx, k = key.split("/", 1)
         state.setdefault(int(idx), {})[k] = v
