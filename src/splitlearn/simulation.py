@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from splitlearn.data.partition import dirichlet_partition, iid_partition
+from splitlearn.data.partition import dirichlet_partition, iid_partition, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.party import Party, Shard
@@ -113,7 +113,7 @@ class Simulation:
                 raise ValueError("a split with several data roles needs split.feature_dim")
             for i, role in enumerate(data_roles):
                 shards = {
-                    s: Shard(ds.sample_ids, torch.tensor_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
+                    s: Shard(ds.sample_ids, vertical_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
                     for s, ds in datasets.items()
                 }
                 self.parties[role] = party(role, role, shards, modules=split.modules_of(role))
@@ -169,14 +169,14 @@ class Simulation:
             out[f"accuracy{suffix}"], out[f"loss{suffix}"] = t.accuracy, t.loss
         return out
 
-    def predict(self, split: str = "test") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def predict(self, split: str = "test") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
         """Run ``split`` through the protocol; return (sample ids, outputs) per task, as held by
-        each task's label owner."""
+        each task's label owner, and the scores :meth:`evaluate` gives."""
         owners = self._label_owners()
         for p in owners.values():
             p.keep_predictions, p.predictions = True, {}
         try:
-            self.evaluate(split)
+            scores = self.evaluate(split)
         finally:
             for p in owners.values():
                 p.keep_predictions = False
@@ -184,7 +184,7 @@ class Simulation:
         for task, p in owners.items():
             ids, logits = zip(*p.predictions[task])
             out[task] = (torch.cat(ids), torch.cat(logits))
-        return out
+        return out, scores
 
     def _label_owners(self) -> dict[str, Party]:
         group = self.coordinator.group_role
@@ -206,7 +206,7 @@ class Simulation:
                 continue
             path = folder / f"{name}.safetensors"
             tmp = path.with_suffix(".tmp")
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
             tmp.replace(path)
             written[name] = str(path)
         return written

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from splitlearn.data.partition import vertical_split
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
 from splitlearn.split.segments import CutError, check_segments, split_model
 
@@ -141,7 +142,7 @@ class Vertical(nn.Module):
         self.dim, self.merge, self.merge_dim = dim, merge, merge_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [b(p) for b, p in zip(self.bottoms, torch.tensor_split(x, len(self.bottoms), dim=self.dim))]
+        parts = [b(p) for b, p in zip(self.bottoms, vertical_split(x, len(self.bottoms), dim=self.dim))]
         return self.top(merge_inputs(parts, self.merge, self.merge_dim))
 
 
@@ -162,7 +163,7 @@ def vertical(
     nodes.append(Node("server", "server", tuple(roles), merge=model.merge, merge_dim=model.merge_dim, heads=(Head(task, label_role),)))
     if in_shape is not None:
         probe = torch.zeros(2, *in_shape)
-        chunk_shapes = [p.shape[1:] for p in torch.tensor_split(probe, len(roles), dim=model.dim)]
+        chunk_shapes = [p.shape[1:] for p in vertical_split(probe, len(roles), dim=model.dim)]
         outs = [check_segments([b], s)[0] for b, s in zip(model.bottoms, chunk_shapes)]
         try:
             merged = merge_inputs([torch.zeros(o) for o in outs], model.merge, model.merge_dim)

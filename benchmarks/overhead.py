@@ -1,0 +1,87 @@
+"""Time per training step: in-process split training / centralised training of the same network.
+
+Both run side by side in one process on the same synthetic 32x32x3 batches (batch 64), same
+optimiser, same batch order; the centralised loop gathers its batch by sample id as the client
+does. Rounds alternate between the two so drift in machine load hits both alike. Target: <= 1.05.
+
+    python benchmarks/overhead.py [--steps 30] [--rounds 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from splitlearn.data.dataset import ArrayDataset
+from splitlearn.models import build_model, flatten_layers
+from splitlearn.simulation import Simulation
+from splitlearn.split import OptimizerSpec, configs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: int = 64) -> tuple[float, float]:
+    torch.manual_seed(0)
+    n = steps * batch
+    data = ArrayDataset(torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,)))
+    model = build_model(name, in_shape=(3, 32, 32), num_classes=10)
+    reference = copy.deepcopy(model).to(device)
+    spec = OptimizerSpec("sgd", lr=0.01, momentum=0.9)
+    cut = [len(flatten_layers(model)) // 3]
+    sim = Simulation(configs.vanilla(model, cut, in_shape=(3, 32, 32)), train=data, optimizer=spec, batch_size=batch, device=device)
+    opt = spec.build(reference.parameters())
+    x_all, y_all = data.features, data.labels
+
+    def centralised_epoch(epoch: int) -> None:
+        for b in sim.coordinator.schedule(epoch):
+            x, y = x_all[b.sample_ids].to(device), y_all[b.sample_ids].to(device)
+            loss = F.cross_entropy(reference(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def timed(run, epoch: int) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        run(epoch)
+        _sync(device)
+        return (time.perf_counter() - start) / steps
+
+    split_times, central_times = [], []
+    for r in range(rounds + 1):  # round 0 warms up both
+        # Alternate which goes first so order effects (caches, allocator) cancel out.
+        if r % 2:
+            s, c = timed(sim.coordinator.train_epoch, r + 1), timed(centralised_epoch, r + 1)
+        else:
+            c, s = timed(centralised_epoch, r + 1), timed(sim.coordinator.train_epoch, r + 1)
+        if r:
+            split_times.append(s)
+            central_times.append(c)
+    return statistics.median(split_times), statistics.median(central_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="small_cnn,vgg11")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"device {device}, batch 64, 32x32x3 inputs, {args.steps} steps x {args.rounds} rounds, median per step")
+    print(f"{'model':<10} {'split ms':>9} {'central ms':>11} {'ratio':>7}")
+    for name in args.models.split(","):
+        split_t, central_t = measure(name, steps=args.steps, rounds=args.rounds, device=device)
+        print(f"{name:<10} {split_t * 1e3:>9.2f} {central_t * 1e3:>11.2f} {split_t / central_t:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""``splitlearn`` command line: one module per subcommand, joined here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from splitlearn.cli import predict, train
+
+__all__ = ["main"]
+
+COMMANDS = {"train": train, "predict": predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="splitlearn", description="Split learning across sites that never share raw data.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    args = parser.parse_args(["train"] if argv is None and len(sys.argv) == 1 else argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Bad input: one clear line, not a traceback.
+        print(f"splitlearn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

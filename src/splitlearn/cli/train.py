@@ -1,0 +1,98 @@
+"""``splitlearn train``: train a split network in-process and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from splitlearn import experiment
+from splitlearn.config import CONFIGURATION_KINDS, load_config
+
+# flag -> dotted config key
+FLAGS = {
+    "dataset": "data.name", "data_root": "data.root", "partition": "data.partition", "alpha": "data.alpha",
+    "model": "model.name", "cut": "model.cut",
+    "configuration": "split.configuration", "clients": "split.clients", "relay": "split.relay", "merge": "split.merge",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
+    "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
+}
+
+
+def _cut(text: str) -> list[int | str]:
+    return [int(c) if c.lstrip("-").isdigit() else c for c in text.split(",") if c]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a split network (default: digits, small CNN, vanilla, 4 clients)")
+    p.add_argument("--config", help="JSON or TOML file with data/model/split/train sections")
+    p.add_argument("--configuration", choices=CONFIGURATION_KINDS, help="vanilla, ushaped, vertical, multihop or multitask")
+    p.add_argument("--dataset", help="digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology")
+    p.add_argument("--data-root", help="folder with the data set's files (non-embedded data sets)")
+    p.add_argument("--partition", choices=["iid", "dirichlet"])
+    p.add_argument("--alpha", type=float, help="Dirichlet alpha for --partition dirichlet")
+    p.add_argument("--model", help="mlp, small_cnn, vgg11, vgg16, resnet18, resnet50, alexnet")
+    p.add_argument("--cut", type=_cut, help="comma-separated layer names or indices to cut after, e.g. features.4 or 3,7")
+    p.add_argument("--clients", type=int, help="round-robin clients (vertical: feature-holding clients)")
+    p.add_argument("--relay", choices=["peer", "server"], help="how client weights reach the next client")
+    p.add_argument("--merge", choices=["auto", "concat", "sum", "mean"], help="vertical merge at the server")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--out", help="parent folder for run folders (default: runs)")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
+    config = load_config(args.config, overrides)
+    console = Console()
+    c = config
+    console.print(
+        f"[bold]splitlearn train[/]: {c.split.configuration} split of {c.model.name} on {c.data.name}, "
+        f"{c.split.clients} client(s), {c.train.epochs} epochs, device {c.train.device}"
+    )
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("epoch 1", total=None)
+
+        def on_step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_epoch(record: dict) -> None:
+            acc = record.get("test_accuracy", record.get("test_accuracy_label"))
+            progress.update(task, description=f"epoch {record['epoch'] + 1}" if record["epoch"] < c.train.epochs else "done")
+            console.log(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}" + (f", test accuracy {acc:.4f}" if acc is not None else ""))
+
+        run_dir, metrics = experiment.train(config, on_step=on_step, on_epoch=on_epoch)
+    table = Table(title="Accuracy per epoch")
+    table.add_column("epoch", justify="right")
+    table.add_column("train loss", justify="right")
+    acc_keys = [k for k in metrics["epochs"][0] if k.startswith("test_accuracy")]
+    for k in acc_keys:
+        table.add_column(k.replace("test_", "test "), justify="right")
+    table.add_column("seconds", justify="right")
+    for r in metrics["epochs"]:
+        table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", *(f"{r[k]:.4f}" for k in acc_keys), f"{r['seconds']:.1f}")
+    console.print(table)
+    bytes_table = Table(title="Bytes on the wire per party")
+    for col in ("party", "sent", "received"):
+        bytes_table.add_column(col, justify="right" if col != "party" else "left")
+    for party in sorted(set(metrics["bytes_sent"]) | set(metrics["bytes_received"])):
+        bytes_table.add_row(party, _human(metrics["bytes_sent"].get(party, 0)), _human(metrics["bytes_received"].get(party, 0)))
+    console.print(bytes_table)
+    console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}")
+    return 0

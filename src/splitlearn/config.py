@@ -1,0 +1,158 @@
+"""Run configuration: one frozen dataclass per concern, composed into :class:`RunConfig`.
+
+Loaded from JSON or TOML, overridden by command-line values, validated once, and saved next to
+the results so every run can be repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config"]
+
+CONFIGURATION_KINDS = ("vanilla", "ushaped", "vertical", "multihop", "multitask")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology
+    root: str | None = None  # folder of the data files, for data sets that are not embedded
+    partition: str = "iid"  # how training samples are dealt to round-robin clients: iid or dirichlet
+    alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
+
+    def __post_init__(self) -> None:
+        if self.partition not in ("iid", "dirichlet"):
+            raise ValueError(f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"data.alpha must be > 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "small_cnn"  # a name from splitlearn.models.MODELS
+    cut: tuple[int | str, ...] = ()  # layer names or indices to cut after; empty: a default per configuration
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    configuration: str = "vanilla"  # vanilla, ushaped, vertical, multihop, multitask
+    clients: int = 4  # round-robin clients (vertical: parties holding feature chunks)
+    relay: str = "peer"  # how client segments reach the next client: peer or server
+    merge: str = "auto"  # vertical merge at the server: concat, sum, mean, or auto
+    task_weights: tuple[float, ...] = (1.0, 0.5)  # multitask: weights of the label and the half heads
+
+    def __post_init__(self) -> None:
+        if self.configuration not in CONFIGURATION_KINDS:
+            raise ValueError(
+                f"split.configuration must be one of {', '.join(CONFIGURATION_KINDS)}, got {self.configuration!r}"
+            )
+        if self.clients < 1:
+            raise ValueError(f"split.clients must be >= 1, got {self.clients}")
+        if self.relay not in ("peer", "server"):
+            raise ValueError(f"split.relay must be 'peer' or 'server', got {self.relay!r}")
+        if self.merge not in ("auto", "concat", "sum", "mean"):
+            raise ValueError(f"split.merge must be auto, concat, sum or mean, got {self.merge!r}")
+        if self.configuration == "vertical" and self.clients < 2:
+            raise ValueError("a vertical split needs split.clients >= 2")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd, adam, adamw
+    lr: float = 0.02
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    seed: int = 0  # model initialisation, data split, partition and batch order
+    device: str = "cpu"  # cpu, cuda, cuda:1, mps
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"train.epochs and train.batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs"  # parent folder of run folders
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, values: dict[str, Any]) -> RunConfig:
+        """Return a copy with dotted keys replaced, e.g. ``{"train.epochs": 3}``."""
+        return _build(RunConfig, _nest(values), base=self)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return nested
+
+
+def _build(cls, values: dict[str, Any], base=None):
+    base = base if base is not None else cls()
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; known: {', '.join(known)}")
+    changes = {}
+    for name, value in values.items():
+        current = getattr(base, name)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} must be a table of settings, got {value!r}")
+            changes[name] = _build(type(current), value, base=current)
+        elif isinstance(current, tuple) and value is not None:
+            changes[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        else:
+            changes[name] = _typed(f"{cls.__name__}.{name}", current, value)
+    return replace(base, **changes)
+
+
+def _typed(name: str, current: Any, value: Any) -> Any:
+    """Check ``value`` has the type of the default ``current`` (ints are fine for floats)."""
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(current, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int)
+    elif isinstance(current, float):
+        ok, value = isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
+    else:
+        ok = isinstance(value, type(current))
+    if not ok:
+        raise ValueError(f"{name} must be {type(current).__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the JSON/TOML file at ``path``, then ``overrides`` (dotted keys)."""
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+        config = _build(RunConfig, values)
+    return config.override(overrides or {})

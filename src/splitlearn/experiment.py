@@ -1,0 +1,202 @@
+"""From a :class:`~splitlearn.config.RunConfig` to a trained split and a run folder.
+
+``build`` turns a config into data and a :class:`~splitlearn.split.configs.Split`; ``train``
+runs it in-process and writes the run folder (resolved config, metrics JSON, one safetensors file
+per party); ``predict`` reloads a run folder and predicts through the protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from splitlearn.config import RunConfig, load_config
+from splitlearn.data.partition import vertical_split
+from splitlearn.data.registry import load_dataset
+from splitlearn.models import build_model, flatten_layers
+from splitlearn.simulation import Simulation
+from splitlearn.split import configs
+from splitlearn.split.configs import MultiHead, Split, Vertical
+from splitlearn.split.segments import CutError, check_segments, split_model
+from splitlearn.split.state import OptimizerSpec
+
+__all__ = ["Built", "build", "predict", "train"]
+
+
+@dataclass
+class Built:
+    config: RunConfig
+    split: Split
+    train: Any
+    test: Any
+    targets: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None
+
+
+def _default_cut(kind: str, layers: list[tuple[str, nn.Module]]) -> list[int]:
+    """After the first pooling layer in the model's first half (else a third of the way in);
+    U-shaped adds a cut before the last layer, multi-hop one halfway between."""
+    n = len(layers)
+    pools = [i + 1 for i, (_, m) in enumerate(layers[: n // 2]) if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    first = pools[0] if pools else max(1, n // 3)
+    if kind == "ushaped":
+        return [first, n - 1]
+    if kind == "multihop":
+        return [first, (first + n) // 2]
+    return [first]
+
+
+def _resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but CUDA is not available on this machine")
+    return device
+
+
+def build(config: RunConfig) -> Built:
+    """Load the data set and build the configured split, seeded by ``config.train.seed``."""
+    train_ds, test_ds = load_dataset(config.data.name, root=config.data.root, seed=config.train.seed)
+    in_shape, num_classes = tuple(train_ds.sample_shape), train_ds.num_classes
+    kind, cut = config.split.configuration, list(config.model.cut)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.name, in_shape=in_shape, num_classes=num_classes)
+    targets = None
+    if kind in ("vanilla", "ushaped", "multihop"):
+        cut = cut or _default_cut(kind, flatten_layers(model))
+        split = configs.CONFIGURATIONS[kind](model, cut, in_shape=in_shape)
+    elif kind == "multitask":
+        layers = flatten_layers(model)
+        last = layers[-1][1]
+        if not isinstance(last, nn.Linear):
+            raise ValueError(f"multitask needs a model ending in nn.Linear, {config.model.name} ends in {last}")
+        trunk = nn.Sequential(*(m for _, m in layers[:-1]))
+        heads = {"label": last, "half": nn.Linear(last.in_features, 2)}
+        cut = cut or _default_cut(kind, layers[:-1])
+        w = config.split.task_weights
+        if len(w) != 2:
+            raise ValueError(f"split.task_weights needs 2 weights (label, half), got {w}")
+        split = configs.multitask(MultiHead(trunk, heads), cut, in_shape=in_shape, weights=dict(zip(heads, w)))
+        targets = {"label": lambda y: y, "half": lambda y: (y >= math.ceil(num_classes / 2)).long()}
+    else:
+        split = _vertical(config, model, in_shape, num_classes, cut)
+    return Built(config, split, train_ds, test_ds, targets)
+
+
+def _vertical(config: RunConfig, model: nn.Sequential, in_shape, num_classes, cut) -> Split:
+    """Each client gets its own copy of the layers before the cut, on its chunk of the features
+    (image width, or table columns); the server runs the rest of the model on the merged output."""
+    k = config.split.clients
+    image = len(in_shape) == 3
+    dim = -1 if image else 1
+    layers = flatten_layers(model)
+    cut = cut or _default_cut("vertical", layers)
+    if len(cut) != 1:
+        raise CutError(f"vertical split takes exactly one cut, got {cut}")
+    chunk_shapes = [p.shape[1:] for p in vertical_split(torch.zeros(1, *in_shape), k, dim=dim)]
+    bottoms = []
+    for shape in chunk_shapes:
+        part = build_model(config.model.name, in_shape=tuple(shape), num_classes=num_classes)
+        bottoms.append(split_model(part, cut)[0])
+    out = check_segments([bottoms[0]], chunk_shapes[0])[0]
+    merge = config.split.merge
+    if merge == "auto":
+        merge = "concat" if len(out) == 4 else "sum"  # feature maps side by side; vectors add up
+    top = split_model(model, cut)[1]
+    return configs.vertical(Vertical(bottoms, top, dim=dim, merge=merge, merge_dim=-1), in_shape=in_shape)
+
+
+def _run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(config.out) / f"{stamp}-{config.split.configuration}-{config.data.name}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def simulation(built: Built, **kw) -> Simulation:
+    c = built.config
+    spec = OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=c.train.momentum if c.train.optimizer == "sgd" else 0.0, weight_decay=c.train.weight_decay)
+    return Simulation(
+        built.split, train=built.train, test=built.test,
+        clients=kw.pop("clients", c.split.clients), partition=c.data.partition, alpha=c.data.alpha,
+        relay=c.split.relay, optimizer=spec, batch_size=c.train.batch_size, seed=c.train.seed,
+        device=_resolve_device(c.train.device), targets=built.targets, **kw,
+    )
+
+
+def train(
+    config: RunConfig,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train as configured; write the run folder; return its path and the metrics."""
+    built = build(config)
+    sim = simulation(built)
+    run_dir = _run_dir(config)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+
+    def epoch_done(record: dict[str, Any]) -> None:
+        history.append(record)
+        _write_metrics(run_dir, sim, history, time.perf_counter() - start, finished=False)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    sim.fit(config.train.epochs, on_step=on_step, on_epoch=epoch_done)
+    sim.save_weights(run_dir / "weights")
+    metrics = _write_metrics(run_dir, sim, history, time.perf_counter() - start, finished=True)
+    return run_dir, metrics
+
+
+def _write_metrics(run_dir: Path, sim: Simulation, history, seconds: float, *, finished: bool) -> dict[str, Any]:
+    metrics = {
+        "finished": finished,
+        "seconds": seconds,
+        "epochs": history,
+        "parties": sorted(sim.parties),
+        "bytes_sent": sim.log.bytes_by("sender"),
+        "bytes_received": sim.log.bytes_by("receiver"),
+        "bytes_by_kind": sim.log.bytes_by("kind"),
+        "messages": len(sim.log.records),
+    }
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "metrics.json")
+    return metrics
+
+
+def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None) -> tuple[Path, dict[str, float]]:
+    """Reload a run folder's weights, predict ``split`` through the protocol, write a CSV."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    config = load_config(config_path, {"train.device": device} if device else None)
+    built = build(config)
+    sim = simulation(built, clients=1 if built.split.plan.data_roles == ("client",) else config.split.clients)
+    sim.load_weights(run_dir / "weights")
+    outputs, scores = sim.predict(split)
+    path = run_dir / f"predictions-{split}.csv"
+    data = built.test if split == "test" else built.train
+    label_of = dict(zip(data.sample_ids.tolist(), data.labels.tolist()))
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "task", "prediction", "label"])
+        for task, (ids, logits) in outputs.items():
+            target = (built.targets or {task: lambda y: y})[task]
+            for i, p in zip(ids.tolist(), logits.argmax(-1).tolist()):
+                w.writerow([i, task, p, int(target(torch.tensor(label_of[i])))])
+    return path, scores

@@ -1,0 +1,25 @@
+"""Flatten a model into its ordered atomic layers."""
+
+from collections.abc import Iterator
+
+from torch import nn
+
+
+def flatten_layers(model: nn.Sequential) -> list[tuple[str, nn.Module]]:
+    """Return ``(qualified_name, layer)`` for every atomic layer of ``model``, in forward order.
+
+    Nested ``nn.Sequential`` containers are expanded recursively; any other module (a conv,
+    an activation, a residual block) is one atomic layer. Applying the layers in order equals
+    ``model(x)``.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
+    return list(_leaves(model, ""))
+
+
+def _leaves(module: nn.Sequential, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Sequential):
+            yield from _leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
