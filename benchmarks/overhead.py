@@ -2,16 +2,25 @@
 
 Both run side by side in one process on the same synthetic 32x32x3 batches (batch 64), same
 optimiser, same batch order; the centralised loop gathers its batch by sample id as the client
-does. Rounds alternate between the two so drift in machine load hits both alike. Target: <= 1.05.
+does. Rounds alternate which goes first so drift in machine load hits both alike. Target: <= 1.05.
 
-    python benchmarks/overhead.py [--steps 30] [--rounds 5] [--device cpu]
+On CPU, glibc's malloc hands large freed blocks back to the kernel and page-faults them in again
+on the next allocation; how often depends on the order in which tensors are freed, which differs
+between one backward pass and two, and that noise (10-20 % either way) swamps the engine's own
+cost. So by default the script re-runs itself with glibc told to keep freed memory
+(MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, applied to both arms alike); pass
+``--allocator default`` to measure with the stock settings.
+
+    python benchmarks/overhead.py [--steps 20] [--rounds 8] [--device cpu] [--allocator default]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -21,6 +30,9 @@ from splitlearn.data.dataset import ArrayDataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
+
+
+_KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": 2**28, "MALLOC_TRIM_THRESHOLD_": 2**30, "MALLOC_TOP_PAD_": 2**28}
 
 
 def _sync(device: torch.device) -> None:
@@ -74,9 +86,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="small_cnn,vgg11")
+    parser.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                        help="keep: glibc keeps freed memory (default); default: stock malloc settings")
     args = parser.parse_args()
+    if args.allocator == "keep" and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = os.environ | {k: str(v) for k, v in _KEEP_FREED_MEMORY.items()}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     device = torch.device(args.device)
-    print(f"device {device}, batch 64, 32x32x3 inputs, {args.steps} steps x {args.rounds} rounds, median per step")
+    alloc = "glibc keeps freed memory" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "stock glibc malloc"
+    print(f"device {device}, batch 64, 32x32x3 inputs, {args.steps} steps x {args.rounds} rounds, median per step, {alloc}")
     print(f"{'model':<10} {'split ms':>9} {'central ms':>11} {'ratio':>7}")
     for name in args.models.split(","):
         split_t, central_t = measure(name, steps=args.steps, rounds=args.rounds, device=device)

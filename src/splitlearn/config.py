@@ -43,7 +43,7 @@ class SplitConfig:
     clients: int = 4  # round-robin clients (vertical: parties holding feature chunks)
     relay: str = "peer"  # how client segments reach the next client: peer or server
     merge: str = "auto"  # vertical merge at the server: concat, sum, mean, or auto
-    task_weights: tuple[float, ...] = (1.0, 0.5)  # multitask: weights of the label and the half heads
+    task_weights: tuple[float, ...] = (1.0, 0.5)  # multitask: weights of the label head and the upper-half-of-classes head
 
     def __post_init__(self) -> None:
         if self.configuration not in CONFIGURATION_KINDS:

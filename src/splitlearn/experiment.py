@@ -47,7 +47,12 @@ def _default_cut(kind: str, layers: list[tuple[str, nn.Module]]) -> list[int]:
     U-shaped adds a cut before the last layer, multi-hop one halfway between."""
     n = len(layers)
     pools = [i + 1 for i, (_, m) in enumerate(layers[: n // 2]) if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
-    first = pools[0] if pools else max(1, n // 3)
+    if pools:
+        first = pools[0]
+    else:  # after the first layer with weights and the norms/activations that follow it
+        first = next((i + 1 for i, (_, m) in enumerate(layers) if any(True for _ in m.parameters())), 1)
+        while first < n - 1 and isinstance(layers[first][1], (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.Tanh, nn.GELU)):
+            first += 1
     if kind == "ushaped":
         return [first, n - 1]
     if kind == "multihop":
@@ -79,13 +84,13 @@ def build(config: RunConfig) -> Built:
         if not isinstance(last, nn.Linear):
             raise ValueError(f"multitask needs a model ending in nn.Linear, {config.model.name} ends in {last}")
         trunk = nn.Sequential(*(m for _, m in layers[:-1]))
-        heads = {"label": last, "half": nn.Linear(last.in_features, 2)}
+        heads = {"label": last, "upper": nn.Linear(last.in_features, 2)}
         cut = cut or _default_cut(kind, layers[:-1])
         w = config.split.task_weights
         if len(w) != 2:
-            raise ValueError(f"split.task_weights needs 2 weights (label, half), got {w}")
+            raise ValueError(f"split.task_weights needs 2 weights (label, upper), got {w}")
         split = configs.multitask(MultiHead(trunk, heads), cut, in_shape=in_shape, weights=dict(zip(heads, w)))
-        targets = {"label": lambda y: y, "half": lambda y: (y >= math.ceil(num_classes / 2)).long()}
+        targets = {"label": lambda y: y, "upper": lambda y: (y >= math.ceil(num_classes / 2)).long()}
     else:
         split = _vertical(config, model, in_shape, num_classes, cut)
     return Built(config, split, train_ds, test_ds, targets)

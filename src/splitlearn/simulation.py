@@ -10,6 +10,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from splitlearn.data.partition import dirichlet_partition, iid_partition, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
-from splitlearn.split.party import Party, Shard
+from splitlearn.split.party import Party, Penalty, Shard
 from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
@@ -60,6 +61,8 @@ class Simulation:
         device: str | torch.device = "cpu",
         targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         transport: Transport | None = None,
+        penalties: Mapping[str, Penalty] | None = None,
+        compute: Callable[[str, str], AbstractContextManager] | None = None,
     ) -> None:
         plan = split.plan
         if clients < 1:
@@ -78,8 +81,15 @@ class Simulation:
         def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
             return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
 
+        penalties = dict(penalties or {})
+        unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
+        if unknown:
+            raise ValueError(f"penalties name {sorted(unknown)}, which are not data nodes of the plan")
+
         def party(name: str, role: str, shards=None, **kw) -> Party:
-            p = Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=self.device, **kw)
+            mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
+            p = Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=self.device,
+                      penalties=mine, compute=compute, **kw)
             p.connect(self.transport)
             return p
 
@@ -167,6 +177,7 @@ class Simulation:
                 continue
             suffix = "" if single else f"_{task}"
             out[f"accuracy{suffix}"], out[f"loss{suffix}"] = t.accuracy, t.loss
+            out[f"count{suffix}"] = t.count
         return out
 
     def predict(self, split: str = "test") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:

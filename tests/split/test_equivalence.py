@@ -153,3 +153,31 @@ def test_relay_modes_report_bytes(tabular):
     # Via the server every relay crosses the wire twice.
     assert moved["server"] == 2 * moved["peer"] > 0
     assert not sim.parties["server"].shards  # the server never stored a client's segment
+
+
+def test_local_penalty_joins_the_backward_pass(tabular):
+    """A data node's local penalty (the hook NoPeek uses) equals adding it to the centralised loss."""
+    train, test = tabular
+    x, y = _full(train, test)
+    model = mlp()
+    reference = copy.deepcopy(model)
+    spec = OptimizerSpec("sgd", lr=0.05)
+    a = 0.3
+    sim = Simulation(
+        configs.vanilla(model, [2], in_shape=(10,)), train=train, optimizer=spec, batch_size=8,
+        penalties={"client": lambda inp, z: a * (z - inp[:, :1]).pow(2).mean()},
+    )
+    batches = [b.sample_ids for e in (1, 2, 3) for b in sim.coordinator.schedule(e)]
+    sim.fit(3)
+    opt = spec.build(reference.parameters())
+    for ids in batches:
+        z = reference[:2](x[ids])
+        loss = torch.nn.functional.cross_entropy(reference[2:](z), y[ids]) + a * (z - x[ids][:, :1]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert _max_diff(model, reference) <= TOL
+    logged = [v for p in sim.parties.values() for _, _, v in p.penalty_log]
+    assert len(logged) == len(batches) and all(v > 0 for v in logged)
+    # The penalty stays local: the server's log has no trace of it.
+    assert not sim.parties["server"].penalty_log

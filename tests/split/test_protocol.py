@@ -75,7 +75,13 @@ def test_party_refuses_impersonation_and_stray_messages(tabular):
         client.handle(Gradient("server", "client0", 2, src="server", dst="client", tensor=z))
     # A client that does not hold the segments cannot be started.
     with pytest.raises(ProtocolError, match="does not hold its segments"):
-        sim.parties["client1"].handle(StartStep("coordinator", "client1", 3, mode="train", split="train", sample_ids=ids))
+        sim.parties["client1"].handle(StartStep("coordinator", "client1", 3, mode="train", split="train", sample_ids=ids,
+                                                bindings={"client": "client1", "server": "server"}))
+    # A party started under another party's name is refused.
+    client._st = None
+    with pytest.raises(ProtocolError, match="client0 was started as 'client1'"):
+        client.handle(StartStep("coordinator", "client0", 4, mode="train", split="train", sample_ids=ids,
+                                bindings={"client": "client1", "server": "server"}))
 
 
 def test_unknown_sample_ids_are_named(tabular):
@@ -83,7 +89,8 @@ def test_unknown_sample_ids_are_named(tabular):
     sim = Simulation(configs.vanilla(mlp(), [2]), train=train, batch_size=16)
     with pytest.raises(ProtocolError, match=r"2 sample ids this party does not hold, e\.g\. \[500, 501\]"):
         sim.parties["client"].handle(
-            StartStep("coordinator", "client", 1, mode="train", split="train", sample_ids=torch.tensor([0, 500, 501]))
+            StartStep("coordinator", "client", 1, mode="train", split="train", sample_ids=torch.tensor([0, 500, 501]),
+                      bindings={"client": "client", "server": "server"})
         )
 
 

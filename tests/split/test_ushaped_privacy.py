@@ -21,8 +21,9 @@ def test_server_never_sees_labels_or_loss(tabular):
     assert to_server, "the server received nothing"
     kinds = {m.kind for m in to_server}
     assert kinds <= {"StartStep", "Activation", "Gradient"}, kinds
-    start_steps = [m for m in to_server if m.kind == "StartStep"]
-    assert not start_steps  # the server holds no data, so it is never started: it only reacts
+    # The coordinator's StartStep tells the server only who plays each role and the batch's ids.
+    starts = [m for m in to_server if m.kind == "StartStep"]
+    assert starts and all(set(m.tensors()) == {"sample_ids"} for m in starts)
     # Activations come from the client head only; gradients only for the server's own output.
     assert {(m.src, m.dst) for m in to_server if isinstance(m, Activation)} == {("client/head", "server/body")}
     grads = [m for m in to_server if isinstance(m, Gradient)]

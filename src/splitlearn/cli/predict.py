@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     for key, value in scores.items():
         console.print(f"{args.split} {key}: {value:.4f}")
-    console.print(f"Predictions are in {path}")
+    console.print(f"Predictions are in {path}", soft_wrap=True, highlight=False)
     return 0

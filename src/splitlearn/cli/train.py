@@ -94,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
     for party in sorted(set(metrics["bytes_sent"]) | set(metrics["bytes_received"])):
         bytes_table.add_row(party, _human(metrics["bytes_sent"].get(party, 0)), _human(metrics["bytes_received"].get(party, 0)))
     console.print(bytes_table)
-    console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}")
+    console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}", soft_wrap=True, highlight=False)
     return 0

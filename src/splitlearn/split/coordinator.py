@@ -130,10 +130,12 @@ class Coordinator:
             self.relay_to(batch.bindings[self.group_role])
         self.step += 1
         self._done = set()
-        for role in self.plan.start_roles:
-            party = batch.bindings[role]
-            self.transport.send(StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids))
-        expected = set(batch.bindings.values())
+        parties = list(dict.fromkeys(batch.bindings.values()))
+        expected = set(parties)
+        for party in parties:
+            self.transport.send(
+                StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids, bindings=batch.bindings)
+            )
         self.transport.run_until(lambda: self._done >= expected)
 
     def relay_to(self, client: str) -> None:

@@ -8,6 +8,7 @@ logic only ever sees these types.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -30,6 +31,11 @@ __all__ = [
 Mode = Literal["train", "eval"]
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name not in ("sender", "receiver", "step"))
+
+
 class ProtocolError(RuntimeError):
     """A message broke the protocol: wrong step, unknown node, impersonation, misaligned batch."""
 
@@ -47,12 +53,12 @@ class Message:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors this message carries, by field name (dict fields flattened as ``field/key``)."""
         out: dict[str, torch.Tensor] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, torch.Tensor):
-                out[f.name] = value
+                out[name] = value
             elif isinstance(value, dict):
-                out.update({f"{f.name}/{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
+                out.update({f"{name}/{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
         return out
 
     @property
@@ -69,11 +75,13 @@ class Manifest(Message):
 
 @dataclass(frozen=True, slots=True)
 class StartStep(Message):
-    """Coordinator to a data party: run one batch (``sample_ids`` of ``split``) through the plan."""
+    """Coordinator to every party of a step: which party plays each role (``bindings``) and the
+    batch (``sample_ids`` of ``split``); data parties and label owners start on it."""
 
     mode: Mode
     split: str
     sample_ids: torch.Tensor
+    bindings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ segments have finished the backward pass of the step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,10 @@ from splitlearn.split.messages import (
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
 from splitlearn.split.state import OptimizerSpec, pack_state, unpack_state
 
-__all__ = ["EvalTotals", "Party", "Shard"]
+__all__ = ["EvalTotals", "Party", "Penalty", "Shard"]
+
+Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A local loss term of a data node, from its input (raw features) and its output (smashed data)."""
 
 
 @dataclass
@@ -94,6 +98,7 @@ class _Step:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     remaining: set[str] = field(default_factory=set)
     outputs_expected: int = 0
+    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Party:
@@ -101,6 +106,9 @@ class Party:
 
     ``make_modules`` builds empty segments of the right architecture, for a round-robin client
     that receives weights from its predecessor. ``shards`` maps split name to local data.
+    ``penalties`` adds local loss terms to data nodes (computed and back-propagated here only,
+    e.g. NoPeek); ``compute(phase, node)`` wraps every forward and backward computation in a
+    context manager (e.g. a FLOP counter).
     """
 
     def __init__(
@@ -115,6 +123,8 @@ class Party:
         shards: Mapping[str, Shard] | None = None,
         device: str | torch.device = "cpu",
         keep_predictions: bool = False,
+        penalties: Mapping[str, Penalty] | None = None,
+        compute: Callable[[str, str], AbstractContextManager] | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
         self.device = torch.device(device)
@@ -128,6 +138,12 @@ class Party:
             self._install(dict(modules))
         self.send: Callable[[Message], None] | None = None
         self.keep_predictions = keep_predictions
+        unknown = set(penalties or {}) - {n for n, node in self.nodes.items() if not node.inputs}
+        if unknown:
+            raise ValueError(f"penalties may only attach to {self.name}'s data nodes, not {sorted(unknown)}")
+        self.penalties = dict(penalties or {})
+        self.penalty_log: list[tuple[int, str, float]] = []  # (step, node, value) of local penalties
+        self.compute = compute or (lambda phase, node: nullcontext())
         self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -245,6 +261,12 @@ class Party:
     # -- forward -------------------------------------------------------------------------------
 
     def _start(self, st: _Step, msg: StartStep) -> None:
+        if msg.bindings.get(self.role) != self.name:
+            raise ProtocolError(f"{self.name} was started as {msg.bindings.get(self.role)!r} for role {self.role!r}")
+        for role, party in msg.bindings.items():
+            self._bind(st, role, party)
+        if self.role not in self.plan.start_roles:
+            return self._maybe_finish(st)
         shard = self.shards.get(msg.split)
         if shard is None:
             raise ProtocolError(f"{self.name} holds no {msg.split!r} data")
@@ -286,8 +308,12 @@ class Party:
     def _forward(self, st: _Step, node: Node, x: torch.Tensor) -> None:
         module = self.modules[node.name]
         module.train(st.mode == "train")
-        with torch.set_grad_enabled(st.mode == "train"):
+        with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name):
             out = module(x)
+            penalty = self.penalties.get(node.name)
+            if penalty is not None and st.mode == "train":
+                st.penalties[node.name] = value = penalty(x, out)
+                self.penalty_log.append((st.step, node.name, float(value.detach())))
         st.outputs[node.name] = out
         if node.heads:
             if st.mode == "train":
@@ -339,7 +365,8 @@ class Party:
         outs = out if isinstance(out, tuple) else (out,)
         loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
         self.losses.append((st.step, float(loss.detach())))
-        loss.backward()
+        with self.compute("backward", root.name):
+            loss.backward()
         self._backward_done(st, root)
 
     def _receive_gradient(self, st: _Step, node: Node, grad: torch.Tensor) -> None:
@@ -348,7 +375,12 @@ class Party:
             raise ProtocolError(f"{self.name}: gradient for {node.name} before its forward or twice")
         if grad.shape != out.shape:
             raise ProtocolError(f"{self.name}: gradient for {node.name} has shape {tuple(grad.shape)}, output has {tuple(out.shape)}")
-        out.backward(grad.to(self.device))
+        with self.compute("backward", node.name):
+            penalty = st.penalties.pop(node.name, None)
+            if penalty is None:
+                out.backward(grad.to(self.device))
+            else:  # a local term (e.g. NoPeek's distance correlation) joins the backward pass
+                torch.autograd.backward([out, penalty], [grad.to(self.device), None])
         self._backward_done(st, node)
 
     def _backward_done(self, st: _Step, node: Node) -> None:
