@@ -128,3 +128,26 @@ def test_bad_simulation_arguments(tabular):
         OptimizerSpec("lbfgs")
     with pytest.raises(ValueError, match="relay must be"):
         Simulation(configs.vanilla(mlp(), [2]), train=train, relay="carrier-pigeon")
+
+
+def test_duplicate_labels_and_stray_outputs_are_refused(tabular):
+    from splitlearn.split.messages import Output
+
+    train, _ = tabular
+    sim = Simulation(configs.vanilla(mlp(), [2]), train=train, batch_size=16)
+    server, client = sim.parties["server"], sim.parties["client"]
+    ids = torch.arange(4)
+    y = torch.zeros(4, dtype=torch.long)
+    server.handle(Labels("client", "server", 1, task="y", labels=y, sample_ids=ids))
+    with pytest.raises(ProtocolError, match="arrived twice"):
+        server.handle(Labels("client", "server", 1, task="y", labels=y, sample_ids=ids))
+    # The client expects no outputs in a training step, nor for a task it does not own.
+    client.handle(StartStep("coordinator", "client", 1, mode="train", split="train", sample_ids=ids,
+                            bindings={"client": "client", "server": "server"}))
+    with pytest.raises(ProtocolError, match="eval message in a train step"):
+        client.handle(Output("server", "client", 1, task="y", tensor=torch.zeros(4, 3), sample_ids=ids))
+    client._st = None
+    client.handle(StartStep("coordinator", "client", 2, mode="eval", split="train", sample_ids=ids,
+                            bindings={"client": "client", "server": "server"}))
+    with pytest.raises(ProtocolError, match="unexpected output for task 'other'"):
+        client.handle(Output("server", "client", 2, task="other", tensor=torch.zeros(4, 3), sample_ids=ids))

@@ -201,14 +201,18 @@ class Party:
             head = next((h for h in self.plan.root.heads if h.task == msg.task), None)
             if head is None or self.plan.root.name not in self.nodes:
                 raise ProtocolError(f"{self.name}: labels for task {msg.task!r} do not belong here")
+            if msg.task in st.labels:
+                raise ProtocolError(f"{self.name}: labels for task {msg.task!r} arrived twice in step {st.step}")
             self._bind(st, head.label_role, msg.sender)
             self._check_ids(st, msg.sample_ids)
             st.labels[msg.task] = msg.labels.to(self.device)
             return self._try_loss(st)
         if isinstance(msg, Output):
+            head = next((h for h in self.plan.root.heads if h.task == msg.task), None)
+            if head is None or head.label_role != self.role or st.outputs_expected < 1:
+                raise ProtocolError(f"{self.name}: unexpected output for task {msg.task!r} in step {st.step}")
             self._bind(st, self.plan.root.role, msg.sender)
             self._check_ids(st, msg.sample_ids)
-            head = next(h for h in self.plan.root.heads if h.task == msg.task)
             self._score(st, head, msg.tensor.to(self.device))
             st.outputs_expected -= 1
             return self._maybe_finish(st)
