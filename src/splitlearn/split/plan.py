@@ -10,6 +10,7 @@ only different trees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -90,32 +91,37 @@ class Plan:
         if self.coordinator in self.roles:
             raise ValueError(f"coordinator name {self.coordinator!r} clashes with a role")
 
-    @property
+    @cached_property
     def root(self) -> Node:
         consumed = {i for n in self.nodes for i in n.inputs}
         return next(n for n in self.nodes if n.name not in consumed)
 
+    @cached_property
+    def _by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def _consumers(self) -> dict[str, Node]:
+        return {i: n for n in self.nodes for i in n.inputs}
+
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        return self._by_name[name]
 
     def consumer(self, name: str) -> Node | None:
-        return next((n for n in self.nodes if name in n.inputs), None)
+        return self._consumers.get(name)
 
-    @property
+    @cached_property
     def roles(self) -> tuple[str, ...]:
         """Every role taking part in a step: node owners and label owners, in plan order."""
         seen = [n.role for n in self.nodes] + [h.label_role for h in self.root.heads]
         return tuple(dict.fromkeys(seen))
 
-    @property
+    @cached_property
     def data_roles(self) -> tuple[str, ...]:
         """Roles that start a step from their local features."""
         return tuple(dict.fromkeys(n.role for n in self.nodes if not n.inputs))
 
-    @property
+    @cached_property
     def start_roles(self) -> tuple[str, ...]:
         """Roles the coordinator starts each step at: data roles and label owners."""
         return tuple(dict.fromkeys([*self.data_roles, *(h.label_role for h in self.root.heads)]))
