@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from splitlearn.data.partition import dirichlet_partition, iid_partition, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
+from splitlearn.split.messages import Message
 from splitlearn.split.party import Party, Penalty, Shard
 from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
@@ -42,6 +43,7 @@ class Simulation:
     ``train`` (round robin, segments relayed ``peer``-to-peer or via the ``server``); a vertical
     plan gives data role ``i`` the ``i``-th chunk of the features along ``split.feature_dim``.
     ``targets`` maps each head's task to a function of the data set's labels (default: identity).
+    ``penalties``, ``compute`` and ``outbox`` (by role) are passed to the parties; see :class:`Party`.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Simulation:
         transport: Transport | None = None,
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str], AbstractContextManager] | None = None,
+        outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     ) -> None:
         plan = split.plan
         if clients < 1:
@@ -81,6 +84,9 @@ class Simulation:
         def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
             return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
 
+        unknown_roles = set(outbox or {}) - set(plan.roles)
+        if unknown_roles:
+            raise ValueError(f"outbox names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
         penalties = dict(penalties or {})
         unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
         if unknown:
@@ -89,7 +95,7 @@ class Simulation:
         def party(name: str, role: str, shards=None, **kw) -> Party:
             mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
             p = Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=self.device,
-                      penalties=mine, compute=compute, **kw)
+                      penalties=mine, compute=compute, outbox=(outbox or {}).get(role), **kw)
             p.connect(self.transport)
             return p
 

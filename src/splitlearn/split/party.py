@@ -108,7 +108,8 @@ class Party:
     that receives weights from its predecessor. ``shards`` maps split name to local data.
     ``penalties`` adds local loss terms to data nodes (computed and back-propagated here only,
     e.g. NoPeek); ``compute(phase, node)`` wraps every forward and backward computation in a
-    context manager (e.g. a FLOP counter).
+    context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
+    (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class Party:
         keep_predictions: bool = False,
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str], AbstractContextManager] | None = None,
+        outbox: Callable[[Message], Message] | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
         self.device = torch.device(device)
@@ -144,6 +146,7 @@ class Party:
         self.penalties = dict(penalties or {})
         self.penalty_log: list[tuple[int, str, float]] = []  # (step, node, value) of local penalties
         self.compute = compute or (lambda phase, node: nullcontext())
+        self.outbox = outbox
         self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -221,7 +224,7 @@ class Party:
     def _send(self, msg: Message) -> None:
         if self.send is None:
             raise RuntimeError(f"party {self.name!r} is not connected to a transport")
-        self.send(msg)
+        self.send(msg if self.outbox is None else self.outbox(msg))
 
     def _state(self, step: int, mode: str | None = None, split: str = "") -> _Step:
         st = self._st
