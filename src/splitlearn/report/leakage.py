@@ -1,0 +1,161 @@
+"""The leakage report: one self-contained HTML page a privacy officer can read.
+
+It never trains: it turns measured results into figures (PNG, embedded) and tables, with one
+sentence per figure saying what it shows. Every figure is an ``<img data-figure=NAME>`` and every
+table a ``<table data-table=NAME>``, so tests (and people) can check that nothing is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["RunEvidence", "write_report"]
+
+
+@dataclass
+class RunEvidence:
+    """What was measured for one trained model (e.g. vanilla, or NoPeek with some a1)."""
+
+    name: str
+    epochs: list[dict[str, float]]  # per epoch: "test_accuracy", "dcor" (held-out leakage)
+    metrics: dict[str, float] = field(default_factory=dict)  # attack metrics: "ssim", "mse", "direction AUC", ...
+    originals: torch.Tensor | None = None  # a few private inputs (n, c, h, w)
+    reconstructions: torch.Tensor | None = None  # the attacker's reconstructions of them
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _curve(runs: Sequence[RunEvidence], key: str, ylabel: str) -> str:
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    for run in runs:
+        xs = [e["epoch"] for e in run.epochs if key in e]
+        ax.plot(xs, [e[key] for e in run.epochs if key in e], marker="o", label=run.name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def _grid(runs: Sequence[RunEvidence]) -> str:
+    shown = [r for r in runs if r.originals is not None]
+    n = min(len(r.originals) for r in shown)
+    rows = [("private input", shown[0].originals)] + [(f"{r.name}: reconstructed", r.reconstructions) for r in shown]
+    fig = Figure(figsize=(1.1 * n, 1.2 * len(rows)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for i, (label, images) in enumerate(rows):
+        for j in range(n):
+            img = images[j].detach().cpu().float()
+            img = img.permute(1, 2, 0).clamp(0, 1) if img.dim() == 3 else img
+            gray = img.dim() == 2 or img.shape[-1] == 1
+            axes[i][j].imshow(img.squeeze().numpy(), cmap="gray" if gray else None, vmin=0, vmax=1)
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    return _png(fig)
+
+
+def _tradeoff(sweep: Sequence[Mapping[str, float]]) -> str:
+    keys = [k for k in ("dcor", "ssim") if all(k in p for p in sweep)]
+    fig = Figure(figsize=(4.5 * len(keys), 3.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot([p[key] for p in sweep], [p["test_accuracy"] for p in sweep], marker="o")
+        for p in sweep:
+            ax.annotate(f"a1={p['a1']:g}", (p[key], p["test_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel({"dcor": "leakage DCOR(X, Z)", "ssim": "reconstruction SSIM"}[key])
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _table(name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table data-table="{name}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _figure(name: str, png: str, sentence: str) -> str:
+    return (
+        f'<figure><img data-figure="{name}" alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
+        f"<figcaption>{html.escape(sentence)}</figcaption></figure>"
+    )
+
+
+def write_report(
+    path: str | Path,
+    *,
+    runs: Sequence[RunEvidence],
+    config: Mapping[str, Any],
+    title: str = "Leakage report",
+    sweep: Sequence[Mapping[str, float]] = (),
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the report to ``path`` and return it. ``sweep`` holds one point per a1 value with
+    ``a1``, ``test_accuracy``, ``dcor`` and optionally ``ssim``."""
+    if not runs:
+        raise ValueError("a report needs at least one run")
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    parts.append("<h2>Utility and leakage during training</h2>")
+    parts.append(_figure("accuracy", _curve(runs, "test_accuracy", "test accuracy"),
+                         "Test accuracy after each epoch: what each model is worth; NoPeek should stay close to vanilla."))
+    if any("dcor" in e for r in runs for e in r.epochs):
+        parts.append(_figure("dcor", _curve(runs, "dcor", "DCOR(X, Z)"),
+                             "Distance correlation between raw inputs and the smashed data sent to the server, on held-out "
+                             "data at a fixed batch size: 1 means Z mirrors X, 0 means no dependence; lower is less leakage."))
+    if any(r.originals is not None for r in runs):
+        parts.append("<h2>What a curious server can reconstruct</h2>")
+        parts.append(_figure("reconstructions", _grid(runs),
+                             "Top row: private inputs that never left the client. Below: the server's reconstructions from "
+                             "the smashed data it received; the less they resemble the top row, the better the protection."))
+    if sweep:
+        parts.append("<h2>Privacy-utility trade-off</h2>")
+        parts.append(_figure("tradeoff", _tradeoff(sweep),
+                             "Each point is one NoPeek weight a1: moving left is less leakage, moving down is lost accuracy; "
+                             "a good setting sits left while staying high."))
+        parts.append(_table("sweep", ["a1", *(k for k in sweep[0] if k != "a1")],
+                            [[p["a1"], *(v for k, v in p.items() if k != "a1")] for p in sweep]))
+    parts.append("<h2>Attack results</h2>")
+    keys = sorted({k for r in runs for k in r.metrics})
+    final = lambda r, k: r.epochs[-1].get(k, float("nan")) if r.epochs else float("nan")  # noqa: E731
+    parts.append(_table("attacks", ["run", "test accuracy", "DCOR(X, Z)", *keys],
+                        [[r.name, final(r, "test_accuracy"), final(r, "dcor"), *(r.metrics.get(k, float("nan")) for k in keys)] for r in runs]))
+    parts.append("<h2>Configuration</h2>")
+    parts.append(_table("config", ["setting", "value"], [[k, json.dumps(v)] for k, v in _flatten(config).items()]))
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
