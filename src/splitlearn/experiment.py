@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from splitlearn.accounting import FlopMeter, account
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import load_dataset
@@ -46,7 +47,7 @@ def _default_cut(kind: str, layers: list[tuple[str, nn.Module]]) -> list[int]:
     """After the first pooling layer in the model's first half (else a third of the way in);
     U-shaped adds a cut before the last layer, multi-hop one halfway between."""
     n = len(layers)
-    pools = [i + 1 for i, (_, m) in enumerate(layers[: n // 2]) if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    pools = [i + 1 for i, (_, m) in enumerate(layers[: n // 2 + 1]) if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
     if pools:
         first = pools[0]
     else:  # after the first layer with weights and the norms/activations that follow it
@@ -147,7 +148,8 @@ def train(
 ) -> tuple[Path, dict[str, Any]]:
     """Train as configured; write the run folder; return its path and the metrics."""
     built = build(config)
-    sim = simulation(built)
+    meter = FlopMeter()
+    sim = simulation(built, compute=meter)
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -156,17 +158,17 @@ def train(
 
     def epoch_done(record: dict[str, Any]) -> None:
         history.append(record)
-        _write_metrics(run_dir, sim, history, time.perf_counter() - start, finished=False)
+        _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=False)
         if on_epoch is not None:
             on_epoch(record)
 
     sim.fit(config.train.epochs, on_step=on_step, on_epoch=epoch_done)
     sim.save_weights(run_dir / "weights")
-    metrics = _write_metrics(run_dir, sim, history, time.perf_counter() - start, finished=True)
+    metrics = _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=True)
     return run_dir, metrics
 
 
-def _write_metrics(run_dir: Path, sim: Simulation, history, seconds: float, *, finished: bool) -> dict[str, Any]:
+def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, seconds: float, *, finished: bool) -> dict[str, Any]:
     metrics = {
         "finished": finished,
         "seconds": seconds,
@@ -176,6 +178,7 @@ def _write_metrics(run_dir: Path, sim: Simulation, history, seconds: float, *, f
         "bytes_received": sim.log.bytes_by("receiver"),
         "bytes_by_kind": sim.log.bytes_by("kind"),
         "messages": len(sim.log.records),
+        "accounting": account(sim, meter),
     }
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))

@@ -56,6 +56,22 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _cost_table(acc: dict) -> Table:
+    """Per role: parties, FLOPs and bytes per party (mean over a role's parties), peak memory."""
+    table = Table(title="Cost per party (mean over the parties playing a role)")
+    for col in ("role", "parties", "train GFLOPs", "sent", "received", "peak memory"):
+        table.add_column(col, justify="left" if col == "role" else "right")
+    flops, wire, memory = acc["flops"]["mean_per_party"], acc["bytes"]["mean_per_party"], acc["memory"]
+    for role, names in acc["parties"].items():
+        f = flops.get(role, {})
+        table.add_row(
+            role, str(len(names)), f"{(f.get('forward', 0) + f.get('backward', 0)) / 1e9:.3f}",
+            _human(wire.get(role, {}).get("sent", 0)), _human(wire.get(role, {}).get("received", 0)),
+            _human(memory[role]["total"]) if role in memory else "-",
+        )
+    return table
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
     config = load_config(args.config, overrides)
@@ -94,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
     for party in sorted(set(metrics["bytes_sent"]) | set(metrics["bytes_received"])):
         bytes_table.add_row(party, _human(metrics["bytes_sent"].get(party, 0)), _human(metrics["bytes_received"].get(party, 0)))
     console.print(bytes_table)
+    console.print(_cost_table(metrics["accounting"]))
     console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}", soft_wrap=True, highlight=False)
     return 0
