@@ -64,7 +64,7 @@ class Simulation:
         targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         transport: Transport | None = None,
         penalties: Mapping[str, Penalty] | None = None,
-        compute: Callable[[str, str], AbstractContextManager] | None = None,
+        compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     ) -> None:
         plan = split.plan

@@ -112,3 +112,17 @@ def test_disabled_meter_is_a_shared_no_op():
     with meter("forward", "a"):
         nn.Linear(3, 3)(torch.ones(2, 3))
     assert not meter.flops and not meter.saved
+
+
+def test_reused_counts_equal_counting_every_step(tabular):
+    """Counts are reused per (phase, node, batch size): the totals equal counting every call."""
+    totals = []
+    for reuse in (True, False):
+        meter = FlopMeter()
+        hook = meter if reuse else (lambda phase, node, batch: meter(phase, node))
+        sim = Simulation(configs.ushaped(mlp(10, 16, 8, 3), [2, 4]), train=tabular, test=data(7, 10, seed=2),
+                         batch_size=6, compute=hook)
+        sim.fit(2)  # the last batch of each epoch is smaller, so two batch sizes are in play
+        totals.append(meter.summary(sim.plan)["by_node"])
+    assert totals[0] == totals[1]
+    assert len({k[2] for k in meter._known}) == 0  # the counting-every-call meter stored nothing

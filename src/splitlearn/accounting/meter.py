@@ -35,6 +35,8 @@ class FlopMeter:
 
     Node names are unique in a plan and each node has one role, so :meth:`summary` attributes by
     role. ``enabled`` may be switched at any time; while off the hook is a shared no-op context.
+    Parties pass the batch size, so each distinct (phase, node, batch size) is counted once and
+    reused: counting dispatches every operation through Python, reusing costs nothing.
     """
 
     def __init__(self, *, enabled: bool = True) -> None:
@@ -42,14 +44,23 @@ class FlopMeter:
         self.flops: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASES, 0))
         self.saved: dict[str, int] = defaultdict(int)
         self._counter = FlopCounterMode(display=False)
+        self._known: dict[tuple[str, str, int], int] = {}  # (phase, node, batch) -> FLOPs
 
-    def __call__(self, phase: str, node: str) -> AbstractContextManager:
-        return self._measure(phase, node) if self.enabled else _IDLE
-
-    @contextmanager
-    def _measure(self, phase: str, node: str) -> Iterator[None]:
+    def __call__(self, phase: str, node: str, batch: int | None = None) -> AbstractContextManager:
+        """Measure one computation. Counts depend only on shapes, so with ``batch`` (the number of
+        samples) each (phase, node, batch) is measured once and then added up without counting."""
+        if not self.enabled:
+            return _IDLE
         if phase == "forward" and not torch.is_grad_enabled():
             phase = "eval"
+        known = self._known.get((phase, node, batch)) if batch is not None else None
+        if known is not None:
+            self.flops[node][phase] += known
+            return _IDLE
+        return self._measure(phase, node, batch)
+
+    @contextmanager
+    def _measure(self, phase: str, node: str, batch: int | None) -> Iterator[None]:
         with self._counter:
             if phase == "forward":
                 with _saved_storages() as saved:
@@ -57,7 +68,10 @@ class FlopMeter:
                 self.saved[node] = max(self.saved[node], sum(saved.values()))
             else:
                 yield
-        self.flops[node][phase] += self._counter.get_total_flops()
+        flops = self._counter.get_total_flops()
+        self.flops[node][phase] += flops
+        if batch is not None:
+            self._known[(phase, node, batch)] = flops
 
     def summary(self, plan: Plan, *, parties: Mapping[str, int] | None = None) -> dict:
         """FLOPs by node and by role (per phase and ``total``), their sum, and ``mean_per_party``:

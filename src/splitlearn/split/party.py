@@ -107,8 +107,8 @@ class Party:
     ``make_modules`` builds empty segments of the right architecture, for a round-robin client
     that receives weights from its predecessor. ``shards`` maps split name to local data.
     ``penalties`` adds local loss terms to data nodes (computed and back-propagated here only,
-    e.g. NoPeek); ``compute(phase, node)`` wraps every forward and backward computation in a
-    context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
+    e.g. NoPeek); ``compute(phase, node, batch_size)`` wraps every forward and backward
+    computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
     (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
     """
 
@@ -125,7 +125,7 @@ class Party:
         device: str | torch.device = "cpu",
         keep_predictions: bool = False,
         penalties: Mapping[str, Penalty] | None = None,
-        compute: Callable[[str, str], AbstractContextManager] | None = None,
+        compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Callable[[Message], Message] | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
@@ -145,7 +145,7 @@ class Party:
             raise ValueError(f"penalties may only attach to {self.name}'s data nodes, not {sorted(unknown)}")
         self.penalties = dict(penalties or {})
         self.penalty_log: list[tuple[int, str, float]] = []  # (step, node, value) of local penalties
-        self.compute = compute or (lambda phase, node: nullcontext())
+        self.compute = compute or (lambda phase, node, batch: nullcontext())
         self.outbox = outbox
         self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
@@ -315,7 +315,7 @@ class Party:
     def _forward(self, st: _Step, node: Node, x: torch.Tensor) -> None:
         module = self.modules[node.name]
         module.train(st.mode == "train")
-        with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name):
+        with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name, len(st.sample_ids)):
             out = module(x)
             penalty = self.penalties.get(node.name)
             if penalty is not None and st.mode == "train":
@@ -372,7 +372,7 @@ class Party:
         outs = out if isinstance(out, tuple) else (out,)
         loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
         self.losses.append((st.step, float(loss.detach())))
-        with self.compute("backward", root.name):
+        with self.compute("backward", root.name, len(st.sample_ids)):
             loss.backward()
         self._backward_done(st, root)
 
@@ -382,7 +382,7 @@ class Party:
             raise ProtocolError(f"{self.name}: gradient for {node.name} before its forward or twice")
         if grad.shape != out.shape:
             raise ProtocolError(f"{self.name}: gradient for {node.name} has shape {tuple(grad.shape)}, output has {tuple(out.shape)}")
-        with self.compute("backward", node.name):
+        with self.compute("backward", node.name, len(st.sample_ids)):
             penalty = st.penalties.pop(node.name, None)
             if penalty is None:
                 out.backward(grad.to(self.device))
