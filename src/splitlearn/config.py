@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config"]
 
 CONFIGURATION_KINDS = ("vanilla", "ushaped", "vertical", "multihop", "multitask")
 
@@ -79,11 +79,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    nopeek_a1: float = 0.0  # weight of DCOR(X, Z) in each client's loss (0: plain split learning)
+    nopeek_a2: float = 1.0  # weight of the task loss; the client trains a1 / a2 (see splitlearn.privacy.NoPeek)
+    nopeek_ramp_epochs: int = 0  # ramp a1 linearly up over this many epochs (0: full weight at once)
+    leakage_batch_size: int = 64  # held-out DCOR(X, Z) is the mean over batches of this fixed size
+
+    def __post_init__(self) -> None:
+        if not self.nopeek_a1 >= 0:
+            raise ValueError(f"privacy.nopeek_a1 must be >= 0, got {self.nopeek_a1}")
+        if not self.nopeek_a2 > 0:
+            raise ValueError(f"privacy.nopeek_a2 must be > 0, got {self.nopeek_a2}")
+        if self.nopeek_ramp_epochs < 0:
+            raise ValueError(f"privacy.nopeek_ramp_epochs must be >= 0, got {self.nopeek_ramp_epochs}")
+        if self.leakage_batch_size < 2:
+            raise ValueError(f"privacy.leakage_batch_size must be >= 2 (DCOR needs 2 samples), got {self.leakage_batch_size}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     out: str = "runs"  # parent folder of run folders
 
     def to_dict(self) -> dict[str, Any]:

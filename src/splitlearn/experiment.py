@@ -25,6 +25,7 @@ from splitlearn.config import RunConfig, load_config
 from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import load_dataset
 from splitlearn.models import build_model, flatten_layers
+from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import MultiHead, Split, Vertical
@@ -149,7 +150,10 @@ def train(
     """Train as configured; write the run folder; return its path and the metrics."""
     built = build(config)
     meter = FlopMeter()
-    sim = simulation(built, compute=meter)
+    privacy = config.privacy
+    data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]
+    nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
+    sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -157,6 +161,10 @@ def train(
     history: list[dict[str, Any]] = []
 
     def epoch_done(record: dict[str, Any]) -> None:
+        record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)
+        if nopeek is not None:
+            record["nopeek_weight"] = nopeek.weight
+            nopeek.set_epoch(record["epoch"] + 1)
         history.append(record)
         _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=False)
         if on_epoch is not None:
@@ -166,6 +174,34 @@ def train(
     sim.save_weights(run_dir / "weights")
     metrics = _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=True)
     return run_dir, metrics
+
+
+def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64) -> dict[str, Any]:
+    """Held-out DCOR(X, Z) between each data party's raw features and the smashed data its
+    segment sends, computed by that party on its own data; and whether Z has collapsed.
+
+    Returns ``dcor`` (the mean over data parties), ``dcor_by_party`` and ``collapsed``.
+    """
+    by_party, collapsed = {}, False
+    for name, party in sim.parties.items():
+        shard = party.shards.get(split)
+        if not party.holds_weights or shard is None or shard.features is None:
+            continue
+        for node in (n for n in party.nodes.values() if not n.inputs):
+            module = party.modules[node.name]
+            features = shard.features
+            if len(features) < batch_size:
+                continue
+            was_training = module.training
+            module.eval()
+            encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
+            by_party[f"{name}/{node.name}" if len(party.nodes) > 1 else name] = leakage(encode, features, batch_size=batch_size)
+            with torch.no_grad():
+                collapsed |= detect_collapse(encode(features[: 4 * batch_size]))
+            module.train(was_training)
+    if not by_party:
+        return {}
+    return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
 
 
 def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, seconds: float, *, finished: bool) -> dict[str, Any]:

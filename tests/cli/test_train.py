@@ -109,3 +109,21 @@ def test_config_file_then_flags(tmp_path):
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_nopeek_lowers_reported_leakage(tmp_path):
+    """Every run reports held-out DCOR(X, Z) per epoch; NoPeek lowers it."""
+    leak = {}
+    for a1 in ("0", "8"):
+        out = tmp_path / a1
+        args = ["train", "--epochs", "4", "--out", str(out), "--optimizer", "adam", "--lr", "0.003", "--nopeek-a1", a1]
+        assert main(args) == 0
+        epochs = json.loads((_run_dir(out) / "metrics.json").read_text())["epochs"]
+        assert all(0.0 <= e["dcor"] <= 1.0 and e["collapsed"] is False for e in epochs)
+        leak[a1] = epochs[-1]["dcor"]
+    assert leak["8"] < leak["0"] - 0.1
+
+
+def test_negative_nopeek_weight_is_refused(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), "--nopeek-a1", "-1"]) == 2
+    assert "privacy.nopeek_a1 must be >= 0, got -1.0" in capsys.readouterr().err

@@ -18,6 +18,7 @@ FLAGS = {
     "configuration": "split.configuration", "clients": "split.clients", "relay": "split.relay", "merge": "split.merge",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
     "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
+    "nopeek_a1": "privacy.nopeek_a1", "nopeek_a2": "privacy.nopeek_a2", "nopeek_ramp": "privacy.nopeek_ramp_epochs",
 }
 
 
@@ -46,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--out", help="parent folder for run folders (default: runs)")
+    p.add_argument("--nopeek-a1", type=float, help="NoPeek: weight of DCOR(X, Z) in the client loss (default 0: off)")
+    p.add_argument("--nopeek-a2", type=float, help="NoPeek: weight of the task loss (default 1)")
+    p.add_argument("--nopeek-ramp", type=int, help="NoPeek: ramp a1 up linearly over this many epochs")
 
 
 def _human(n: float) -> str:
@@ -91,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         def on_epoch(record: dict) -> None:
             acc = record.get("test_accuracy", record.get("test_accuracy_label"))
             progress.update(task, description=f"epoch {record['epoch'] + 1}" if record["epoch"] < c.train.epochs else "done")
-            console.log(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}" + (f", test accuracy {acc:.4f}" if acc is not None else ""))
+            line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+            line += f", test accuracy {acc:.4f}" if acc is not None else ""
+            line += f", leakage DCOR(X, Z) {record['dcor']:.3f}" if "dcor" in record else ""
+            console.log(line + (" [bold red]smashed data collapsed to a constant[/]" if record.get("collapsed") else ""))
 
         run_dir, metrics = experiment.train(config, on_step=on_step, on_epoch=on_epoch)
     table = Table(title="Accuracy per epoch")
@@ -100,9 +107,13 @@ def run(args: argparse.Namespace) -> int:
     acc_keys = [k for k in metrics["epochs"][0] if k.startswith("test_accuracy")]
     for k in acc_keys:
         table.add_column(k.replace("test_", "test "), justify="right")
+    leak = "dcor" in metrics["epochs"][0]
+    if leak:
+        table.add_column("DCOR(X, Z)", justify="right")
     table.add_column("seconds", justify="right")
     for r in metrics["epochs"]:
-        table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", *(f"{r[k]:.4f}" for k in acc_keys), f"{r['seconds']:.1f}")
+        cells = [f"{r[k]:.4f}" for k in acc_keys] + ([f"{r['dcor']:.3f}" + (" collapsed" if r["collapsed"] else "")] if leak else [])
+        table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", *cells, f"{r['seconds']:.1f}")
     console.print(table)
     bytes_table = Table(title="Bytes on the wire per party")
     for col in ("party", "sent", "received"):
