@@ -23,6 +23,8 @@ class DataConfig:
     root: str | None = None  # folder of the data files, for data sets that are not embedded
     partition: str = "iid"  # how training samples are dealt to round-robin clients: iid or dirichlet
     alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
+    limit_train: int = 0  # use a seeded random subset of this many training samples (0: all)
+    limit_test: int = 0  # likewise for the test split
 
     def __post_init__(self) -> None:
         if self.partition not in ("iid", "dirichlet"):

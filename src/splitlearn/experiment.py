@@ -11,11 +11,11 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,10 +29,11 @@ from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import MultiHead, Split, Vertical
+from splitlearn.split.messages import Message
 from splitlearn.split.segments import CutError, check_segments, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "build", "predict", "train"]
+__all__ = ["Built", "TrainedRun", "build", "client_leakage", "predict", "train"]
 
 
 @dataclass
@@ -72,6 +73,11 @@ def _resolve_device(name: str) -> torch.device:
 def build(config: RunConfig) -> Built:
     """Load the data set and build the configured split, seeded by ``config.train.seed``."""
     train_ds, test_ds = load_dataset(config.data.name, root=config.data.root, seed=config.train.seed)
+    g = torch.Generator().manual_seed(config.train.seed)
+    if 0 < config.data.limit_train < len(train_ds):
+        train_ds = train_ds.subset(torch.randperm(len(train_ds), generator=g)[: config.data.limit_train])
+    if 0 < config.data.limit_test < len(test_ds):
+        test_ds = test_ds.subset(torch.randperm(len(test_ds), generator=g)[: config.data.limit_test])
     in_shape, num_classes = tuple(train_ds.sample_shape), train_ds.num_classes
     kind, cut = config.split.configuration, list(config.model.cut)
     torch.manual_seed(config.train.seed)
@@ -141,19 +147,30 @@ def simulation(built: Built, **kw) -> Simulation:
     )
 
 
+class TrainedRun(NamedTuple):
+    run_dir: Path
+    metrics: dict[str, Any]
+    sim: Simulation  # the parties as trained, for attacks and analysis in the same process
+
+
 def train(
     config: RunConfig,
     *,
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Train as configured; write the run folder; return its path and the metrics."""
+    observers: Sequence[Callable[[Message], None]] = (),
+) -> TrainedRun:
+    """Train as configured; write the run folder; return it with the metrics and the parties.
+
+    ``observers`` see every message sent during training (e.g. an attacker's recorder).
+    """
     built = build(config)
     meter = FlopMeter()
     privacy = config.privacy
     data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]
     nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
     sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
+    sim.transport.observers.extend(observers)
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -173,7 +190,7 @@ def train(
     sim.fit(config.train.epochs, on_step=on_step, on_epoch=epoch_done)
     sim.save_weights(run_dir / "weights")
     metrics = _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=True)
-    return run_dir, metrics
+    return TrainedRun(run_dir, metrics, sim)
 
 
 def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64) -> dict[str, Any]:

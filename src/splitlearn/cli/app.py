@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitlearn.cli import predict, train
+from splitlearn.cli import experiment, predict, train
 
 __all__ = ["main"]
 
-COMMANDS = {"train": train, "predict": predict}
+COMMANDS = {"train": train, "predict": predict, "experiment": experiment}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             line += f", leakage DCOR(X, Z) {record['dcor']:.3f}" if "dcor" in record else ""
             console.log(line + (" [bold red]smashed data collapsed to a constant[/]" if record.get("collapsed") else ""))
 
-        run_dir, metrics = experiment.train(config, on_step=on_step, on_epoch=on_epoch)
+        run_dir, metrics, _ = experiment.train(config, on_step=on_step, on_epoch=on_epoch)
     table = Table(title="Accuracy per epoch")
     table.add_column("epoch", justify="right")
     table.add_column("train loss", justify="right")

@@ -108,9 +108,11 @@ def write_report(
     title: str = "Leakage report",
     sweep: Sequence[Mapping[str, float]] = (),
     notes: Sequence[str] = (),
+    tables: Sequence[tuple[str, str, Sequence[str], Sequence[Sequence[Any]]]] = (),
 ) -> Path:
     """Write the report to ``path`` and return it. ``sweep`` holds one point per a1 value with
-    ``a1``, ``test_accuracy``, ``dcor`` and optionally ``ssim``."""
+    ``a1``, ``test_accuracy``, ``dcor`` and optionally ``ssim``. ``tables`` adds sections of
+    (name, sentence saying what the table shows, header, rows)."""
     if not runs:
         raise ValueError("a report needs at least one run")
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -139,6 +141,9 @@ def write_report(
     final = lambda r, k: r.epochs[-1].get(k, float("nan")) if r.epochs else float("nan")  # noqa: E731
     parts.append(_table("attacks", ["run", "test accuracy", "DCOR(X, Z)", *keys],
                         [[r.name, final(r, "test_accuracy"), final(r, "dcor"), *(r.metrics.get(k, float("nan")) for k in keys)] for r in runs]))
+    for name, sentence, header, rows in tables:
+        parts.append(f"<p>{html.escape(sentence)}</p>")
+        parts.append(_table(name, header, rows))
     parts.append("<h2>Configuration</h2>")
     parts.append(_table("config", ["setting", "value"], [[k, json.dumps(v)] for k, v in _flatten(config).items()]))
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"

@@ -1,0 +1,35 @@
+"""``splitlearn experiment nopeek`` end to end on digits, kept short."""
+
+import json
+
+import pytest
+
+from splitlearn.cli.app import main
+from tests.report.test_leakage import _Page
+
+
+def test_nopeek_experiment_writes_report_and_readme(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- nopeek-results:start -->\nold\n<!-- nopeek-results:end -->\ntail\n")
+    out = tmp_path / "study"
+    args = ["experiment", "nopeek", "--dataset", "digits", "--epochs", "3", "--sweep", "0,2",
+            "--out", str(out), "--update-readme", str(readme)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "digits" and [p["a1"] for p in summary["sweep"]] == [0.0, 2.0, 8.0]
+    assert summary["nopeek"]["dcor"] < summary["vanilla"]["dcor"]
+    # The undefended label attack leaks; the defence lowers it.
+    undefended, defended = summary["label_leakage"]
+    assert undefended["direction AUC"] >= 0.9 and defended["direction AUC"] < undefended["direction AUC"] - 0.2
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    assert set(page.figures) == {"accuracy", "dcor", "reconstructions", "tradeoff"}
+    assert set(page.tables) == {"sweep", "attacks", "label_leakage", "config"}
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("tail\n") and "old" not in text
+    assert f"| held-out DCOR(X, Z) | {summary['vanilla']['dcor']:.3f} | {summary['nopeek']['dcor']:.3f} |" in text
+
+
+def test_bad_a1_is_refused(tmp_path, capsys):
+    assert main(["experiment", "nopeek", "--dataset", "digits", "--a1", "-2", "--out", str(tmp_path)]) == 2
+    assert "needs a1 > 0" in capsys.readouterr().err
