@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitlearn.cli import experiment, predict, train
+from splitlearn.cli import experiment, predict, reproduce, train
 
 __all__ = ["main"]
 
-COMMANDS = {"train": train, "predict": predict, "experiment": experiment}
+COMMANDS = {"train": train, "predict": predict, "experiment": experiment, "reproduce": reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

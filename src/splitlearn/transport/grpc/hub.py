@@ -1,0 +1,162 @@
+"""The hub: a gRPC server that the remote parties stream to, plus the local endpoints.
+
+Each remote party opens one ``Session`` stream, authenticated by its bearer token. The hub decodes
+and checks every Envelope it receives, then delivers it to a local endpoint (coordinator, server
+party) or forwards the Envelope as received to the remote party it is addressed to: messages
+between remote parties (a peer relay) pass through unseen by the local endpoints.
+"""
+
+from __future__ import annotations
+
+import hmac
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+
+from splitlearn.split.messages import Message, ProtocolError
+from splitlearn.transport.grpc._inbox import END, InboxTransport, channel_options
+from splitlearn.transport.proto import splitlearn_pb2 as pb
+from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
+from splitlearn.transport.serde import Limits, WireError, message_from_proto, message_to_proto
+
+__all__ = ["HubTransport"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    code: grpc.StatusCode
+    details: str
+
+
+class _Servicer(pb_grpc.SplitLearningServicer):
+    def __init__(self, hub: HubTransport) -> None:
+        self.hub = hub
+
+    def Session(self, request_iterator, context):  # noqa: N802 (gRPC method name)
+        return self.hub._session(request_iterator, context)
+
+
+class HubTransport(InboxTransport):
+    """Hub side of the gRPC transport. ``tokens`` maps each bearer token to the party it admits.
+
+    A stream that sends a malformed message (``INVALID_ARGUMENT``), a message under another
+    party's name (``PERMISSION_DENIED``) or one to an unknown party (``NOT_FOUND``) is aborted; the
+    other streams go on. ``max_parties`` bounds the concurrent streams (one server thread each).
+    Observers see every message once, one at a time, on the thread that sends or receives it.
+    """
+
+    def __init__(self, tokens: Mapping[str, str], *, limits: Limits = Limits(), timeout: float = 300.0, max_parties: int = 64) -> None:
+        super().__init__(timeout)
+        self.limits = limits
+        self._tokens = [(token.encode(), name) for token, name in tokens.items()]
+        self._max_parties = max_parties
+        self._streams: dict[str, queue.SimpleQueue] = {}  # party -> Envelopes to send it
+        self._lock = threading.Condition()
+        self._server: grpc.Server | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, address: str = "127.0.0.1:0", credentials: grpc.ServerCredentials | None = None) -> int:
+        """Serve on ``address`` (TLS with ``credentials``, else insecure); return the bound port."""
+        server = grpc.server(ThreadPoolExecutor(self._max_parties, thread_name_prefix="hub"),
+                             options=channel_options(self.limits), maximum_concurrent_rpcs=self._max_parties)
+        pb_grpc.add_SplitLearningServicer_to_server(_Servicer(self), server)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        server.start()
+        self._server = server
+        return port
+
+    def stop(self, grace: float = 1.0) -> None:
+        """End every stream (status ``OK``) and shut the server down."""
+        with self._lock:
+            streams = list(self._streams.values())
+        for out in streams:
+            out.put(END)
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+
+    def wait_for_parties(self, names: Iterable[str], timeout: float | None = None) -> None:
+        """Block until every party in ``names`` is connected; ``TimeoutError`` after ``timeout`` s."""
+        names = set(names)
+        with self._lock:
+            if not self._lock.wait_for(lambda: names <= self._streams.keys(), timeout):
+                raise TimeoutError(f"parties {sorted(names - self._streams.keys())} did not connect within {timeout} s")
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        if message.receiver in self._handlers:
+            item, out = message, self._inbox
+        else:
+            with self._lock:
+                out = self._streams.get(message.receiver)
+            if out is None:
+                raise ProtocolError(f"{message.sender} sent {message.kind} to {message.receiver!r}, neither local nor connected")
+            item = message_to_proto(message)
+        with self._lock:
+            self._observe(message)
+        out.put(item)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _session(self, requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+        name = self._authenticate(context)
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        with self._lock:
+            if name in self._streams or name in self._handlers:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} is already connected")
+            self._streams[name] = out
+            self._lock.notify_all()
+        context.add_callback(lambda: out.put(END))
+        threading.Thread(target=self._pump, args=(name, requests, out), name=f"hub-{name}", daemon=True).start()
+        try:
+            while (item := out.get()) is not END:
+                if isinstance(item, _Abort):
+                    context.abort(item.code, item.details)
+                yield item
+        finally:
+            with self._lock:
+                if self._streams.get(name) is out:
+                    del self._streams[name]
+
+    def _authenticate(self, context: grpc.ServicerContext) -> str:
+        scheme, _, token = dict(context.invocation_metadata()).get("authorization", "").partition(" ")
+        given = token.encode()
+        name = next((n for t, n in self._tokens if hmac.compare_digest(t, given)), None) if scheme == "Bearer" else None
+        if name is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
+        return name
+
+    def _pump(self, name: str, requests: Iterator[pb.Envelope], out: queue.SimpleQueue) -> None:
+        """Route what ``name`` sends until its stream ends or breaks a rule."""
+        try:
+            for env in requests:
+                if (abort := self._route(name, env)) is not None:
+                    out.put(abort)
+                    return
+        except grpc.RpcError:  # the client cancelled
+            pass
+        out.put(END)
+
+    def _route(self, name: str, env: pb.Envelope) -> _Abort | None:
+        try:
+            message = message_from_proto(env, limits=self.limits)
+        except WireError as e:
+            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message from {name}: {e}")
+        if message.sender != name:
+            return _Abort(grpc.StatusCode.PERMISSION_DENIED, f"{name} may not send as {message.sender!r}")
+        with self._lock:
+            if message.receiver in self._handlers:
+                item, target = message, self._inbox
+            elif (target := self._streams.get(message.receiver)) is not None:
+                item = env
+            else:
+                return _Abort(grpc.StatusCode.NOT_FOUND, f"{name} sent {message.kind} to unknown party {message.receiver!r}")
+            self._observe(message)
+        target.put(item)
+        return None

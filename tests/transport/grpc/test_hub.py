@@ -1,0 +1,127 @@
+"""Routing, authentication and validation at the hub: a misbehaving stream is cut, others go on."""
+
+import grpc
+import pytest
+import torch
+
+from splitlearn.split.messages import Activation, Gradient, ProtocolError, StepDone
+from splitlearn.split.transport import MessageLog
+from splitlearn.transport.grpc import StreamClosed
+from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
+from splitlearn.transport.serde import message_to_proto
+
+from .conftest import TIMEOUT
+
+
+def _refused(client, code: grpc.StatusCode) -> StreamClosed:
+    with pytest.raises(StreamClosed) as e:
+        client.run_until(lambda: False)
+    assert e.value.code is code
+    return e.value
+
+
+def _bob_still_served(hub, connect) -> None:
+    connect("bob").send(StepDone("bob", "coordinator", 7))
+    hub.run_until(lambda: any(m.sender == "bob" for m in hub.received))
+    assert [(m.sender, m.step) for m in hub.received][-1] == ("bob", 7)
+
+
+def test_routes_to_local_endpoints_remote_parties_and_peers(hub, connect):
+    log = MessageLog()
+    hub.observers.append(log)
+    alice, bob = connect("alice"), connect("bob")
+    hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
+    at_alice, at_bob = [], []
+    alice.register("alice", at_alice.append)
+    bob.register("bob", at_bob.append)
+    alice.send(StepDone("alice", "coordinator", 1))
+    alice.send(StepDone("alice", "bob", 2))  # peer to peer, through the hub
+    hub.send(StepDone("coordinator", "alice", 3))
+    hub.run_until(lambda: hub.received)
+    bob.run_until(lambda: at_bob)
+    alice.run_until(lambda: at_alice)
+    assert [(m.sender, m.receiver, m.step) for m in hub.received] == [("alice", "coordinator", 1)]
+    assert (at_bob, at_alice) == ([StepDone("alice", "bob", 2)], [StepDone("coordinator", "alice", 3)])
+    assert sorted(r.step for r in log.records) == [1, 2, 3]  # the hub observes every message once
+
+
+def test_wrong_token_is_refused_and_the_hub_serves_others(hub, connect):
+    assert "bearer token" in _refused(connect("alice", token="t-bob-guess"), grpc.StatusCode.UNAUTHENTICATED).details
+    _bob_still_served(hub, connect)
+
+
+def test_impersonation_aborts_the_stream(hub, connect):
+    alice = connect("alice")
+    alice.send(StepDone("bob", "coordinator", 1))
+    assert "alice may not send as 'bob'" in _refused(alice, grpc.StatusCode.PERMISSION_DENIED).details
+    with pytest.raises(ProtocolError, match="neither local nor connected"):
+        hub.send(StepDone("coordinator", "alice", 2))
+    _bob_still_served(hub, connect)
+    assert [m.sender for m in hub.received] == ["bob"]
+
+
+def test_second_connection_with_the_same_identity_is_refused(hub, connect):
+    connect("alice")
+    hub.wait_for_parties(["alice"], timeout=TIMEOUT)
+    _refused(connect("alice"), grpc.StatusCode.ALREADY_EXISTS)
+
+
+def test_message_to_unknown_party_aborts_the_stream(hub, connect):
+    alice = connect("alice")
+    alice.send(StepDone("alice", "carol", 1))
+    _refused(alice, grpc.StatusCode.NOT_FOUND)
+    _bob_still_served(hub, connect)
+
+
+def _activation():
+    env = message_to_proto(Activation("alice", "coordinator", 1, mode="train", src="a", dst="b",
+                                      tensor=torch.ones(2, 3), sample_ids=torch.arange(2)))
+    return env, env.activation.tensor
+
+
+def _bad_dtype():
+    env, t = _activation()
+    t.dtype = 99
+    return env
+
+
+def _bad_shape():
+    env, t = _activation()
+    t.shape.append(2)
+    return env
+
+
+def _nan_gradient():
+    return message_to_proto(Gradient("alice", "coordinator", 1, src="a", dst="b", tensor=torch.tensor([float("nan")])))
+
+
+def _kind_mismatch():
+    env, _ = _activation()
+    env.header.kind = "Gradient"
+    return env
+
+
+@pytest.mark.parametrize(("make", "problem"), [
+    (_bad_dtype, "bad dtype 99"),
+    (_bad_shape, "needs"),
+    (_nan_gradient, "NaN"),
+    (_kind_mismatch, "header says Gradient"),
+])
+def test_malformed_envelope_aborts_the_stream(hub, connect, make, problem):
+    with grpc.insecure_channel(hub.target) as channel:
+        replies = pb_grpc.SplitLearningStub(channel).Session(iter([make()]), metadata=[("authorization", "Bearer t-alice")], timeout=TIMEOUT)
+        with pytest.raises(grpc.RpcError) as e:
+            list(replies)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed message from alice" in e.value.details() and problem in e.value.details()
+    _bob_still_served(hub, connect)
+    assert [m.sender for m in hub.received] == ["bob"]
+
+
+def test_waits_are_bounded(hub):
+    with pytest.raises(TimeoutError, match="waiting for .*lambda"):
+        hub.run_until(lambda: False, timeout=0.1)
+    with pytest.raises(TimeoutError, match=r"\['bob'\] did not connect"):
+        hub.wait_for_parties(["bob"], timeout=0.1)
+    with pytest.raises(ProtocolError):
+        hub.send(StepDone("coordinator", "carol", 1))
