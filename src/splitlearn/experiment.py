@@ -33,7 +33,7 @@ from splitlearn.split.messages import Message
 from splitlearn.split.segments import CutError, check_segments, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "TrainedRun", "build", "client_leakage", "predict", "train"]
+__all__ = ["Built", "TrainedRun", "build", "client_leakage", "party_options", "predict", "simulation", "train"]
 
 
 @dataclass
@@ -136,15 +136,23 @@ def _run_dir(config: RunConfig) -> Path:
     return path
 
 
-def simulation(built: Built, **kw) -> Simulation:
+def party_options(built: Built) -> dict[str, Any]:
+    """Keyword arguments of :func:`~splitlearn.simulation.build_parties` for this config, so that
+    every process of a deployment deals the same data and segments."""
     c = built.config
-    spec = OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=c.train.momentum if c.train.optimizer == "sgd" else 0.0, weight_decay=c.train.weight_decay)
-    return Simulation(
-        built.split, train=built.train, test=built.test,
-        clients=kw.pop("clients", c.split.clients), partition=c.data.partition, alpha=c.data.alpha,
-        relay=c.split.relay, optimizer=spec, batch_size=c.train.batch_size, seed=c.train.seed,
-        device=_resolve_device(c.train.device), targets=built.targets, **kw,
+    momentum = c.train.momentum if c.train.optimizer == "sgd" else 0.0
+    return dict(
+        train=built.train, test=built.test, clients=c.split.clients, partition=c.data.partition, alpha=c.data.alpha,
+        optimizer=OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=momentum, weight_decay=c.train.weight_decay),
+        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets,
     )
+
+
+def simulation(built: Built, **kw) -> Simulation:
+    """The configured split with all parties in this process (``kw`` overrides options)."""
+    c = built.config
+    options = party_options(built) | dict(relay=c.split.relay, batch_size=c.train.batch_size) | kw
+    return Simulation(built.split, **options)
 
 
 class TrainedRun(NamedTuple):

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,13 +28,110 @@ from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
-__all__ = ["Simulation"]
+__all__ = ["Cast", "Simulation", "build_parties"]
 
 
 class _Data(Protocol):
     features: torch.Tensor
     labels: torch.Tensor
     sample_ids: torch.Tensor
+
+
+@dataclass
+class Cast:
+    """The parties of a split before they are connected to any transport."""
+
+    parties: dict[str, Party]
+    data_parties: list[str]  # parties holding data, whose manifests the coordinator awaits
+    clients: list[str]  # the parties taking turns at the single data role (empty when vertical)
+
+
+def build_parties(
+    split: Split,
+    *,
+    train: _Data,
+    test: _Data | None = None,
+    clients: int = 1,
+    partition: str = "iid",
+    alpha: float = 0.5,
+    optimizer: OptimizerSpec = OptimizerSpec(),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    penalties: Mapping[str, Penalty] | None = None,
+    compute: Callable[[str, str, int], AbstractContextManager] | None = None,
+    outbox: Mapping[str, Callable[[Message], Message]] | None = None,
+) -> Cast:
+    """Deal the data and the segments of ``split`` to its parties, deterministically from ``seed``,
+    so that every process of a deployment can rebuild the same parties and keep its own."""
+    plan = split.plan
+    device = torch.device(device)
+    if clients < 1:
+        raise ValueError(f"clients must be >= 1, got {clients}")
+    tasks = [h.task for h in plan.root.heads]
+    targets = dict(targets or {t: (lambda y: y) for t in tasks})
+    if sorted(targets) != sorted(tasks):
+        raise ValueError(f"targets {sorted(targets)} must name exactly the heads' tasks {sorted(tasks)}")
+    datasets = {"train": train} | ({"test": test} if test is not None else {})
+    label_roles = {h.label_role for h in plan.root.heads}
+
+    def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
+        return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
+
+    unknown_roles = set(outbox or {}) - set(plan.roles)
+    if unknown_roles:
+        raise ValueError(f"outbox names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
+    penalties = dict(penalties or {})
+    unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
+    if unknown:
+        raise ValueError(f"penalties name {sorted(unknown)}, which are not data nodes of the plan")
+
+    def party(name: str, role: str, shards=None, **kw) -> Party:
+        mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
+        return Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=device,
+                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), **kw)
+
+    parties: dict[str, Party] = {}
+    data_roles = plan.data_roles
+    if len(data_roles) == 1:
+        role = data_roles[0]
+        names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]
+        if partition == "iid":
+            parts = iid_partition(len(train.labels), clients, seed=seed)
+        elif partition == "dirichlet":
+            parts = dirichlet_partition(train.labels, clients, alpha=alpha, seed=seed)
+        else:
+            raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+        test_shard = None if test is None else Shard(test.sample_ids, test.features, labels(test, role))
+        template = copy.deepcopy(split.modules_of(role))
+        for k, (name, idx) in enumerate(zip(names, parts)):
+            shards = {"train": Shard(train.sample_ids[idx], train.features[idx], labels(train, role, idx))}
+            if test_shard is not None:
+                shards["test"] = test_shard
+            parties[name] = party(
+                name, role, shards,
+                modules=split.modules_of(role) if k == 0 else None,
+                make_modules=lambda: copy.deepcopy(template),
+            )
+        group = names
+    else:
+        if clients not in (1, len(data_roles)):
+            raise ValueError(f"a vertical split has {len(data_roles)} clients, not {clients}")
+        if split.feature_dim is None:
+            raise ValueError("a split with several data roles needs split.feature_dim")
+        for i, role in enumerate(data_roles):
+            shards = {
+                s: Shard(ds.sample_ids, vertical_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
+                for s, ds in datasets.items()
+            }
+            parties[role] = party(role, role, shards, modules=split.modules_of(role))
+        group = []
+    for role in plan.roles:
+        if role in parties or role in data_roles:
+            continue
+        shards = {s: Shard(ds.sample_ids, None, labels(ds, role)) for s, ds in datasets.items()} if role in label_roles else None
+        parties[role] = party(role, role, shards, modules=split.modules_of(role))
+    return Cast(parties, [n for n, p in parties.items() if p.shards], group)
 
 
 class Simulation:
@@ -67,83 +165,24 @@ class Simulation:
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     ) -> None:
-        plan = split.plan
-        if clients < 1:
-            raise ValueError(f"clients must be >= 1, got {clients}")
-        tasks = [h.task for h in plan.root.heads]
-        targets = dict(targets or {t: (lambda y: y) for t in tasks})
-        if sorted(targets) != sorted(tasks):
-            raise ValueError(f"targets {sorted(targets)} must name exactly the heads' tasks {sorted(tasks)}")
-        self.split, self.plan, self.device = split, plan, torch.device(device)
+        self.split, self.plan, self.device = split, split.plan, torch.device(device)
+        cast = build_parties(
+            split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
+            seed=seed, device=self.device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
+        )
         self.transport = transport or LocalTransport()
         self.log = MessageLog()
         self.transport.observers.append(self.log)
-        datasets = {"train": train} | ({"test": test} if test is not None else {})
-        label_roles = {h.label_role for h in plan.root.heads}
-
-        def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
-            return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
-
-        unknown_roles = set(outbox or {}) - set(plan.roles)
-        if unknown_roles:
-            raise ValueError(f"outbox names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
-        penalties = dict(penalties or {})
-        unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
-        if unknown:
-            raise ValueError(f"penalties name {sorted(unknown)}, which are not data nodes of the plan")
-
-        def party(name: str, role: str, shards=None, **kw) -> Party:
-            mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
-            p = Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=self.device,
-                      penalties=mine, compute=compute, outbox=(outbox or {}).get(role), **kw)
+        self.parties = cast.parties
+        for p in self.parties.values():
             p.connect(self.transport)
-            return p
-
-        self.parties: dict[str, Party] = {}
-        data_roles = plan.data_roles
-        if len(data_roles) == 1:
-            role = data_roles[0]
-            names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]
-            if partition == "iid":
-                parts = iid_partition(len(train.labels), clients, seed=seed)
-            elif partition == "dirichlet":
-                parts = dirichlet_partition(train.labels, clients, alpha=alpha, seed=seed)
-            else:
-                raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
-            test_shard = None if test is None else Shard(test.sample_ids, test.features, labels(test, role))
-            template = copy.deepcopy(split.modules_of(role))
-            for k, (name, idx) in enumerate(zip(names, parts)):
-                shards = {"train": Shard(train.sample_ids[idx], train.features[idx], labels(train, role, idx))}
-                if test_shard is not None:
-                    shards["test"] = test_shard
-                self.parties[name] = party(
-                    name, role, shards,
-                    modules=split.modules_of(role) if k == 0 else None,
-                    make_modules=lambda: copy.deepcopy(template),
-                )
-            group = names
-        else:
-            if clients not in (1, len(data_roles)):
-                raise ValueError(f"a vertical split has {len(data_roles)} clients, not {clients}")
-            if split.feature_dim is None:
-                raise ValueError("a split with several data roles needs split.feature_dim")
-            for i, role in enumerate(data_roles):
-                shards = {
-                    s: Shard(ds.sample_ids, vertical_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
-                    for s, ds in datasets.items()
-                }
-                self.parties[role] = party(role, role, shards, modules=split.modules_of(role))
-            group = []
-        for role in plan.roles:
-            if role in self.parties or role in data_roles:
-                continue
-            shards = {s: Shard(ds.sample_ids, None, labels(ds, role)) for s, ds in datasets.items()} if role in label_roles else None
-            self.parties[role] = party(role, role, shards, modules=split.modules_of(role))
-        data_parties = [n for n, p in self.parties.items() if p.shards]
-        self.coordinator = Coordinator(plan, self.transport, data_parties=data_parties, clients=group, relay=relay, batch_size=batch_size, seed=seed)
+        self.coordinator = Coordinator(
+            self.plan, self.transport, data_parties=cast.data_parties, clients=cast.clients, relay=relay,
+            batch_size=batch_size, seed=seed,
+        )
         self.eval_batch_size = eval_batch_size
         self.history: list[dict[str, Any]] = []
-        for name in data_parties:
+        for name in cast.data_parties:
             self.parties[name].announce()
         self.coordinator.collect_manifests()
 
