@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from splitlearn import __version__
 from splitlearn.accounting import FlopMeter, account
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.partition import vertical_split
@@ -33,7 +34,7 @@ from splitlearn.split.messages import Message
 from splitlearn.split.segments import CutError, check_segments, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "TrainedRun", "build", "client_leakage", "party_options", "predict", "simulation", "train"]
+__all__ = ["Built", "TrainedRun", "build", "client_leakage", "load_run", "party_options", "predict", "simulation", "train"]
 
 
 @dataclass
@@ -231,6 +232,7 @@ def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64
 
 def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, seconds: float, *, finished: bool) -> dict[str, Any]:
     metrics = {
+        "splitlearn_version": __version__,
         "finished": finished,
         "seconds": seconds,
         "epochs": history,
@@ -247,16 +249,30 @@ def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, se
     return metrics
 
 
-def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None) -> tuple[Path, dict[str, float]]:
-    """Reload a run folder's weights, predict ``split`` through the protocol, write a CSV."""
+def load_run(run_dir: str | Path, *, device: str | None = None) -> tuple[Built, Simulation, dict[str, Any]]:
+    """Rebuild a finished run folder's parties with their trained weights (round-robin clients
+    collapse to the one that holds the weights). Refuses folders of another splitlearn version."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
+    if not config_path.is_file() or not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it needs config.json and metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    version = metrics.get("splitlearn_version")
+    if version != __version__:
+        raise ValueError(f"{run_dir} was written by splitlearn {version or 'of unknown version'}, this is {__version__}: retrain it")
+    if not metrics.get("finished"):
+        raise ValueError(f"{run_dir} holds an unfinished run (no final weights)")
     config = load_config(config_path, {"train.device": device} if device else None)
     built = build(config)
     sim = simulation(built, clients=1 if built.split.plan.data_roles == ("client",) else config.split.clients)
     sim.load_weights(run_dir / "weights")
+    return built, sim, metrics
+
+
+def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None) -> tuple[Path, dict[str, float]]:
+    """Reload a run folder's weights, predict ``split`` through the protocol, write a CSV."""
+    run_dir = Path(run_dir)
+    built, sim, _ = load_run(run_dir, device=device)
     outputs, scores = sim.predict(split)
     path = run_dir / f"predictions-{split}.csv"
     data = built.test if split == "test" else built.train

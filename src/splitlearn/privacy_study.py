@@ -21,15 +21,8 @@ from splitlearn import experiment
 from splitlearn.config import DataConfig, ModelConfig, PrivacyConfig, RunConfig, SplitConfig, TrainConfig
 from splitlearn.data.dataset import DataError
 from splitlearn.data.registry import load_dataset
-from splitlearn.privacy.attacks.label_leakage import (
-    GradientNoise,
-    GradientRecorder,
-    cluster_accuracy,
-    direction_scores,
-    leak_auc,
-    norm_scores,
-)
-from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, reconstruction_attack
+from splitlearn.audit import label_attack, reconstruct
+from splitlearn.privacy.attacks.label_leakage import GradientNoise, GradientRecorder, direction_scores, leak_auc, norm_scores
 from splitlearn.report import RunEvidence, write_report
 from splitlearn.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
@@ -67,32 +60,14 @@ def _base_config(dataset: str, *, out: Path, seed: int, device: str, epochs: int
 
 def _attack(run: experiment.TrainedRun, grads: GradientRecorder, *, name: str) -> RunEvidence:
     sim = run.sim
-    client = sim.parties[sim.coordinator.holder]
-    head = client.modules["client/head"]
-    test = client.shards["test"]
-    recorder = ActivationRecorder("server", src="client/head")
-    sim.transport.observers.append(recorder)
-    sim.evaluate()  # the victim's test images cross the cut as smashed data
-    sim.transport.observers.remove(recorder)
-    ids, victim_z = recorder.smashed()
-    victim_x = test.features[test.rows(ids)]
-    train = client.shards["train"]
-    aux_x = train.features[:AUX_SAMPLES]
-    with torch.no_grad():
-        head.eval()
-        aux_z = head(aux_x.to(client.device)).cpu()
-        head.train()
-    recon = reconstruction_attack(aux_z, aux_x, victim_z, victim_x, epochs=25)
+    recon = reconstruct(sim, aux_samples=AUX_SAMPLES)
+    train = sim.parties[sim.coordinator.holder].shards["train"]
     labels = dict(zip(train.sample_ids.tolist(), train.labels["y"].tolist()))
-    grads.steps = grads.steps[-LABEL_STEPS:]
-    label_acc = cluster_accuracy(grads, lambda i: torch.tensor([labels[j] for j in i.tolist()]), 10)
+    leak = label_attack(sim, grads, labels, 10, steps=LABEL_STEPS)
     epochs = [{k: e[k] for k in ("epoch", "test_accuracy", "dcor") if k in e} for e in run.metrics["epochs"]]
     return RunEvidence(
-        name,
-        epochs,
-        {"reconstruction MSE": recon.mse, "reconstruction SSIM": recon.ssim, "label attack accuracy": label_acc},
-        recon.originals,
-        recon.reconstructions,
+        name, epochs, {"reconstruction MSE": recon.mse, "reconstruction SSIM": recon.ssim, **leak},
+        recon.originals, recon.reconstructions,
     )
 
 

@@ -109,6 +109,12 @@ def test_config_file_then_flags(tmp_path):
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.json").write_text(json.dumps({"splitlearn_version": "0.0.1", "finished": True}))
+    assert main(["predict", str(run)]) == 2
+    assert "written by splitlearn 0.0.1" in capsys.readouterr().err
 
 
 def test_nopeek_lowers_reported_leakage(tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitlearn.cli import experiment, predict, reproduce, train
+from splitlearn.cli import attack, experiment, predict, report, reproduce, train
 
 __all__ = ["main"]
 
-COMMANDS = {"train": train, "predict": predict, "experiment": experiment, "reproduce": reproduce}
+COMMANDS = {
+    "train": train, "predict": predict, "attack": attack, "report": report, "experiment": experiment, "reproduce": reproduce,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,133 @@
+"""Attacks and the leakage report on a finished run folder.
+
+``splitlearn attack reconstruction|labels RUN`` rebuilds the run's parties with their trained
+weights, plays the curious party (the one receiving the smashed data, or the cut gradients), and
+stores what it achieved in ``RUN/attacks.json``; ``splitlearn report RUN`` turns the run's
+metrics and those results into ``RUN/report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from splitlearn.experiment import load_run
+from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
+from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
+from splitlearn.report import RunEvidence, write_report
+from splitlearn.simulation import Simulation
+
+__all__ = ["attack_labels", "attack_reconstruction", "label_attack", "reconstruct", "report"]
+
+RECONSTRUCTIONS = "attack-reconstruction.safetensors"
+
+
+def _single_client(sim: Simulation):
+    roles = sim.plan.data_roles
+    if len(roles) != 1:
+        raise ValueError(f"this attack needs one data role; the run's plan has {list(roles)}")
+    return sim.parties[sim.coordinator.holder]
+
+
+def reconstruct(sim: Simulation, *, aux_samples: int = 1000, epochs: int = 25) -> ReconstructionResult:
+    """The party receiving the client's smashed data reconstructs the client's test inputs.
+
+    Its auxiliary pairs: ``aux_samples`` training inputs through the client's segment (query
+    access or a colluding client), disjoint from the victim's test inputs.
+    """
+    client = _single_client(sim)
+    node = next(n for n in client.nodes.values() if not n.inputs)
+    attacker = sim.parties[sim.plan.consumer(node.name).role].name
+    recorder = ActivationRecorder(attacker, src=node.name)
+    sim.transport.observers.append(recorder)
+    try:
+        sim.evaluate()
+    finally:
+        sim.transport.observers.remove(recorder)
+    ids, victim_z = recorder.smashed()
+    victim_x = client.shards["test"].features[client.shards["test"].rows(ids)]
+    aux_x = client.shards["train"].features[:aux_samples]
+    module = client.modules[node.name]
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        aux_z = module(aux_x.to(client.device)).cpu()
+    module.train(was_training)
+    return reconstruction_attack(aux_z, aux_x, victim_z, victim_x, epochs=epochs)
+
+
+def _gradient_receiver(sim: Simulation) -> str:
+    root = sim.plan.root
+    label_roles = {h.label_role for h in root.heads}
+    if label_roles != {root.role}:
+        raise ValueError(
+            f"the loss is computed by {root.role!r} from labels sent by {sorted(label_roles)}: that party receives "
+            "the labels themselves, so there is nothing to infer (label attacks apply to U-shaped and vertical splits)"
+        )
+    producer = sim.plan.node(root.inputs[0]).role if root.inputs else None
+    if producer is None or producer == root.role:
+        raise ValueError("no other party receives gradients from the label owner in this plan")
+    group = sim.coordinator.group_role
+    return sim.coordinator.holder if producer == group else producer
+
+
+def label_attack(sim: Simulation, recorder: GradientRecorder, labels: dict[int, int], num_classes: int, *, steps: int = 40) -> dict[str, float]:
+    """Leak metrics of what ``recorder`` saw: AUCs for binary tasks, clustering accuracy otherwise."""
+    truth = lambda ids: torch.tensor([labels[i] for i in ids.tolist()])  # noqa: E731
+    if num_classes == 2:
+        d_ids, d_scores = direction_scores(recorder)
+        n_ids, n_scores = norm_scores(recorder)
+        return {"label direction AUC": leak_auc(d_scores, truth(d_ids)), "label norm AUC": leak_auc(n_scores, truth(n_ids))}
+    recorder.steps = recorder.steps[-steps:]
+    return {"label attack accuracy": cluster_accuracy(recorder, truth, num_classes)}
+
+
+def _merge(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    path = run_dir / "attacks.json"
+    merged = (json.loads(path.read_text()) if path.is_file() else {}) | results
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
+def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, device: str | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    _, sim, _ = load_run(run_dir, device=device)
+    result = reconstruct(sim, aux_samples=aux_samples)
+    save_file({"originals": result.originals.contiguous(), "reconstructions": result.reconstructions.contiguous()}, str(run_dir / RECONSTRUCTIONS))
+    return _merge(run_dir, {"reconstruction MSE": result.mse, "reconstruction SSIM": result.ssim})
+
+
+def attack_labels(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """Train one more epoch in memory (nothing is saved) while the party that receives the label
+    owner's gradients records them, then infer the labels."""
+    run_dir = Path(run_dir)
+    built, sim, _ = load_run(run_dir, device=device)
+    recorder = GradientRecorder(_gradient_receiver(sim))
+    sim.transport.observers.append(recorder)
+    sim.fit(1)
+    labels = dict(zip(built.train.sample_ids.tolist(), built.train.labels.tolist()))
+    return _merge(run_dir, label_attack(sim, recorder, labels, built.train.num_classes))
+
+
+def report(run_dir: str | Path) -> Path:
+    """Write ``RUN/report.html`` from the run's metrics and whatever attacks were run on it."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    attacks_path = run_dir / "attacks.json"
+    attacks = json.loads(attacks_path.read_text()) if attacks_path.is_file() else {}
+    images = load_file(str(run_dir / RECONSTRUCTIONS)) if (run_dir / RECONSTRUCTIONS).is_file() else {}
+    a1 = config.get("privacy", {}).get("nopeek_a1", 0)
+    name = f"NoPeek a1={a1:g}" if a1 else "SplitNN"
+    epochs = [{k: e[k] for k in ("epoch", "test_accuracy", "dcor") if k in e} for e in metrics["epochs"]]
+    evidence = RunEvidence(name, epochs, attacks, images.get("originals"), images.get("reconstructions"))
+    notes = [f"Run folder {run_dir.name}: {config['split']['configuration']} split of {config['model']['name']} on "
+             f"{config['data']['name']}." + ("" if attacks else " No attack has been run on it yet (splitlearn attack ...).")]
+    return write_report(run_dir / "report.html", runs=[evidence], config=config, title=f"Leakage report: {run_dir.name}", notes=notes)

@@ -1,0 +1,29 @@
+"""``splitlearn attack``: play the curious party against a finished run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from splitlearn import audit
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("attack", help="attack a run folder: reconstruction from smashed data, or labels from gradients")
+    p.add_argument("kind", choices=["reconstruction", "labels"])
+    p.add_argument("run_dir")
+    p.add_argument("--aux", type=int, default=1000, help="reconstruction: auxiliary samples the attacker holds")
+    p.add_argument("--device", help="override the run's device")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kind == "reconstruction":
+        results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device)
+    else:
+        results = audit.attack_labels(args.run_dir, device=args.device)
+    console = Console()
+    for key, value in results.items():
+        console.print(f"{key}: {value:.4f}")
+    console.print(f"Results are in {args.run_dir}/attacks.json; `splitlearn report {args.run_dir}` draws them", soft_wrap=True, highlight=False)
+    return 0

@@ -1,0 +1,35 @@
+"""``splitlearn join``: run one client party of a deployment against ``splitlearn serve``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from splitlearn.config import load_config
+from splitlearn.deploy import is_loopback, join
+from splitlearn.cli.serve import WARNING
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("join", help="run one client party against a splitlearn serve hub")
+    p.add_argument("--config", required=True, help="the same run config the server uses")
+    p.add_argument("--server", required=True, help="HOST:PORT of the hub")
+    p.add_argument("--party", required=True, help="this client's party name, e.g. client0")
+    p.add_argument("--certs", required=True, help="folder with ca.pem, <party>.pem, <party>.key and <party>.token")
+    p.add_argument("--insecure", action="store_true", help="no TLS (loopback addresses only)")
+    p.add_argument("--out", default="weights", help="folder for <party>.safetensors (default: weights)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.insecure and is_loopback(args.server):
+        print(f"\n{'!' * len(WARNING)}\n{WARNING}\n{'!' * len(WARNING)}\n", file=sys.stderr)
+    result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
+                  connect_timeout=args.connect_timeout, timeout=args.timeout)
+    for split, tasks in result.scores.items():
+        for task, s in tasks.items():
+            print(f"{args.party}: {split} {task} accuracy {s['accuracy']:.4f}, loss {s['loss']:.4f}")
+    print(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now"), flush=True)
+    return 0

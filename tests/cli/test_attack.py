@@ -1,0 +1,41 @@
+"""Attacks and the report on a finished run folder, through the CLI."""
+
+import json
+
+import pytest
+
+from splitlearn.cli.app import main
+from tests.report.test_leakage import _Page
+
+
+@pytest.fixture(scope="module")
+def ushaped_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--configuration", "ushaped", "--clients", "2", "--epochs", "3", "--out", str(out)]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def test_attacks_then_report(ushaped_run):
+    assert main(["attack", "reconstruction", str(ushaped_run), "--aux", "400"]) == 0
+    assert main(["attack", "labels", str(ushaped_run)]) == 0
+    results = json.loads((ushaped_run / "attacks.json").read_text())
+    assert 0 < results["reconstruction MSE"] < 0.05 and results["reconstruction SSIM"] > 0.5
+    assert results["label attack accuracy"] > 0.5  # ten classes: chance is about 0.1
+    assert main(["report", str(ushaped_run)]) == 0
+    page = _Page()
+    page.feed((ushaped_run / "report.html").read_text())
+    assert set(page.figures) == {"accuracy", "dcor", "reconstructions"}
+    assert page.tables == ["attacks", "config"]
+
+
+def test_refusals(ushaped_run, tmp_path, capsys):
+    out = tmp_path / "vanilla"
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 0
+    (run,) = out.iterdir()
+    assert main(["attack", "labels", str(run)]) == 2
+    assert "receives the labels themselves" in capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(metrics | {"splitlearn_version": "0.0.9"}))
+    assert main(["attack", "reconstruction", str(run)]) == 2
+    assert "written by splitlearn 0.0.9" in capsys.readouterr().err
