@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from splitlearn.data.partition import dirichlet_partition, iid_partition, vertical_split
+from splitlearn.data.partition import deal, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import Message
@@ -96,12 +96,7 @@ def build_parties(
     if len(data_roles) == 1:
         role = data_roles[0]
         names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]
-        if partition == "iid":
-            parts = iid_partition(len(train.labels), clients, seed=seed)
-        elif partition == "dirichlet":
-            parts = dirichlet_partition(train.labels, clients, alpha=alpha, seed=seed)
-        else:
-            raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+        parts = deal(train.labels, clients, partition=partition, alpha=alpha, seed=seed)
         test_shard = None if test is None else Shard(test.sample_ids, test.features, labels(test, role))
         template = copy.deepcopy(split.modules_of(role))
         for k, (name, idx) in enumerate(zip(names, parts)):

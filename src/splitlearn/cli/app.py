@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitlearn.cli import attack, experiment, predict, report, reproduce, train
+from splitlearn.cli import attack, compare, experiment, predict, report, reproduce, train
 
 __all__ = ["main"]
 
 COMMANDS = {
     "train": train, "predict": predict, "attack": attack, "report": report, "experiment": experiment, "reproduce": reproduce,
+    "compare": compare,
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from splitlearn.cli.serve import WARNING
 from splitlearn.config import load_config
 from splitlearn.deploy import is_loopback, join
-from splitlearn.cli.serve import WARNING
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
     p.add_argument("--insecure", action="store_true", help="no TLS (loopback addresses only)")
     p.add_argument("--out", default="weights", help="folder for <party>.safetensors (default: weights)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,9 +26,8 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure and is_loopback(args.server):
         print(f"\n{'!' * len(WARNING)}\n{WARNING}\n{'!' * len(WARNING)}\n", file=sys.stderr)
     result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
-                  connect_timeout=args.connect_timeout, timeout=args.timeout)
-    for split, tasks in result.scores.items():
-        for task, s in tasks.items():
-            print(f"{args.party}: {split} {task} accuracy {s['accuracy']:.4f}, loss {s['loss']:.4f}")
+                  connect_timeout=args.connect_timeout)
+    if result.losses:
+        print(f"{args.party}: scored {len(result.losses)} training steps here, last loss {result.losses[-1][1]:.4f}")
     print(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now"), flush=True)
     return 0

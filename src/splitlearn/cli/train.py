@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitlearn import experiment
+from splitlearn.cli._format import human_bytes
 from splitlearn.config import CONFIGURATION_KINDS, load_config
 
 # flag -> dotted config key
@@ -52,14 +53,6 @@ def add_parser(sub) -> None:
     p.add_argument("--nopeek-ramp", type=int, help="NoPeek: ramp a1 up linearly over this many epochs")
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 def _cost_table(acc: dict) -> Table:
     """Per role: parties, FLOPs and bytes per party (mean over a role's parties), peak memory."""
     table = Table(title="Cost per party (mean over the parties playing a role)")
@@ -70,8 +63,8 @@ def _cost_table(acc: dict) -> Table:
         f = flops.get(role, {})
         table.add_row(
             role, str(len(names)), f"{(f.get('forward', 0) + f.get('backward', 0)) / 1e9:.3f}",
-            _human(wire.get(role, {}).get("sent", 0)), _human(wire.get(role, {}).get("received", 0)),
-            _human(memory[role]["total"]) if role in memory else "-",
+            human_bytes(wire.get(role, {}).get("sent", 0)), human_bytes(wire.get(role, {}).get("received", 0)),
+            human_bytes(memory[role]["total"]) if role in memory else "-",
         )
     return table
 
@@ -119,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for col in ("party", "sent", "received"):
         bytes_table.add_column(col, justify="right" if col != "party" else "left")
     for party in sorted(set(metrics["bytes_sent"]) | set(metrics["bytes_received"])):
-        bytes_table.add_row(party, _human(metrics["bytes_sent"].get(party, 0)), _human(metrics["bytes_received"].get(party, 0)))
+        bytes_table.add_row(party, human_bytes(metrics["bytes_sent"].get(party, 0)), human_bytes(metrics["bytes_received"].get(party, 0)))
     console.print(bytes_table)
     console.print(_cost_table(metrics["accounting"]))
     console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}", soft_wrap=True, highlight=False)

@@ -106,3 +106,12 @@ def vertical_split(features: torch.Tensor, num_parts: int, *, dim: int = 1) -> l
     if not d:
         raise ValueError(f"dim={dim} must name a per-sample dimension of the {ndim}-d batch: 1 to {ndim - 1} or -1 to {1 - ndim}")
     return [features[(slice(None),) * d + (s,)] for s in feature_slices(features.shape[d], num_parts)]
+
+
+def deal(labels: torch.Tensor, num_parts: int, *, partition: str, alpha: float, seed: int) -> list[torch.Tensor]:
+    """Training indices of each of ``num_parts`` clients: ``partition`` is "iid" or "dirichlet"."""
+    if partition == "iid":
+        return iid_partition(len(labels), num_parts, seed=seed)
+    if partition == "dirichlet":
+        return dirichlet_partition(labels, num_parts, alpha=alpha, seed=seed)
+    raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")

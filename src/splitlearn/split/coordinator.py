@@ -16,7 +16,16 @@ from splitlearn.split.messages import Manifest, Message, ProtocolError, RelayReq
 from splitlearn.split.plan import Plan
 from splitlearn.split.transport import Transport
 
-__all__ = ["Batch", "Coordinator"]
+__all__ = ["Batch", "Coordinator", "shuffled_batches"]
+
+
+def shuffled_batches(ids: torch.Tensor, batch_size: int, *, key: tuple[int, ...] | None) -> list[torch.Tensor]:
+    """``ids`` in batches, shuffled by a generator seeded from the ints in ``key`` (None: in order).
+    The same key gives the same order in every process and for every method compared."""
+    if key is not None:
+        seed = sum(v * 1_000_003**i for i, v in enumerate(key)) % 2**62
+        ids = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    return list(torch.split(ids, batch_size))
 
 
 @dataclass(frozen=True)
@@ -105,11 +114,7 @@ class Coordinator:
         return {role: (client if role == self.group_role else role) for role in self.plan.roles}
 
     def _batches(self, ids: torch.Tensor, *, shuffle_key: tuple[int, ...] | None, batch_size: int):
-        if shuffle_key is not None:
-            seed = sum(v * 1_000_003**i for i, v in enumerate(shuffle_key)) % 2**62
-            g = torch.Generator().manual_seed(seed)
-            ids = ids[torch.randperm(len(ids), generator=g)]
-        return list(torch.split(ids, batch_size))
+        return shuffled_batches(ids, batch_size, key=shuffle_key)
 
     def schedule(self, epoch: int, split: str = "train") -> list[Batch]:
         """The batches of ``epoch`` in order. Round robin: each client's whole shard in turn."""

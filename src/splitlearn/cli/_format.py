@@ -1,0 +1,12 @@
+"""Number formatting shared by the CLI tables."""
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in B, KB, MB or GB (powers of 1000)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
