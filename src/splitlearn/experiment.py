@@ -34,7 +34,7 @@ from splitlearn.split.messages import Message
 from splitlearn.split.segments import CutError, check_segments, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "TrainedRun", "build", "client_leakage", "load_run", "party_options", "predict", "simulation", "train"]
+__all__ = ["Built", "TrainedRun", "build", "client_leakage", "load_run", "new_run_dir", "party_options", "predict", "simulation", "train"]
 
 
 @dataclass
@@ -128,7 +128,8 @@ def _vertical(config: RunConfig, model: nn.Sequential, in_shape, num_classes, cu
     return configs.vertical(Vertical(bottoms, top, dim=dim, merge=merge, merge_dim=-1), in_shape=in_shape)
 
 
-def _run_dir(config: RunConfig) -> Path:
+def new_run_dir(config: RunConfig) -> Path:
+    """A fresh folder name under ``config.out``: time, configuration and data set."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path(config.out) / f"{stamp}-{config.split.configuration}-{config.data.name}"
     path, i = base, 1
@@ -180,7 +181,7 @@ def train(
     nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
     sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
     sim.transport.observers.extend(observers)
-    run_dir = _run_dir(config)
+    run_dir = new_run_dir(config)
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()

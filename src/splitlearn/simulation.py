@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +28,31 @@ from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
-__all__ = ["Cast", "Simulation", "build_parties"]
+__all__ = ["Cast", "Simulation", "build_parties", "save_party_weights"]
 
 
 class _Data(Protocol):
     features: torch.Tensor
     labels: torch.Tensor
     sample_ids: torch.Tensor
+
+
+def save_party_weights(parties: Iterable[Party], folder: str | Path) -> dict[str, Path]:
+    """Write ``<party>.safetensors`` (segments, optimiser state, JSON metadata) for each party that
+    holds segments, atomically (write, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for p in parties:
+        tensors, meta = p.state()
+        if not tensors:
+            continue
+        path = folder / f"{p.name}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
+        tmp.replace(path)
+        written[p.name] = path
+    return written
 
 
 @dataclass
@@ -160,15 +178,37 @@ class Simulation:
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     ) -> None:
-        self.split, self.plan, self.device = split, split.plan, torch.device(device)
         cast = build_parties(
             split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-            seed=seed, device=self.device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
+            seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
         )
-        self.transport = transport or LocalTransport()
+        self._wire(split, cast, transport or LocalTransport(), local=set(cast.parties), relay=relay,
+                   batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
+        self.coordinator.collect_manifests()
+
+    @classmethod
+    def hosting(
+        cls, split: Split, cast: Cast, transport: Transport, *, local: Collection[str], relay: str = "peer",
+        batch_size: int = 32, seed: int = 0, eval_batch_size: int = 512,
+    ) -> Simulation:
+        """Only the parties named in ``local`` run here, on ``transport``; the others are remote
+        processes that connect, announce their data and serve themselves. Once they have joined,
+        call ``coordinator.collect_manifests()``, then train and evaluate as usual."""
+        sim = cls.__new__(cls)
+        sim._wire(split, cast, transport, local=local, relay=relay, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
+        return sim
+
+    def _wire(self, split: Split, cast: Cast, transport: Transport, *, local: Collection[str], relay: str,
+              batch_size: int, seed: int, eval_batch_size: int) -> None:
+        unknown = set(local) - set(cast.parties)
+        if unknown:
+            raise ValueError(f"no parties named {sorted(unknown)}; the split has {sorted(cast.parties)}")
+        self.split, self.plan = split, split.plan
+        self.transport = transport
         self.log = MessageLog()
         self.transport.observers.append(self.log)
-        self.parties = cast.parties
+        self.parties = {n: p for n, p in cast.parties.items() if n in local}
+        self.device = next(iter(self.parties.values())).device if self.parties else torch.device("cpu")
         for p in self.parties.values():
             p.connect(self.transport)
         self.coordinator = Coordinator(
@@ -178,8 +218,8 @@ class Simulation:
         self.eval_batch_size = eval_batch_size
         self.history: list[dict[str, Any]] = []
         for name in cast.data_parties:
-            self.parties[name].announce()
-        self.coordinator.collect_manifests()
+            if name in self.parties:
+                self.parties[name].announce()
 
     # -- training ------------------------------------------------------------------------------
 
@@ -205,7 +245,7 @@ class Simulation:
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Accuracy and loss per task, scored by each label owner on its own labels."""
-        owners = self._label_owners()
+        owners = self.label_owners()
         for p in owners.values():
             p.eval_totals.pop(split, None)
         self.coordinator.evaluate(split, batch_size=self.eval_batch_size)
@@ -223,7 +263,7 @@ class Simulation:
     def predict(self, split: str = "test") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
         """Run ``split`` through the protocol; return (sample ids, outputs) per task, as held by
         each task's label owner, and the scores :meth:`evaluate` gives."""
-        owners = self._label_owners()
+        owners = self.label_owners()
         for p in owners.values():
             p.keep_predictions, p.predictions = True, {}
         try:
@@ -237,30 +277,17 @@ class Simulation:
             out[task] = (torch.cat(ids), torch.cat(logits))
         return out, scores
 
-    def _label_owners(self) -> dict[str, Party]:
-        group = self.coordinator.group_role
-        return {
-            h.task: self.parties[self.coordinator.holder if h.label_role == group else h.label_role]
-            for h in self.plan.root.heads
-        }
+    def label_owners(self) -> dict[str, Party]:
+        """The party scoring each task, among the parties that run here."""
+        group, holder = self.coordinator.group_role, self.coordinator.holder
+        names = {h.task: holder if h.label_role == group else h.label_role for h in self.plan.root.heads}
+        return {task: self.parties[n] for task, n in names.items() if n in self.parties}
 
     # -- weights on disk -----------------------------------------------------------------------
 
-    def save_weights(self, folder: str | Path) -> dict[str, str]:
+    def save_weights(self, folder: str | Path) -> dict[str, Path]:
         """Each party that holds segments writes its own ``<party>.safetensors``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name, p in self.parties.items():
-            tensors, meta = p.state()
-            if not tensors:
-                continue
-            path = folder / f"{name}.safetensors"
-            tmp = path.with_suffix(".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
-            tmp.replace(path)
-            written[name] = str(path)
-        return written
+        return save_party_weights(self.parties.values(), folder)
 
     def load_weights(self, folder: str | Path) -> None:
         """Load each role's segments from the files :meth:`save_weights` wrote (for prediction)."""

@@ -1,0 +1,208 @@
+"""One process per site: ``serve`` hosts the coordinator and the non-client parties on a gRPC hub;
+``join`` runs one client party against it. Both rebuild the same parties from the same config
+(:func:`~splitlearn.simulation.build_parties` is deterministic) and keep only their own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+
+from splitlearn import __version__, experiment
+from splitlearn.config import RunConfig
+from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials
+from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
+from splitlearn.split.messages import ProtocolError
+from splitlearn.split.party import Party
+from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
+
+__all__ = ["JoinResult", "ServeResult", "is_loopback", "join", "serve"]
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _remote(config: RunConfig) -> tuple[experiment.Built, Cast, list[str]]:
+    """The built config, its parties, and the names of the client parties (one process each)."""
+    if config.privacy.nopeek_a1:
+        raise DeployError("privacy.nopeek_a1 > 0 is not supported in a deployment yet; train it in-process")
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built))
+    data_roles = built.split.plan.data_roles
+    return built, cast, [n for n, p in cast.parties.items() if p.role in data_roles]
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+class _Hub(HubTransport):
+    """A hub that also requires each stream's client certificate CN to be the party its token names."""
+
+    def _authenticate(self, context: grpc.ServicerContext) -> str:
+        name = super()._authenticate(context)
+        cns = [cn.decode() for cn in context.auth_context().get("x509_common_name", [])]
+        if cns != [name]:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"the token is {name}'s but the client certificate is for {cns or 'nobody'}")
+        return name
+
+
+@dataclass
+class ServeResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    weights: dict[str, Path]
+
+
+def serve(
+    config: RunConfig,
+    *,
+    listen: str,
+    certs: str | Path,
+    insecure: bool = False,
+    join_timeout: float = 300.0,
+    timeout: float = 300.0,
+    on_ready: Callable[[int, Sequence[str]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> ServeResult:
+    """Host the coordinator and the non-client parties on ``listen``; wait up to ``join_timeout``
+    s for every client party; train ``config.train.epochs`` epochs as ``Simulation.fit`` does;
+    write the run folder (config.json, metrics.json, weights/ of the hosted parties); end every
+    stream. TLS with client certificates and per-party tokens from ``certs``, unless ``insecure``
+    (loopback only). ``on_ready(port, clients)`` is called once listening."""
+    if insecure and not is_loopback(listen):
+        raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
+    built, cast, remote = _remote(config)
+    tokens = read_tokens(certs)
+    missing = [n for n in remote if n not in tokens]
+    if missing:
+        raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
+    credentials = None if insecure else server_credentials(certs)
+    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, timeout=timeout)
+    c = built.config
+    sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
+                             batch_size=c.train.batch_size, seed=c.train.seed)
+    try:
+        try:
+            port = hub.start(listen, credentials)
+        except RuntimeError as e:
+            raise DeployError(f"cannot listen on {listen}: {e}") from None
+        if on_ready is not None:
+            on_ready(port, remote)
+        hub.wait_for_parties(remote, timeout=join_timeout)
+        sim.coordinator.collect_manifests()
+        run_dir = experiment.new_run_dir(config)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        start = time.perf_counter()
+
+        def epoch_done(record: dict[str, Any]) -> None:
+            if not sim.label_owners():  # the loss is computed by the remote label owners
+                del record["train_loss"]
+            _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        sim.fit(config.train.epochs, on_epoch=epoch_done)
+        weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
+        metrics = _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=True)
+    except (TimeoutError, ConnectionError, ProtocolError) as e:
+        raise DeployError(str(e)) from None
+    finally:
+        hub.stop()
+    return ServeResult(run_dir, metrics, weights)
+
+
+def _write_metrics(run_dir: Path, sim: Simulation, remote: Sequence[str], seconds: float, *, finished: bool) -> dict[str, Any]:
+    metrics = {
+        "splitlearn_version": __version__, "finished": finished, "seconds": seconds, "epochs": sim.history,
+        "parties": sorted(sim.parties), "remote_parties": list(remote),
+        "bytes_sent": sim.log.bytes_by("sender"), "bytes_received": sim.log.bytes_by("receiver"),
+        "bytes_by_kind": sim.log.bytes_by("kind"), "messages": len(sim.log.records),
+    }
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "metrics.json")
+    return metrics
+
+
+# -- client ------------------------------------------------------------------------------------
+
+
+@dataclass
+class JoinResult:
+    party: str
+    weights: Path | None  # None when the party holds no segments at the end (it relayed them on)
+    losses: list[tuple[int, float]]  # (step, loss) of the heads scored here
+
+
+_REJECTED = {grpc.StatusCode.UNAUTHENTICATED: "rejected credentials", grpc.StatusCode.PERMISSION_DENIED: "rejected credentials",
+             grpc.StatusCode.ALREADY_EXISTS: "refused"}
+
+
+def _wait_reachable(target: str, credentials: grpc.ChannelCredentials | None, timeout: float) -> None:
+    """Retry a connection (TCP and TLS handshake) with exponential backoff for ``timeout`` s."""
+    deadline, delay = time.monotonic() + timeout, 0.2
+    while True:
+        channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=max(0.1, min(delay, deadline - time.monotonic())))
+            return
+        except grpc.FutureTimeoutError:
+            if time.monotonic() >= deadline:
+                raise DeployError(f"server {target} unreachable (or the TLS handshake failed) for {timeout:g} s") from None
+        finally:
+            channel.close()
+        delay = min(delay * 2, 5.0)
+
+
+def join(
+    config: RunConfig,
+    *,
+    server: str,
+    party: str,
+    certs: str | Path,
+    out: str | Path,
+    insecure: bool = False,
+    connect_timeout: float = 60.0,
+) -> JoinResult:
+    """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
+    session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
+    trusts ``<certs>/ca.pem`` and presents ``<certs>/<party>.pem``, unless ``insecure`` (loopback only)."""
+    if insecure and not is_loopback(server):
+        raise DeployError(f"--insecure is refused for {server}: only a loopback address may go without TLS")
+    _, cast, remote = _remote(config)
+    if party not in remote:
+        raise DeployError(f"unknown party {party!r}: this config's client parties are {', '.join(remote)}")
+    token = read_token(certs, party)
+    credentials = None if insecure else client_credentials(certs, party)
+    _wait_reachable(server, credentials, connect_timeout)
+    me, transport = cast.parties[party], ClientTransport()
+    me.connect(transport)
+    try:
+        transport.connect(server, name=party, token=token, credentials=credentials)
+        if party in cast.data_parties:
+            me.announce()
+        transport.serve()
+    except StreamClosed as e:
+        raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.details}") from None
+    except ProtocolError as e:
+        raise DeployError(f"session failed: {e}") from None
+    finally:
+        transport.close()
+    return JoinResult(party, save_party_weights([me], Path(out)).get(party), me.losses)

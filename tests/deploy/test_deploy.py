@@ -1,0 +1,144 @@
+"""``splitlearn serve`` + ``splitlearn join`` as separate processes over mutual TLS train exactly
+what ``splitlearn train`` trains in one process, and refuse clients with bad credentials."""
+
+import shutil
+import threading
+
+import grpc
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from splitlearn import deploy, experiment
+from splitlearn.cli.app import main
+from splitlearn.config import load_config
+from splitlearn.transport.grpc import ClientTransport, StreamClosed
+
+from .conftest import TIMEOUT, finish, free_port, write_config
+
+
+def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def _check_matches_in_process(config, tmp_path) -> None:
+    """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``."""
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "weights"}
+    remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
+    config = load_config(config) if isinstance(config, str) else config
+    local = experiment.train(config.override({"out": str(tmp_path / "local")}))
+    expected = _tensors(local.run_dir / "weights")
+    assert sorted(remote) == sorted(expected) and "server" in expected
+    for party, tensors in expected.items():
+        assert list(tensors) == list(remote[party])
+        assert all(torch.equal(t, remote[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
+
+
+def _join(spawn, config, target, party, certs, out):
+    return spawn("join", "--config", config, "--server", target, "--party", party, "--certs", certs, "--out", out)
+
+
+def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp_path, certs, spawn, capsys):
+    """Vanilla, 2 round-robin clients, mutual TLS: forged clients are refused, the session goes on."""
+    config = write_config(tmp_path / "config.json")
+    target = f"localhost:{free_port()}"
+    server = spawn("serve", "--config", config, "--listen", target, "--certs", certs, "--out", tmp_path / "runs",
+                   "--join-timeout", 45, "--timeout", 30)
+    forged = tmp_path / "forged"
+    shutil.copytree(certs, forged)
+    (forged / "client0.token").write_text("not-the-token")
+    (forged / "client1.token").write_text((certs / "client0.token").read_text())  # client0's token, client1's certificate
+    for party, why in (("client0", "unknown bearer token"), ("client1", "certificate is for ['client1']")):
+        assert main(["join", "--config", config, "--server", target, "--party", party, "--certs", str(forged)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "rejected credentials" in err and why in err and "\n" not in err, err
+
+    # TLS without a client certificate fails the handshake, valid token or not
+    anonymous = ClientTransport(timeout=20)
+    anonymous.connect(target, name="client0", token=(certs / "client0.token").read_text(),
+                      credentials=grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes()))
+    with pytest.raises(StreamClosed) as refused:
+        anonymous.serve()
+    anonymous.close()
+    assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+
+    joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]
+    outs = []
+    for proc in (server, *joins):
+        code, out = finish(proc)
+        assert code == 0, out
+        outs.append(out)
+    assert "(mutual TLS + tokens)" in outs[0] and "weights in" in outs[2]
+    _check_matches_in_process(config, tmp_path)
+
+
+def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):
+    config = write_config(tmp_path / "config.json", data={"name": "breast_cancer", "limit_train": 0, "limit_test": 0},
+                          split={"configuration": "vertical", "clients": 2})
+    target = f"127.0.0.1:{free_port()}"
+    server = spawn("serve", "--config", config, "--listen", target, "--certs", certs, "--out", tmp_path / "runs",
+                   "--join-timeout", 30, "--timeout", 30)
+    joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]
+    for proc in (server, *joins):
+        code, out = finish(proc)
+        assert code == 0, out
+    _check_matches_in_process(config, tmp_path)
+
+
+def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, certs):
+    """``deploy.serve`` and ``deploy.join`` on threads of one process, each with its own parties,
+    without TLS (loopback): tokens only."""
+    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 64, "limit_test": 32},
+                                      model={"name": "small_cnn"}, split={"configuration": "ushaped", "clients": 1},
+                                      train={"epochs": 1}), {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
+    target, results = f"localhost:{free_port()}", {}
+
+    def run(name, fn, **kw):
+        try:
+            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
+        except Exception as e:  # reported by the test thread
+            results[name] = e
+
+    threads = [
+        threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, timeout=20), daemon=True),
+        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client"), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert isinstance(results["server"], deploy.ServeResult) and isinstance(results["client"], deploy.JoinResult), results
+    assert results["client"].losses  # the client owns the labels: it scored every step
+    assert "train_loss" not in results["server"].metrics["epochs"][0]
+    _check_matches_in_process(config, tmp_path)
+
+
+def test_server_exits_with_a_message_when_nobody_joins(tmp_path, certs, capsys):
+    config = write_config(tmp_path / "config.json")
+    args = ["serve", "--config", config, "--listen", f"127.0.0.1:{free_port()}", "--certs", str(certs), "--out", str(tmp_path)]
+    assert main(args + ["--join-timeout", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "parties ['client0', 'client1'] did not connect within 0.5 s" in err and "\n" not in err, err
+
+
+def test_join_errors_are_one_line(tmp_path, certs, capsys):
+    config = write_config(tmp_path / "config.json")
+    args = ["join", "--config", config, "--server", f"127.0.0.1:{free_port()}", "--certs", str(certs), "--out", str(tmp_path)]
+    cases = [
+        (["--party", "server"], "unknown party 'server': this config's client parties are client0, client1"),
+        (["--party", "client0", "--certs", str(tmp_path)], "cannot read"),
+        (["--party", "client0", "--connect-timeout", "0.5"], "unreachable"),
+        (["--party", "client0", "--server", "10.1.2.3:5000", "--insecure"], "only a loopback address may go without TLS"),
+    ]
+    for extra, message in cases:
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+
+
+def test_serve_refuses_insecure_on_a_public_address(tmp_path, certs, capsys):
+    config = write_config(tmp_path / "config.json")
+    assert main(["serve", "--config", config, "--listen", "0.0.0.0:0", "--certs", str(certs), "--insecure"]) == 2
+    assert "only a loopback address" in capsys.readouterr().err
