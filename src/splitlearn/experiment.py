@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 def build(config: RunConfig) -> Built:
     """Load the data set and build the configured split, seeded by ``config.train.seed``."""
     train_ds, test_ds = load_dataset(config.data.name, root=config.data.root, seed=config.train.seed)
@@ -80,8 +84,16 @@ def build(config: RunConfig) -> Built:
     if 0 < config.data.limit_test < len(test_ds):
         test_ds = test_ds.subset(torch.randperm(len(test_ds), generator=g)[: config.data.limit_test])
     in_shape, num_classes = tuple(train_ds.sample_shape), train_ds.num_classes
+    # Initial weights come from the global RNG: seed it in private (the caller's RNG state is
+    # kept), and one build at a time, so that builds on several threads stay deterministic.
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        split, targets = _build_split(config, in_shape, num_classes)
+    return Built(config, split, train_ds, test_ds, targets)
+
+
+def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int):
     kind, cut = config.split.configuration, list(config.model.cut)
-    torch.manual_seed(config.train.seed)
     model = build_model(config.model.name, in_shape=in_shape, num_classes=num_classes)
     targets = None
     if kind in ("vanilla", "ushaped", "multihop"):
@@ -102,7 +114,7 @@ def build(config: RunConfig) -> Built:
         targets = {"label": lambda y: y, "upper": lambda y: (y >= math.ceil(num_classes / 2)).long()}
     else:
         split = _vertical(config, model, in_shape, num_classes, cut)
-    return Built(config, split, train_ds, test_ds, targets)
+    return split, targets
 
 
 def _vertical(config: RunConfig, model: nn.Sequential, in_shape, num_classes, cut) -> Split:
