@@ -84,12 +84,13 @@ def train_decoder(
     """Fit an MLP decoder from smashed data ``z`` to inputs ``x`` (in [0, 1]) on auxiliary pairs."""
     if len(z) != len(x) or len(z) < 2:
         raise ValueError(f"need at least 2 auxiliary pairs with as many inputs as smashed rows, got {len(z)} and {len(x)}")
-    torch.manual_seed(seed)
     d_in, shape = z[0].numel(), x.shape[1:]
-    decoder = nn.Sequential(
-        nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-        nn.Linear(hidden, x[0].numel()), nn.Sigmoid(), nn.Unflatten(1, shape),
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, caller's RNG left alone
+        torch.manual_seed(seed)
+        decoder = nn.Sequential(
+            nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, x[0].numel()), nn.Sigmoid(), nn.Unflatten(1, shape),
+        ).to(z.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
