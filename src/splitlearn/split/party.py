@@ -287,13 +287,11 @@ class Party:
                     raise ProtocolError(f"{self.name} holds no labels for task {head.task!r}")
                 continue
             y = shard.labels[head.task][rows]
-            if self.plan.root.role == self.role:
-                st.labels[head.task] = y.to(self.device)
-            elif msg.mode == "train":
+            if msg.mode == "train" and self.plan.root.role != self.role:  # the loss is computed elsewhere
                 receiver = self._party_of(st, self.plan.root.role)
                 self._send(Labels(self.name, receiver, st.step, task=head.task, labels=y, sample_ids=msg.sample_ids))
-            else:
-                st.labels[head.task] = y.to(self.device)  # kept here to score the returned outputs
+            else:  # the loss is computed here, or evaluation outputs come back here to be scored
+                st.labels[head.task] = y.to(self.device)
         for node in self.nodes.values():
             if not node.inputs:
                 if shard.features is None:
