@@ -151,3 +151,17 @@ def test_duplicate_labels_and_stray_outputs_are_refused(tabular):
                             bindings={"client": "client", "server": "server"}))
     with pytest.raises(ProtocolError, match="unexpected output for task 'other'"):
         client.handle(Output("server", "client", 2, task="other", tensor=torch.zeros(4, 3), sample_ids=ids))
+
+
+def test_gradient_of_wrong_shape_or_dtype_is_refused(tabular):
+    train, _ = tabular
+    sim = Simulation(configs.vanilla(mlp(), [2]), train=train, batch_size=4)
+    client = sim.parties["client"]
+    ids = torch.arange(4)
+    client.send = lambda m: None  # keep the step open: nothing leaves the client
+    client.handle(StartStep("coordinator", "client", 1, mode="train", split="train", sample_ids=ids,
+                            bindings={"client": "client", "server": "server"}))
+    for bad in (torch.zeros(4, 15), torch.zeros(4, 16, dtype=torch.float64)):
+        client._st.grad_from["client"] = "server"
+        with pytest.raises(ProtocolError, match="gradient for client is"):
+            client.handle(Gradient("server", "client", 1, src="server", dst="client", tensor=bad))

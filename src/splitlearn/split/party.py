@@ -378,8 +378,11 @@ class Party:
         out = st.outputs.get(node.name)
         if out is None or node.name not in st.remaining:
             raise ProtocolError(f"{self.name}: gradient for {node.name} before its forward or twice")
-        if grad.shape != out.shape:
-            raise ProtocolError(f"{self.name}: gradient for {node.name} has shape {tuple(grad.shape)}, output has {tuple(out.shape)}")
+        if grad.shape != out.shape or grad.dtype != out.dtype:
+            raise ProtocolError(
+                f"{self.name}: gradient for {node.name} is {grad.dtype} {tuple(grad.shape)}, "
+                f"but the output is {out.dtype} {tuple(out.shape)}"
+            )
         with self.compute("backward", node.name, len(st.sample_ids)):
             penalty = st.penalties.pop(node.name, None)
             if penalty is None:
