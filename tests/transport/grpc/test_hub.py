@@ -63,13 +63,13 @@ def test_impersonation_aborts_the_stream(hub, connect):
 def test_second_connection_with_the_same_identity_is_refused(hub, connect):
     connect("alice")
     hub.wait_for_parties(["alice"], timeout=TIMEOUT)
-    _refused(connect("alice"), grpc.StatusCode.ALREADY_EXISTS)
+    assert _refused(connect("alice"), grpc.StatusCode.ALREADY_EXISTS).details == "alice is already connected"
 
 
 def test_message_to_unknown_party_aborts_the_stream(hub, connect):
     alice = connect("alice")
     alice.send(StepDone("alice", "carol", 1))
-    _refused(alice, grpc.StatusCode.NOT_FOUND)
+    assert "unknown party 'carol'" in _refused(alice, grpc.StatusCode.NOT_FOUND).details
     _bob_still_served(hub, connect)
 
 
