@@ -24,6 +24,7 @@ VALID = [
     m.StepDone("c", "k", 3, tag="relay"),
     m.RelayRequest("k", "c", 4, destination="c2", route="peer"),
     m.Weights("c", "c2", 4, destination="c2", state={"w": torch.randn(3, 2), "n": torch.tensor(5)}, meta={"lr": 0.1}),
+    m.Abort("k", "c", 9, restore_to=0),
 ]
 ENCODED = [encode(v) for v in VALID]
 
@@ -127,7 +128,9 @@ CASES = {
     "no mode": (edited(m.Activation, lambda e: setattr(e.activation, "mode", 0)), r"Activation\.mode: missing \(expected train or eval\)"),
     "bad mode": (edited(m.StartStep, lambda e: setattr(e.start_step, "mode", 7)), r"StartStep\.mode: unknown value 7 \(expected train or eval\)"),
     "bad route": (edited(m.RelayRequest, lambda e: setattr(e.relay_request, "route", 3)), r"RelayRequest\.route: unknown value 3 \(expected peer or server\)"),
-    "bad tag": (edited(m.StepDone, lambda e: setattr(e.step_done, "tag", 9)), r"StepDone\.tag: unknown value 9 \(expected step or relay\)"),
+    "abort ahead": (edited(m.Abort, lambda e: setattr(e.abort, "restore_to", 9)), r"Abort\.restore_to: 9 is not a step before this one \(9\)"),
+    "abort negative": (edited(m.Abort, lambda e: setattr(e.abort, "restore_to", -2)), r"Abort\.restore_to: -2 is not a step before this one"),
+    "bad tag": (edited(m.StepDone, lambda e: setattr(e.step_done, "tag", 9)), r"StepDone\.tag: unknown value 9 \(expected step or relay or abort\)"),
     "no dtype": (edited(m.Gradient, lambda e: setattr(e.gradient.tensor, "dtype", 0)), r"Gradient\.tensor: bad dtype 0"),
     "bad dtype": (edited(m.Gradient, lambda e: setattr(e.gradient.tensor, "dtype", 42)), r"Gradient\.tensor: bad dtype 42"),
     "short data": (edited(m.Gradient, lambda e: setattr(e.gradient.tensor, "data", e.gradient.tensor.data[:-1])),

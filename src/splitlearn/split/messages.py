@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 
 __all__ = [
+    "Abort",
     "Activation",
     "Gradient",
     "Labels",
@@ -124,9 +125,19 @@ class Output(Message):
 
 @dataclass(frozen=True, slots=True)
 class StepDone(Message):
-    """A party finished its part of a step (or, with ``tag='relay'``, installed relayed weights)."""
+    """A party finished its part of a step (``tag='relay'``: installed relayed weights;
+    ``tag='abort'``: rolled back as an :class:`Abort` asked)."""
 
-    tag: Literal["step", "relay"] = "step"
+    tag: Literal["step", "relay", "abort"] = "step"
+
+
+@dataclass(frozen=True, slots=True)
+class Abort(Message):
+    """Coordinator to a party, after a party was lost mid-step: forget the step in progress, go
+    back to the newest checkpoint taken at or before step ``restore_to`` (the last step every
+    party finished), and ignore every message of a step before this one's ``step``."""
+
+    restore_to: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,12 +75,12 @@ _TORCH_DTYPES = {v: k for k, v in _DTYPES.items()}
 _ENUMS = {
     "mode": {"train": pb.MODE_TRAIN, "eval": pb.MODE_EVAL},
     "route": {"peer": pb.ROUTE_PEER, "server": pb.ROUTE_SERVER},
-    "tag": {"step": pb.STEP_DONE_TAG_STEP, "relay": pb.STEP_DONE_TAG_RELAY},
+    "tag": {"step": pb.STEP_DONE_TAG_STEP, "relay": pb.STEP_DONE_TAG_RELAY, "abort": pb.STEP_DONE_TAG_ABORT},
 }
 _ENUM_VALUES = {name: {v: k for k, v in numbers.items()} for name, numbers in _ENUMS.items()}
 _KINDS = {
     cls.__name__: cls
-    for cls in (m.Manifest, m.StartStep, m.Activation, m.Gradient, m.Labels, m.Output, m.StepDone, m.RelayRequest, m.Weights)
+    for cls in (m.Manifest, m.StartStep, m.Activation, m.Gradient, m.Labels, m.Output, m.StepDone, m.RelayRequest, m.Weights, m.Abort)
 }
 _BODIES = {f.message_type.name: f.name for f in pb.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields}
 _HEADER = ("sender", "receiver", "step")
@@ -251,6 +251,10 @@ def message_from_proto(env: pb.Envelope, *, limits: Limits = Limits()) -> m.Mess
                 t = _tensor_from_proto(e.tensor, at, limits, finite=finite)
                 pairs.append((e.key, _sample_ids(t, at) if name == "sample_ids" else t))
             values[name] = _unique(pairs, where)
+        elif isinstance(value, int):
+            if not 0 <= value < header.step:
+                raise WireError(f"{where}: {value} is not a step before this one ({header.step})")
+            values[name] = value
         elif not value:
             raise WireError(f"{where}: missing")
         else:

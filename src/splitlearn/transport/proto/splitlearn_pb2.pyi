@@ -36,6 +36,7 @@ class StepDoneTag(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_DONE_TAG_UNSPECIFIED: _ClassVar[StepDoneTag]
     STEP_DONE_TAG_STEP: _ClassVar[StepDoneTag]
     STEP_DONE_TAG_RELAY: _ClassVar[StepDoneTag]
+    STEP_DONE_TAG_ABORT: _ClassVar[StepDoneTag]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT16: DType
 DTYPE_BFLOAT16: DType
@@ -54,6 +55,7 @@ ROUTE_SERVER: Route
 STEP_DONE_TAG_UNSPECIFIED: StepDoneTag
 STEP_DONE_TAG_STEP: StepDoneTag
 STEP_DONE_TAG_RELAY: StepDoneTag
+STEP_DONE_TAG_ABORT: StepDoneTag
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -185,8 +187,14 @@ class Weights(_message.Message):
     meta: str
     def __init__(self, destination: _Optional[str] = ..., state: _Optional[_Union[TensorMap, _Mapping]] = ..., meta: _Optional[str] = ...) -> None: ...
 
+class Abort(_message.Message):
+    __slots__ = ("restore_to",)
+    RESTORE_TO_FIELD_NUMBER: _ClassVar[int]
+    restore_to: int
+    def __init__(self, restore_to: _Optional[int] = ...) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("header", "manifest", "start_step", "activation", "gradient", "labels", "output", "step_done", "relay_request", "weights")
+    __slots__ = ("header", "manifest", "start_step", "activation", "gradient", "labels", "output", "step_done", "relay_request", "weights", "abort")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     START_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +205,7 @@ class Envelope(_message.Message):
     STEP_DONE_FIELD_NUMBER: _ClassVar[int]
     RELAY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
     header: Header
     manifest: Manifest
     start_step: StartStep
@@ -207,4 +216,5 @@ class Envelope(_message.Message):
     step_done: StepDone
     relay_request: RelayRequest
     weights: Weights
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., start_step: _Optional[_Union[StartStep, _Mapping]] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., gradient: _Optional[_Union[Gradient, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., step_done: _Optional[_Union[StepDone, _Mapping]] = ..., relay_request: _Optional[_Union[RelayRequest, _Mapping]] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ...) -> None: ...
+    abort: Abort
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., start_step: _Optional[_Union[StartStep, _Mapping]] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., gradient: _Optional[_Union[Gradient, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., step_done: _Optional[_Union[StepDone, _Mapping]] = ..., relay_request: _Optional[_Union[RelayRequest, _Mapping]] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ...) -> None: ...
