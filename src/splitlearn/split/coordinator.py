@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from splitlearn.split.messages import Manifest, Message, ProtocolError, RelayRequest, StartStep, StepDone
+from splitlearn.split.messages import Abort, Manifest, Message, ProtocolError, RelayRequest, StartStep, StepDone
 from splitlearn.split.plan import Plan
-from splitlearn.split.transport import Transport
+from splitlearn.split.transport import PartyLost, Transport
 
 __all__ = ["Batch", "Coordinator", "shuffled_batches"]
 
@@ -42,6 +42,13 @@ class Coordinator:
     ``clients`` names the parties that take turns playing ``plan``'s single data role (round
     robin); leave it empty when every role is played by the party of the same name (one client,
     vertical, multi-hop). ``data_parties`` are the parties whose manifests it waits for.
+
+    Fault tolerance, for transports whose parties can be lost (:class:`PartyLost`): set
+    ``rejoin(party)`` to a function that blocks until ``party`` is connected again (or raises).
+    The step in progress is then rolled back on every connected party (:class:`Abort`, to their
+    checkpoints of the last step all finished) and run again; a lost party is waited for only
+    when a step needs it, and rolled back when it is back. ``on_commit()`` is called after every
+    finished training step or relay, when :meth:`state_dict` is worth saving.
     """
 
     def __init__(
@@ -71,19 +78,38 @@ class Coordinator:
         self.step = 0
         self.manifests: dict[str, dict[str, torch.Tensor]] = {}
         self._done: set[str] = set()
+        self._aborted: set[str] = set()
         self._relayed = False
+        self._relay_target: str | None = None
+        # fault tolerance
+        self._committed_holder = self.holder
+        self.rejoin: Callable[[str], None] | None = None
+        self.on_commit: Callable[[], None] | None = None
+        self.committed = 0  # the last step every party of it finished
+        self.epoch, self.next_batch = 1, 0  # where training goes on
+        self.floor = 0  # StepDones of earlier steps belong to an aborted attempt
+        self.absent: dict[str, int] = {}  # lost party -> the step it must roll back to when back
+        self.parties = sorted(set(self.data_parties) | set(self.clients) | {r for r in plan.roles if r != self.group_role})
         transport.register(self.name, self.handle)
 
     def handle(self, msg: Message) -> None:
         if isinstance(msg, Manifest):
             if msg.sender not in self.data_parties:
                 raise ProtocolError(f"manifest from unknown party {msg.sender!r}")
+            known = self.manifests.get(msg.sender)
+            if known is not None and (known.keys() != msg.sample_ids.keys()
+                                      or not all(torch.equal(known[k], msg.sample_ids[k]) for k in known)):
+                raise ProtocolError(f"{msg.sender} announced different sample ids than before")
             self.manifests[msg.sender] = msg.sample_ids
         elif isinstance(msg, StepDone) and msg.step == self.step:
             if msg.tag == "relay":
                 self._relayed = msg.sender == self._relay_target
+            elif msg.tag == "abort":
+                self._aborted.add(msg.sender)
             else:
                 self._done.add(msg.sender)
+        elif isinstance(msg, StepDone) and msg.step < self.floor:
+            pass  # from the attempt of a step that was aborted
         else:
             raise ProtocolError(f"coordinator: unexpected {msg.kind} from {msg.sender} (step {msg.step})")
 
@@ -131,11 +157,24 @@ class Coordinator:
     # -- running -------------------------------------------------------------------------------
 
     def run_step(self, batch: Batch, *, mode: str = "train", split: str = "train") -> None:
-        if self.group_role is not None and batch.bindings[self.group_role] != self.holder:
-            self.relay_to(batch.bindings[self.group_role])
+        """Run one step (relaying the shared segments first if it is another client's turn); a
+        lost party's step is rolled back and run again, if ``rejoin`` is set (training only)."""
+        while True:
+            try:
+                if self.group_role is not None and batch.bindings[self.group_role] != self.holder:
+                    self.relay_to(batch.bindings[self.group_role])
+                self._attempt(batch, mode, split)
+                break
+            except PartyLost as lost:
+                if mode != "train":
+                    raise
+                self.recover(lost)
+
+    def _attempt(self, batch: Batch, mode: str, split: str) -> None:
+        parties = list(dict.fromkeys(batch.bindings.values()))
+        self._await(parties)
         self.step += 1
         self._done = set()
-        parties = list(dict.fromkeys(batch.bindings.values()))
         expected = set(parties)
         for party in parties:
             self.transport.send(
@@ -145,18 +184,115 @@ class Coordinator:
 
     def relay_to(self, client: str) -> None:
         """Move the shared segments (and optimiser state) from the current holder to ``client``."""
+        self._await([self.holder, client] + ([self.plan.root.role] if self.relay == "server" else []))
         self.step += 1
         self._relay_target, self._relayed = client, False
         self.transport.send(RelayRequest(self.name, self.holder, self.step, destination=client, route=self.relay))
         self.transport.run_until(lambda: self._relayed)
         self.holder = client
+        self._commit()
 
-    def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None = None) -> None:
+    def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None = None, *, start: int = 0) -> None:
+        """Train the batches of ``epoch`` from the ``start``-th on."""
         batches = self.schedule(epoch)
-        for i, batch in enumerate(batches):
-            self.run_step(batch)
+        self.epoch = epoch
+        for i in range(start, len(batches)):
+            self.next_batch = i
+            self.run_step(batches[i])
+            self.next_batch = i + 1
+            self._commit()
             if on_step is not None:
                 on_step(i + 1, len(batches))
+
+    def evaluate(self, split: str = "test", *, batch_size: int = 512) -> None:
+        """Run ``split`` forward through the protocol; the label owner scores it locally.
+
+        In round robin the current holder of the shared segments evaluates on its own copy. A
+        lost party restarts the evaluation from its first batch (scores are reset by the roll back).
+        """
+        while True:
+            owner = self.holder if self.group_role is not None else self.data_parties[0]
+            ids = torch.sort(self.manifests[owner][split]).values
+            bindings = self._bindings(self.holder)
+            try:
+                for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
+                    self.run_step(Batch(bindings, b), mode="eval", split=split)
+                return
+            except PartyLost as lost:
+                self.recover(lost)
+
+    # -- fault tolerance -----------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        self.committed = self.step
+        self._committed_holder = self.holder
+        self._save()
+
+    def _save(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def recover(self, lost: PartyLost) -> None:
+        """Roll back the step ``lost`` interrupted on every connected party; the lost party is
+        rolled back when a step needs it again. Re-raises ``lost`` when ``rejoin`` is not set."""
+        if self.rejoin is None:
+            raise lost
+        while True:
+            self.absent.setdefault(lost.party, self.committed)
+            try:
+                self._abort([p for p in self.parties if p not in self.absent], self.committed)
+                return
+            except PartyLost as again:
+                lost = again
+
+    def _abort(self, parties: list[str], restore_to: int) -> None:
+        self.step += 1
+        self.floor = self.step
+        self._save()  # the step ids issued so far, so a restarted coordinator goes on above them
+        self._aborted = set()
+        self.holder = self._committed_holder
+        for party in parties:
+            self.transport.send(Abort(self.name, party, self.step, restore_to=restore_to))
+        self.transport.run_until(lambda: self._aborted >= set(parties))
+
+    def _await(self, parties: list[str]) -> None:
+        """Wait for the lost parties among ``parties`` to be back, and roll each back."""
+        while back := [p for p in dict.fromkeys(parties) if p in self.absent]:
+            party = back[0]
+            self.rejoin(party)
+            try:
+                self._abort([party], self.absent[party])
+                del self.absent[party]
+            except PartyLost as lost:
+                self.absent.setdefault(lost.party, self.committed)
+
+    def state_dict(self) -> dict:
+        """Where training stands, as JSON: enough to go on after a restart of this process."""
+        return {"step": self.step, "committed": self.committed, "holder": self._committed_holder,
+                "epoch": self.epoch, "next_batch": self.next_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from :meth:`state_dict`; every party must then be rolled back to ``committed``
+        (:meth:`restart`)."""
+        if self.group_role is not None and state["holder"] not in self.clients:
+            raise ValueError(f"checkpoint names holder {state['holder']!r}, not one of the clients")
+        self.committed, self.step = int(state["committed"]), int(state["step"])
+        if self.step < self.committed:
+            raise ValueError(f"checkpoint step {self.step} is before its committed step {self.committed}")
+        self.holder = self._committed_holder = state["holder"]
+        self.epoch, self.next_batch = int(state["epoch"]), int(state["next_batch"])
+
+    def restart(self) -> None:
+        """After :meth:`load_state_dict` in a new process: roll every party back to the last
+        committed step (parties that finished a later step before the crash forget it)."""
+        self.floor = 0
+        self.absent = {}
+        while True:
+            try:
+                self._abort(self.parties, self.committed)
+                return
+            except PartyLost as lost:
+                self.rejoin(lost.party)
 
     def evaluate(self, split: str = "test", *, batch_size: int = 512) -> None:
         """Run ``split`` forward through the protocol; the label owner scores it locally.

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from splitlearn.split.messages import (
+    Abort,
     Activation,
     Gradient,
     Labels,
@@ -32,10 +34,23 @@ from splitlearn.split.messages import (
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
 from splitlearn.split.state import OptimizerSpec, pack_state, unpack_state
 
-__all__ = ["EvalTotals", "Party", "Penalty", "Shard"]
+__all__ = ["CheckpointStore", "EvalTotals", "Party", "Penalty", "Shard"]
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A local loss term of a data node, from its input (raw features) and its output (smashed data)."""
+
+
+class CheckpointStore(Protocol):
+    """Where a party keeps its state after each step it finishes (see :mod:`splitlearn.checkpoint`)."""
+
+    def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Keep ``tensors`` and JSON ``meta`` as the state after ``step``, durably and atomically."""
+
+    def load(self, at_most: int | None = None) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The newest state saved at or before step ``at_most`` (any step if None), or None."""
+
+    def discard_after(self, step: int) -> None:
+        """Forget every state saved after ``step``."""
 
 
 @dataclass
@@ -110,6 +125,10 @@ class Party:
     e.g. NoPeek); ``compute(phase, node, batch_size)`` wraps every forward and backward
     computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
     (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
+
+    With ``checkpoints`` set, the party saves its segments and optimiser state after every step
+    it finishes (before it says so), and an :class:`~splitlearn.split.messages.Abort` rolls it
+    back to the newest of them at or before the step every party finished; see :meth:`resume`.
     """
 
     def __init__(
@@ -127,6 +146,7 @@ class Party:
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Callable[[Message], Message] | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
         self.device = torch.device(device)
@@ -151,6 +171,8 @@ class Party:
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._st: _Step | None = None
+        self.checkpoints = checkpoints
+        self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -179,6 +201,10 @@ class Party:
     def handle(self, msg: Message) -> None:
         if msg.receiver != self.name:
             raise ProtocolError(f"{self.name} received a message addressed to {msg.receiver}")
+        if msg.step < self.floor:
+            return  # sent before the step it belongs to was aborted
+        if isinstance(msg, Abort):
+            return self._abort(msg)
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
         if isinstance(msg, Weights):
@@ -411,6 +437,8 @@ class Party:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self._st = None
+        if st.mode == "train":
+            self._commit(st.step)
         self._send(StepDone(self.name, self.plan.coordinator, st.step))
 
     # -- round-robin relay ---------------------------------------------------------------------
@@ -422,8 +450,9 @@ class Party:
             raise ProtocolError(f"{self.name} was asked to relay segments it does not hold")
         state, meta = pack_state(self.modules, self.optimizer)
         receiver = msg.destination if msg.route == "peer" else self.plan.root.role
-        self._send(Weights(self.name, receiver, msg.step, destination=msg.destination, state=state, meta=meta))
         self.modules = self.optimizer = None  # the segments now live with the next client only
+        self._commit(msg.step)
+        self._send(Weights(self.name, receiver, msg.step, destination=msg.destination, state=state, meta=meta))
 
     def _on_weights(self, msg: Weights) -> None:
         if msg.destination != self.name:
@@ -435,7 +464,56 @@ class Party:
         modules = self.make_modules()
         self._install(modules)
         unpack_state(msg.state, msg.meta, self.modules, self.optimizer)
+        self._commit(msg.step)
         self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="relay"))
+
+    # -- checkpoints and roll back --------------------------------------------------------------
+
+    def _commit(self, step: int) -> None:
+        if self.checkpoints is None or not self.nodes:
+            return
+        tensors, meta = self.state()
+        self.checkpoints.save(step, {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                              {"holds": self.modules is not None, "state": meta})
+
+    def resume(self) -> int:
+        """Load the newest checkpoint, or save the present state as step 0 when there is none
+        (a fresh start); return the step it stands for. Needs ``checkpoints``."""
+        if self.checkpoints is None:
+            raise RuntimeError(f"party {self.name!r} has no checkpoint store")
+        if self.checkpoints.load() is None:
+            self._commit(0)
+            return 0
+        return self._restore(None)
+
+    def _restore(self, at_most: int | None) -> int:
+        self._st = None
+        self.eval_totals.clear()
+        if not self.nodes:
+            return 0
+        found = None if self.checkpoints is None else self.checkpoints.load(at_most)
+        if found is None:
+            raise ProtocolError(f"{self.name} holds no checkpoint at or before step {at_most} to roll back to")
+        step, tensors, meta = found
+        if meta["holds"]:
+            if self.modules is None and self.make_modules is None:
+                raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")
+            self._install(self.make_modules() if self.modules is None else self.modules)  # a fresh optimiser
+            unpack_state(tensors, meta["state"], self.modules, self.optimizer)
+        else:
+            self.modules = self.optimizer = None
+        if at_most is not None:
+            self.checkpoints.discard_after(at_most)
+        self.losses = [(s, v) for s, v in self.losses if s <= step]
+        self.penalty_log = [e for e in self.penalty_log if e[0] <= step]
+        return step
+
+    def _abort(self, msg: Abort) -> None:
+        if msg.sender != self.plan.coordinator:
+            raise ProtocolError(f"{self.name}: abort from {msg.sender}, not the coordinator")
+        self._restore(msg.restore_to)
+        self.floor = msg.step
+        self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="abort"))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """This party's segments and optimiser state, for a checkpoint on its own disk."""

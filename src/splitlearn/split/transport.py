@@ -13,9 +13,19 @@ from dataclasses import dataclass
 
 from splitlearn.split.messages import Message
 
-__all__ = ["MessageLog", "MessageRecord", "Transport"]
+__all__ = ["MessageLog", "MessageRecord", "PartyLost", "Transport"]
 
 Handler = Callable[[Message], None]
+
+
+class PartyLost(ConnectionError):
+    """Raised by :meth:`Transport.run_until` when a remote party's connection ended, or when one
+    of its messages broke the protocol (its connection is then closed). The step in progress
+    cannot finish; the coordinator may roll it back and go on once the party is back."""
+
+    def __init__(self, party: str, reason: str) -> None:
+        super().__init__(f"{party}: {reason}")
+        self.party, self.reason = party, reason
 
 
 class Transport(ABC):
