@@ -76,7 +76,7 @@ def _weights(sim) -> dict[str, torch.Tensor]:
         ("vanilla", "peer", [(9, "client0"), (40, "server"), (41, "client1")]),
         ("vanilla", "server", [(36, "client0"), (37, "server"), (119, "client0")]),  # around relays via the server
         ("ushaped", "peer", [(12, "client0"), (13, "server"), (150, "client1")]),
-        ("vanilla", "peer", [(72, "client1"), (73, "server")]),  # in evaluation
+        ("vanilla", "peer", [(76, "server"), (77, "server")]),  # in evaluation, twice
     ],
 )
 def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes):

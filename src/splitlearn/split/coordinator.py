@@ -293,14 +293,3 @@ class Coordinator:
                 return
             except PartyLost as lost:
                 self.rejoin(lost.party)
-
-    def evaluate(self, split: str = "test", *, batch_size: int = 512) -> None:
-        """Run ``split`` forward through the protocol; the label owner scores it locally.
-
-        In round robin the current holder of the shared segments evaluates on its own copy.
-        """
-        owner = self.holder if self.group_role is not None else self.data_parties[0]
-        ids = torch.sort(self.manifests[owner][split]).values
-        bindings = self._bindings(self.holder)
-        for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
-            self.run_step(Batch(bindings, b), mode="eval", split=split)
