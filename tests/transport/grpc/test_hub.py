@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from splitlearn.split.messages import Activation, Gradient, ProtocolError, StepDone
-from splitlearn.split.transport import MessageLog
+from splitlearn.split.transport import MessageLog, PartyLost
 from splitlearn.transport.grpc import StreamClosed
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import message_to_proto
@@ -20,9 +20,16 @@ def _refused(client, code: grpc.StatusCode) -> StreamClosed:
     return e.value
 
 
-def _bob_still_served(hub, connect) -> None:
+def _bob_still_served(hub, connect, lost: str | None = "alice") -> None:
+    """Bob's message reaches the hub; the coordinator hears once that ``lost`` was cut off."""
     connect("bob").send(StepDone("bob", "coordinator", 7))
-    hub.run_until(lambda: any(m.sender == "bob" for m in hub.received))
+    heard = []
+    while not any(m.sender == "bob" for m in hub.received) or (lost and not heard):
+        try:
+            hub.run_until(lambda: any(m.sender == "bob" for m in hub.received) and (not lost or heard), timeout=TIMEOUT)
+        except PartyLost as e:
+            heard.append(e.party)
+    assert heard == ([lost] if lost else [])
     assert [(m.sender, m.step) for m in hub.received][-1] == ("bob", 7)
 
 
@@ -47,15 +54,16 @@ def test_routes_to_local_endpoints_remote_parties_and_peers(hub, connect):
 
 def test_wrong_token_is_refused_and_the_hub_serves_others(hub, connect):
     assert "bearer token" in _refused(connect("alice", token="t-bob-guess"), grpc.StatusCode.UNAUTHENTICATED).details
-    _bob_still_served(hub, connect)
+    _bob_still_served(hub, connect, lost=None)
 
 
 def test_impersonation_aborts_the_stream(hub, connect):
     alice = connect("alice")
     alice.send(StepDone("bob", "coordinator", 1))
     assert "alice may not send as 'bob'" in _refused(alice, grpc.StatusCode.PERMISSION_DENIED).details
+    hub.send(StepDone("coordinator", "alice", 2))  # dropped: alice is gone, the coordinator hears of it
     with pytest.raises(ProtocolError, match="neither local nor connected"):
-        hub.send(StepDone("coordinator", "alice", 2))
+        hub.send(StepDone("coordinator", "mallory", 2))
     _bob_still_served(hub, connect)
     assert [m.sender for m in hub.received] == ["bob"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from splitlearn.split.messages import Message, ProtocolError
-from splitlearn.split.transport import Handler, Transport
+from splitlearn.split.transport import Handler, PartyLost, Transport
 from splitlearn.transport.serde import Limits
 
 END = object()
@@ -66,6 +66,8 @@ class InboxTransport(Transport):
             self._dispatch(item)
 
     def _dispatch(self, item: Message | BaseException) -> None:
+        if isinstance(item, PartyLost):
+            raise item  # the coordinator recovers, and later waits go on
         if isinstance(item, BaseException):
             self._inbox.put(item)  # a failed stream stays failed for every later wait
             raise item

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from splitlearn.split.messages import Message, ProtocolError
+from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc._inbox import END, InboxTransport, channel_options
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
@@ -45,8 +46,13 @@ class HubTransport(InboxTransport):
 
     A stream that sends a malformed message (``INVALID_ARGUMENT``), a message under another
     party's name (``PERMISSION_DENIED``) or one to an unknown party (``NOT_FOUND``) is aborted; the
-    other streams go on. ``max_parties`` bounds the concurrent streams (one server thread each).
-    Observers see every message once, one at a time, on the thread that sends or receives it.
+    other streams go on. So is a stream whose message a local endpoint refuses (a protocol
+    violation: a replayed step, a wrong shape): the endpoint's state is left to the coordinator's
+    roll back. Either way, and when a stream ends before :meth:`stop`, :meth:`run_until` raises
+    :class:`~splitlearn.split.transport.PartyLost` once for that party; messages to a party that is
+    not connected are dropped meanwhile. ``max_parties`` bounds the concurrent streams (one
+    server thread each). Observers see every message once, one at a time, on the thread that
+    sends or receives it.
     """
 
     def __init__(self, tokens: Mapping[str, str], *, limits: Limits = Limits(), timeout: float = 300.0, max_parties: int = 64) -> None:
@@ -55,8 +61,11 @@ class HubTransport(InboxTransport):
         self._tokens = [(token.encode(), name) for token, name in tokens.items()]
         self._max_parties = max_parties
         self._streams: dict[str, queue.SimpleQueue] = {}  # party -> Envelopes to send it
+        self._remote = {name for _, name in self._tokens}
         self._lock = threading.Condition()
         self._server: grpc.Server | None = None
+        self._stopping = False
+        self.connects: dict[str, int] = {}  # party -> streams it opened (for status)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -70,12 +79,14 @@ class HubTransport(InboxTransport):
         self._server = server
         return port
 
-    def stop(self, grace: float = 1.0) -> None:
-        """End every stream (status ``OK``) and shut the server down."""
+    def stop(self, grace: float = 1.0, *, resume: bool = False) -> None:
+        """End every stream (status ``OK``: the session is over; with ``resume``, ``UNAVAILABLE``:
+        clients should reconnect to the restarted server) and shut the server down."""
         with self._lock:
+            self._stopping = True
             streams = list(self._streams.values())
         for out in streams:
-            out.put(END)
+            out.put(_Abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down and will resume") if resume else END)
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
@@ -89,6 +100,11 @@ class HubTransport(InboxTransport):
 
     # -- sending -------------------------------------------------------------------------------
 
+    def connected(self) -> list[str]:
+        """The remote parties connected now."""
+        with self._lock:
+            return sorted(self._streams)
+
     def send(self, message: Message) -> None:
         if message.receiver in self._handlers:
             item, out = message, self._inbox
@@ -96,6 +112,8 @@ class HubTransport(InboxTransport):
             with self._lock:
                 out = self._streams.get(message.receiver)
             if out is None:
+                if message.receiver in self._remote:
+                    return  # lost: the coordinator hears of it (PartyLost) and rolls the step back
                 raise ProtocolError(f"{message.sender} sent {message.kind} to {message.receiver!r}, neither local nor connected")
             item = message_to_proto(message)
         with self._lock:
@@ -111,6 +129,7 @@ class HubTransport(InboxTransport):
             if name in self._streams or name in self._handlers:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} is already connected")
             self._streams[name] = out
+            self.connects[name] = self.connects.get(name, 0) + 1
             self._lock.notify_all()
         context.add_callback(lambda: out.put(END))
         threading.Thread(target=self._pump, args=(name, requests, out), name=f"hub-{name}", daemon=True).start()
@@ -120,9 +139,35 @@ class HubTransport(InboxTransport):
                     context.abort(item.code, item.details)
                 yield item
         finally:
+            self._lost(name, out, "its connection ended")
+
+    def _lost(self, name: str, out: queue.SimpleQueue, reason: str) -> None:
+        """Forget ``name``'s stream ``out`` (if still current) and tell the coordinator, once."""
+        with self._lock:
+            if self._streams.get(name) is not out:
+                return
+            del self._streams[name]
+            if self._stopping:
+                return
+        self._inbox.put(PartyLost(name, reason))
+
+    def _dispatch(self, item) -> None:
+        """Deliver to a local endpoint; if it refuses a remote party's message, expel that party."""
+        if not isinstance(item, Message) or item.sender not in self._remote:
+            return super()._dispatch(item)
+        try:
+            super()._dispatch(item)
+        except (ProtocolError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            if isinstance(e, PartyLost):
+                raise
+            reason = f"{item.kind} of step {item.step} refused: {e}"
             with self._lock:
-                if self._streams.get(name) is out:
-                    del self._streams[name]
+                out = self._streams.get(item.sender)
+            if out is None:
+                raise PartyLost(item.sender, reason) from None
+            out.put(_Abort(grpc.StatusCode.INVALID_ARGUMENT, reason))
+            self._lost(item.sender, out, reason)
+            raise PartyLost(item.sender, reason) from None
 
     def _authenticate(self, context: grpc.ServicerContext) -> str:
         scheme, _, token = dict(context.invocation_metadata()).get("authorization", "").partition(" ")
