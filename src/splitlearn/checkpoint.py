@@ -63,13 +63,20 @@ class FolderCheckpoints:
     """One party's checkpoints in ``folder``, the newest ``keep`` of them (at least 2: a step not
     every party finished may have to be rolled back to the one before)."""
 
-    def __init__(self, folder: str | Path, *, keep: int = 2) -> None:
+    def __init__(self, folder: str | Path, *, keep: int = 2, tag: str | None = None) -> None:
         if keep < 2:
             raise ValueError(f"keep must be >= 2, got {keep}")
         self.folder, self.keep = Path(folder), keep
         if self.folder.exists() and not self.folder.is_dir():
             raise CheckpointError(f"{self.folder} is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
+        if tag is not None:  # e.g. a fingerprint of the run config: refuse another run's checkpoints
+            marker = self.folder / "tag.json"
+            if marker.exists() and read_json(marker) != {"tag": tag}:
+                raise CheckpointError(f"{self.folder} holds checkpoints of another run configuration; "
+                                      "remove it or choose another folder")
+            if not marker.exists():
+                write_json_atomic(marker, {"tag": tag})
         for stale in self.folder.glob("*.tmp"):  # a write the process did not finish
             stale.unlink()
 
@@ -102,6 +109,10 @@ class FolderCheckpoints:
         except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
         return step, tensors, meta
+
+    def clear(self) -> None:
+        """Forget every checkpoint (a fresh start)."""
+        self.discard_after(-1)
 
     def discard_after(self, step: int) -> None:
         for s in self.steps():

@@ -231,7 +231,8 @@ class Simulation:
             epoch = len(self.history) + 1
             start = time.perf_counter()
             first_step = self.coordinator.step
-            self.coordinator.train_epoch(epoch, on_step=on_step)
+            c = self.coordinator  # after a restart from a checkpoint, go on where it stood
+            self.coordinator.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
             losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]
             record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
             if "test" in self.coordinator.manifests[self.coordinator.data_parties[0]]:

@@ -24,7 +24,7 @@ def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
 def _check_matches_in_process(config, tmp_path) -> None:
     """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``."""
     run_dir = next((tmp_path / "runs").iterdir())
-    assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "weights"}
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "status.json", "weights"}
     remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
     config = load_config(config) if isinstance(config, str) else config
     local = experiment.train(config.override({"out": str(tmp_path / "local")}))

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,14 +20,28 @@ import grpc
 import torch
 
 from splitlearn import __version__, experiment
+from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, read_json, write_json_atomic
 from splitlearn.config import RunConfig
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials
 from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
 from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
+from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
 
-__all__ = ["JoinResult", "ServeResult", "is_loopback", "join", "serve"]
+__all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "read_status", "serve"]
+
+
+def fingerprint(config: RunConfig) -> str:
+    """A short hash of what decides the parties' segments and data: checkpoints carry it, so a
+    process never resumes from another configuration's checkpoints."""
+    d = config.to_dict()
+    d.pop("out", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Stopped(Exception):
+    """Raised between steps when the server was asked to stop (SIGTERM)."""
 
 
 def is_loopback(address: str) -> bool:
@@ -67,6 +84,7 @@ class ServeResult:
     run_dir: Path
     metrics: dict[str, Any]
     weights: dict[str, Path]
+    finished: bool = True
 
 
 def serve(
@@ -77,14 +95,24 @@ def serve(
     insecure: bool = False,
     join_timeout: float = 300.0,
     timeout: float = 300.0,
+    checkpoints: str | Path | None = None,
+    rejoin_timeout: float = 600.0,
+    stop: threading.Event | None = None,
     on_ready: Callable[[int, Sequence[str]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> ServeResult:
     """Host the coordinator and the non-client parties on ``listen``; wait up to ``join_timeout``
     s for every client party; train ``config.train.epochs`` epochs as ``Simulation.fit`` does;
-    write the run folder (config.json, metrics.json, weights/ of the hosted parties); end every
-    stream. TLS with client certificates and per-party tokens from ``certs``, unless ``insecure``
-    (loopback only). ``on_ready(port, clients)`` is called once listening."""
+    write the run folder (config.json, metrics.json, status.json, weights/ of the hosted
+    parties); end every stream. TLS with client certificates and per-party tokens from ``certs``,
+    unless ``insecure`` (loopback only). ``on_ready(port, clients)`` is called once listening.
+
+    After every step the hosted parties and the training position are checkpointed in
+    ``checkpoints`` (default ``checkpoints/serve`` beside ``<out>``): a server started again with the same
+    config goes on from there. A client lost mid-step is waited for up to ``rejoin_timeout`` s
+    when a step needs it; the step is rolled back everywhere and run again. Setting ``stop``
+    ends the session after the step in progress; the clients wait to reconnect."""
     if insecure and not is_loopback(listen):
         raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
     built, cast, remote = _remote(config)
@@ -97,6 +125,52 @@ def serve(
     c = built.config
     sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                              batch_size=c.train.batch_size, seed=c.train.seed)
+    say = on_event or (lambda message: None)
+    tag = fingerprint(config)
+    folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
+    position_file = folder / "position.json"
+    try:
+        stores = {n: FolderCheckpoints(folder / n, tag=tag) for n in sim.parties}
+        state = read_json(position_file) if position_file.exists() else None
+    except CheckpointError as e:
+        raise DeployError(str(e)) from None
+    if state is not None and (state.get("tag") != tag or state.get("finished")):
+        if state.get("tag") != tag:
+            raise DeployError(f"{folder} holds checkpoints of another run configuration; remove it or pass --checkpoints")
+        state = None  # that session finished: start a new one
+    for name, party in sim.parties.items():
+        party.checkpoints = stores[name]
+        if state is None:
+            stores[name].clear()
+        party.resume()
+    if state is not None:
+        sim.coordinator.load_state_dict(state["coordinator"])
+        sim.history = state["history"]
+        run_dir = Path(state["run_dir"])
+        say(f"resuming {run_dir.name} at epoch {sim.coordinator.epoch}, batch {sim.coordinator.next_batch} "
+            f"(step {sim.coordinator.committed})")
+    else:
+        run_dir = experiment.new_run_dir(config)
+    start = time.perf_counter() - (state or {}).get("seconds", 0.0)
+    last_status = [0.0]
+
+    def commit() -> None:
+        seconds = time.perf_counter() - start
+        write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": False, "seconds": seconds,
+                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history})
+        if time.monotonic() - last_status[0] > 0.5:
+            last_status[0] = time.monotonic()
+            _write_status(run_dir, sim, hub, remote, seconds, "training")
+        if stop is not None and stop.is_set():
+            raise _Stopped()
+
+    def rejoin(party: str) -> None:
+        say(f"{party} was lost; waiting up to {rejoin_timeout:g} s for it to rejoin")
+        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, f"waiting for {party}")
+        hub.wait_for_parties([party], timeout=rejoin_timeout)
+        say(f"{party} is back")
+
+    sim.coordinator.rejoin, sim.coordinator.on_commit = rejoin, commit
     try:
         try:
             port = hub.start(listen, credentials)
@@ -106,26 +180,57 @@ def serve(
             on_ready(port, remote)
         hub.wait_for_parties(remote, timeout=join_timeout)
         sim.coordinator.collect_manifests()
-        run_dir = experiment.new_run_dir(config)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        start = time.perf_counter()
+        sim.coordinator.restart()  # every party back to the last step all finished (step 0 when new)
 
         def epoch_done(record: dict[str, Any]) -> None:
             if not sim.label_owners():  # the loss is computed by the remote label owners
-                del record["train_loss"]
+                record.pop("train_loss", None)
+            commit()
             _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
             if on_epoch is not None:
                 on_epoch(record)
 
-        sim.fit(config.train.epochs, on_epoch=epoch_done)
+        remaining = config.train.epochs - len(sim.history)
+        if remaining > 0:
+            sim.fit(remaining, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         metrics = _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=True)
-    except (TimeoutError, ConnectionError, ProtocolError) as e:
+        write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": True,
+                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history})
+        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "finished")
+    except _Stopped:
+        _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
+        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "stopped")
+        hub.stop(resume=True)
+        return ServeResult(run_dir, read_json(run_dir / "metrics.json"), {}, finished=False)
+    except (TimeoutError, ConnectionError, ProtocolError, CheckpointError) as e:
         raise DeployError(str(e)) from None
     finally:
         hub.stop()
     return ServeResult(run_dir, metrics, weights)
+
+
+def _write_status(run_dir: Path, sim: Simulation, hub: HubTransport, remote: Sequence[str], seconds: float, state: str) -> None:
+    c = sim.coordinator
+    status = {"state": state, "updated": time.time(), "seconds": seconds, "epoch": c.epoch, "next_batch": c.next_batch,
+              "step": c.committed, "holder": c.holder, "clients": list(remote), "connected": hub.connected(),
+              "absent": sorted(c.absent), "connects": dict(hub.connects),
+              "bytes_sent": sim.log.bytes_by("sender"), "bytes_received": sim.log.bytes_by("receiver")}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "status.json", status)
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """What ``status.json`` in a served run folder says; :class:`DeployError` if there is none."""
+    path = Path(run_dir) / "status.json"
+    if not path.exists():
+        raise DeployError(f"{path} does not exist: is {run_dir} a run folder of splitlearn serve?")
+    try:
+        return read_json(path)
+    except CheckpointError as e:
+        raise DeployError(str(e)) from None
 
 
 def _write_metrics(run_dir: Path, sim: Simulation, remote: Sequence[str], seconds: float, *, finished: bool) -> dict[str, Any]:
@@ -171,6 +276,10 @@ def _wait_reachable(target: str, credentials: grpc.ChannelCredentials | None, ti
         delay = min(delay * 2, 5.0)
 
 
+_RECONNECT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+              grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
 def join(
     config: RunConfig,
     *,
@@ -180,10 +289,16 @@ def join(
     out: str | Path,
     insecure: bool = False,
     connect_timeout: float = 60.0,
+    reconnect_timeout: float = 600.0,
+    on_event: Callable[[str], None] | None = None,
 ) -> JoinResult:
     """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
-    trusts ``<certs>/ca.pem`` and presents ``<certs>/<party>.pem``, unless ``insecure`` (loopback only)."""
+    trusts ``<certs>/ca.pem`` and presents ``<certs>/<party>.pem``, unless ``insecure`` (loopback only).
+
+    The party checkpoints after every step in ``<out>/checkpoints/<party>`` and starts from its
+    newest checkpoint; the server rolls it back as needed. If the connection breaks (the server
+    restarts), it reconnects with exponential backoff for up to ``reconnect_timeout`` s."""
     if insecure and not is_loopback(server):
         raise DeployError(f"--insecure is refused for {server}: only a loopback address may go without TLS")
     _, cast, remote = _remote(config)
@@ -191,18 +306,32 @@ def join(
         raise DeployError(f"unknown party {party!r}: this config's client parties are {', '.join(remote)}")
     token = read_token(certs, party)
     credentials = None if insecure else client_credentials(certs, party)
-    _wait_reachable(server, credentials, connect_timeout)
-    me, transport = cast.parties[party], ClientTransport()
-    me.connect(transport)
+    say = on_event or (lambda message: None)
+    me = cast.parties[party]
     try:
-        transport.connect(server, name=party, token=token, credentials=credentials)
-        if party in cast.data_parties:
-            me.announce()
-        transport.serve()
-    except StreamClosed as e:
-        raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.details}") from None
-    except ProtocolError as e:
-        raise DeployError(f"session failed: {e}") from None
-    finally:
-        transport.close()
+        me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
+        if me.resume():
+            say(f"{party}: starting from its checkpoint of step {me.checkpoints.steps()[-1]}")
+    except CheckpointError as e:
+        raise DeployError(str(e)) from None
+    wait = connect_timeout
+    while True:
+        _wait_reachable(server, credentials, wait)
+        transport = ClientTransport()
+        me.connect(transport)
+        try:
+            transport.connect(server, name=party, token=token, credentials=credentials)
+            if party in cast.data_parties:
+                me.announce()
+            transport.serve()
+            break
+        except StreamClosed as e:
+            if e.code not in _RECONNECT:
+                raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.details}") from None
+            say(f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting")
+            wait = reconnect_timeout
+        except ProtocolError as e:
+            raise DeployError(f"session failed: {e}") from None
+        finally:
+            transport.close()
     return JoinResult(party, save_party_weights([me], Path(out)).get(party), me.losses)
