@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from splitlearn.cli.serve import WARNING
 from splitlearn.config import load_config
@@ -19,14 +21,25 @@ def add_parser(sub) -> None:
     p.add_argument("--insecure", action="store_true", help="no TLS (loopback addresses only)")
     p.add_argument("--out", default="weights", help="folder for <party>.safetensors (default: weights)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
+    p.add_argument("--reconnect-timeout", type=float, default=600.0,
+                   help="seconds to keep reconnecting after the connection broke (the server restarting)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.insecure and is_loopback(args.server):
         print(f"\n{'!' * len(WARNING)}\n{WARNING}\n{'!' * len(WARNING)}\n", file=sys.stderr)
-    result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
-                  connect_timeout=args.connect_timeout)
+    def terminate(signum, frame) -> None:
+        raise KeyboardInterrupt  # closes the stream; the party's checkpoints stay for a restart
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
+                      connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
+                      on_event=lambda message: print(message, flush=True))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if result.losses:
         print(f"{args.party}: scored {len(result.losses)} training steps here, last loss {result.losses[-1][1]:.4f}")
     print(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now"), flush=True)

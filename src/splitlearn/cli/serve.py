@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from splitlearn.config import load_config
 from splitlearn.deploy import is_loopback, serve
@@ -20,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="parent folder for the run folder (default: the config's out)")
     p.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every client to join")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
+    p.add_argument("--checkpoints", help="folder for the server's checkpoints (default: checkpoints/serve beside the runs "
+                                         "folder); starting again with the same config resumes from it")
+    p.add_argument("--rejoin-timeout", type=float, default=600.0, help="seconds to wait for a lost client to rejoin")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +41,22 @@ def run(args: argparse.Namespace) -> int:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k == "train_loss" or k.startswith("test_accuracy"))
         print(f"epoch {record['epoch']}" + (f": {scores}" if scores else ""), flush=True)
 
-    result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure,
-                   join_timeout=args.join_timeout, timeout=args.timeout, on_ready=ready, on_epoch=epoch)
-    print(f"Results (config.json, metrics.json, weights/) are in {result.run_dir}", flush=True)
+    stop = threading.Event()
+
+    def terminate(signum, frame) -> None:
+        print("SIGTERM: stopping after the step in progress (checkpointed); start again to resume", flush=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure, join_timeout=args.join_timeout,
+                       timeout=args.timeout, checkpoints=args.checkpoints, rejoin_timeout=args.rejoin_timeout, stop=stop,
+                       on_ready=ready, on_epoch=epoch, on_event=lambda message: print(message, flush=True))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if not result.finished:
+        print(f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}", flush=True)
+        return 0
+    print(f"Results (config.json, metrics.json, status.json, weights/) are in {result.run_dir}", flush=True)
     return 0
