@@ -28,6 +28,7 @@ from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
 from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
+from splitlearn.transport.serde import Limits
 
 __all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "read_status", "serve"]
 
@@ -97,6 +98,7 @@ def serve(
     timeout: float = 300.0,
     checkpoints: str | Path | None = None,
     rejoin_timeout: float = 600.0,
+    limits: Limits = Limits(),
     stop: threading.Event | None = None,
     on_ready: Callable[[int, Sequence[str]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -111,7 +113,8 @@ def serve(
     After every step the hosted parties and the training position are checkpointed in
     ``checkpoints`` (default ``checkpoints/serve`` beside ``<out>``): a server started again with the same
     config goes on from there. A client lost mid-step is waited for up to ``rejoin_timeout`` s
-    when a step needs it; the step is rolled back everywhere and run again. Setting ``stop``
+    when a step needs it; the step is rolled back everywhere and run again. ``limits`` bounds
+    what clients may send (message size, tensor size). Setting ``stop``
     ends the session after the step in progress; the clients wait to reconnect."""
     if insecure and not is_loopback(listen):
         raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
@@ -121,7 +124,7 @@ def serve(
     if missing:
         raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
     credentials = None if insecure else server_credentials(certs)
-    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, timeout=timeout)
+    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, timeout=timeout, limits=limits)
     c = built.config
     sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                              batch_size=c.train.batch_size, seed=c.train.seed)
@@ -327,7 +330,7 @@ def join(
             break
         except StreamClosed as e:
             if e.code not in _RECONNECT:
-                raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.details}") from None
+                raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.code.name}: {e.details}") from None
             say(f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting")
             wait = reconnect_timeout
         except ProtocolError as e:

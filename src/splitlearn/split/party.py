@@ -171,6 +171,7 @@ class Party:
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._st: _Step | None = None
+        self._edges: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}  # per-sample shape, dtype
         self.checkpoints = checkpoints
         self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
 
@@ -220,6 +221,7 @@ class Party:
             if node is None or msg.src not in node.inputs:
                 raise ProtocolError(f"{self.name}: no edge {msg.src} -> {msg.dst} here")
             self._bind(st, self.plan.node(msg.src).role, msg.sender)
+            self._check_activation(msg)
             return self._receive_activation(st, msg.src, node, msg.tensor, msg.sample_ids, msg.sender)
         st = self._state(msg.step, {Labels: "train", Output: "eval"}.get(type(msg)))
         if isinstance(msg, Gradient):
@@ -324,6 +326,20 @@ class Party:
                     raise ProtocolError(f"{self.name} holds no features for {msg.split!r}")
                 self._forward(st, node, shard.features[rows].to(self.device))
         self._maybe_finish(st)
+
+    def _check_activation(self, msg: Activation) -> None:
+        """Refuse smashed data whose rows, dtype or per-sample shape differ from what this edge
+        carries (the first activation on it sets the shape; the segment's parameters the dtype)."""
+        t, where = msg.tensor, f"{self.name}: activation {msg.src} -> {msg.dst} from {msg.sender}"
+        if t.dim() == 0 or t.shape[0] != len(msg.sample_ids):
+            raise ProtocolError(f"{where} has shape {tuple(t.shape)} for {len(msg.sample_ids)} sample ids")
+        module = self.modules[msg.dst] if self.modules else None
+        param = next(module.parameters(), None) if module is not None else None
+        dtype = param.dtype if param is not None else torch.get_default_dtype()
+        expected = self._edges.setdefault((msg.src, msg.dst), (tuple(t.shape[1:]), dtype))
+        if (tuple(t.shape[1:]), t.dtype) != expected:
+            raise ProtocolError(f"{where} is {t.dtype} with per-sample shape {tuple(t.shape[1:])}; "
+                                f"this edge carries {expected[1]} {expected[0]}")
 
     def _receive_activation(self, st, src: str, node: Node, tensor, ids, sender: str) -> None:
         self._check_ids(st, ids)
