@@ -6,10 +6,11 @@ TIMEOUT = 10.0  # bounds every wait, so a failing test fails instead of hanging
 
 
 @pytest.fixture
-def hub():
+def hub(request):
     """A started hub admitting alice and bob (token ``t-<name>``) with a local ``coordinator``
-    endpoint whose messages land in ``hub.received``."""
-    hub = HubTransport({"t-alice": "alice", "t-bob": "bob"}, timeout=TIMEOUT)
+    endpoint whose messages land in ``hub.received``. Parametrize it indirectly with a dict of
+    further HubTransport arguments."""
+    hub = HubTransport({"t-alice": "alice", "t-bob": "bob"}, timeout=TIMEOUT, **getattr(request, "param", {}))
     hub.received = []
     hub.register("coordinator", hub.received.append)
     hub.target = f"127.0.0.1:{hub.start('127.0.0.1:0')}"
