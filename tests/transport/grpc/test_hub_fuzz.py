@@ -141,7 +141,7 @@ def _activation(tensor: torch.Tensor, *, src: str = "client", dst: str = "server
 
 @st.composite
 def malformed(draw) -> pb.Envelope:
-    """An Activation to the server whose tensor the decoder must refuse."""
+    """An Activation to the server that the decoder must refuse: a bad tensor or a wrong kind."""
     env = message_to_proto(_activation(torch.ones(4, WIDTH)))
     t, limit = env.activation.tensor, Limits().max_tensor_elements
     match draw(st.sampled_from(["huge dim", "huge numel", "many dims", "dtype", "short data", "NaN", "kind"])):
