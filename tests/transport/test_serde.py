@@ -4,6 +4,7 @@ from dataclasses import fields
 import pytest
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 
 from splitlearn.split import messages as m
 from splitlearn.transport.proto import splitlearn_pb2 as pb
@@ -85,6 +86,46 @@ def test_nonfinite_values_pass_where_allowed():
     assert decode(encode(labels)).labels.view(torch.int32).equal(t.view(torch.int32))
     out = decode(encode(activation(t)), limits=Limits(finite_kinds=frozenset()))
     assert out.tensor.view(torch.int32).equal(t.view(torch.int32))
+
+
+FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+FINITE_FIELDS = {  # the checked kinds, each carrying t in the field its error names
+    "Activation.tensor": lambda t: activation(t),
+    "Gradient.tensor": lambda t: m.Gradient("s", "c", 1, src="top", dst="bottom", tensor=t),
+    "Output.tensor": lambda t: m.Output("s", "c", 1, task="y", tensor=t, sample_ids=torch.arange(len(t))),
+    "Weights.state['w']": lambda t: m.Weights("c", "d", 1, destination="d", state={"b": torch.ones(2), "w": t}),
+}
+
+
+@PROPERTY
+@given(st.sampled_from(FLOATS), st.sampled_from(list(FINITE_FIELDS)), st.integers(1, 40), st.data())
+def test_nonfinite_values_are_refused_and_counted(dtype, where, n, data):
+    t = random_tensor([n], dtype, seed=n)
+    bad = data.draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n))
+    values = data.draw(st.lists(st.sampled_from([math.nan, math.inf, -math.inf]), min_size=len(bad), max_size=len(bad)))
+    for i, v in zip(bad, values):
+        t[i] = v
+    message = FINITE_FIELDS[where](t)
+    if not bad:
+        assert_same(decode(encode(message)), message)
+        return
+    nans = sum(math.isnan(v) for v in values)
+    expected = f"{where}: holds NaN or Inf ({len(bad)} of {n} values: {nans} NaN, {len(bad) - nans} Inf)"
+    with pytest.raises(WireError) as e:
+        decode(encode(message))
+    assert str(e.value) == expected
+    with pytest.raises(WireError) as e:  # the same check on an Envelope as gRPC hands it over
+        message_from_proto(message_to_proto(message))
+    assert str(e.value) == expected
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_extreme_finite_values_pass(dtype):
+    info = torch.finfo(dtype)
+    t = torch.tensor([info.max, -info.max, info.tiny, info.tiny / 4, -0.0, 0.0, info.eps], dtype=dtype)
+    for make in FINITE_FIELDS.values():
+        message = make(t)
+        assert_same(decode(encode(message)), message)
 
 
 # -- exact bytes -----------------------------------------------------------------------------------

@@ -103,12 +103,14 @@ class Coordinator:
             self.manifests[msg.sender] = msg.sample_ids
         elif isinstance(msg, StepDone) and msg.step == self.step:
             if msg.tag == "relay":
-                self._relayed = msg.sender == self._relay_target
+                if self._relay_target is None or msg.sender != self._relay_target:
+                    raise ProtocolError(f"coordinator: relay done from {msg.sender}, which was not relayed to (step {msg.step})")
+                self._relayed = True
             elif msg.tag == "abort":
                 self._aborted.add(msg.sender)
             else:
                 self._done.add(msg.sender)
-        elif isinstance(msg, StepDone) and msg.step < self.floor:
+        elif isinstance(msg, StepDone) and 0 < msg.step < self.floor:
             pass  # from the attempt of a step that was aborted
         else:
             raise ProtocolError(f"coordinator: unexpected {msg.kind} from {msg.sender} (step {msg.step})")

@@ -202,7 +202,7 @@ class Party:
     def handle(self, msg: Message) -> None:
         if msg.receiver != self.name:
             raise ProtocolError(f"{self.name} received a message addressed to {msg.receiver}")
-        if msg.step < self.floor:
+        if 0 < msg.step < self.floor:
             return  # sent before the step it belongs to was aborted
         if isinstance(msg, Abort):
             return self._abort(msg)

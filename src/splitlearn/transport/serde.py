@@ -168,9 +168,18 @@ def _tensor_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: bool
     if dtype is torch.bool and data.translate(None, b"\x00\x01"):  # bytes other than 0 and 1 left over
         raise WireError(f"{where}: bool tensor holds bytes other than 0 and 1")
     tensor = torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape) if numel else torch.empty(shape, dtype=dtype)
-    if finite and dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
-        raise WireError(f"{where}: holds NaN or Inf")
+    if finite:
+        _check_finite(tensor, where)
     return tensor
+
+
+def _check_finite(tensor: torch.Tensor, where: str) -> None:
+    """Refuse a floating tensor holding NaN or Inf, saying how many of each (``where`` is kind.field)."""
+    if not tensor.dtype.is_floating_point or bool(torch.isfinite(tensor).all()):
+        return
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    raise WireError(f"{where}: holds NaN or Inf ({nan + inf} of {tensor.numel()} values: {nan} NaN, {inf} Inf)")
 
 
 def _sample_ids(t: torch.Tensor, where: str) -> torch.Tensor:

@@ -1,6 +1,5 @@
 """Training over gRPC gives bit-identical weights to the in-process run, and the same messages."""
 
-import threading
 from collections import Counter
 
 import pytest
@@ -11,11 +10,8 @@ from splitlearn.data.dataset import ArrayDataset
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import Vertical
-from splitlearn.split.coordinator import Coordinator
-from splitlearn.split.transport import MessageLog
-from splitlearn.transport.grpc import ClientTransport, HubTransport
 
-from .conftest import TIMEOUT
+from .conftest import train_over_grpc
 
 
 def _data() -> ArrayDataset:
@@ -42,56 +38,6 @@ SPLITS = {
 }
 
 
-def _over_grpc(sim: Simulation, epochs: int) -> MessageLog:
-    """Train ``sim`` with its data parties as remote clients of a hub hosting a new coordinator
-    and the other parties. Simulation built the parties (here, in-process, announced once); they
-    are rewired: each client to its own ClientTransport, served on its own thread, the rest to the
-    hub. Returns the hub's log: manifests and training."""
-    old, plan = sim.coordinator, sim.plan
-    remote = [n for n, p in sim.parties.items() if p.role in plan.data_roles]
-    hub = HubTransport({f"t-{n}": n for n in remote}, timeout=TIMEOUT)
-    log = MessageLog()
-    hub.observers.append(log)
-    clients, threads, errors = [], [], []
-
-    def serve(client: ClientTransport) -> None:
-        try:
-            client.serve()
-        except BaseException as e:  # reported by the test thread
-            errors.append(e)
-
-    try:
-        target = f"127.0.0.1:{hub.start()}"
-        for name, party in sim.parties.items():
-            if name in remote:
-                client = ClientTransport(timeout=TIMEOUT)
-                client.connect(target, name=name, token=f"t-{name}")
-                clients.append(client)
-                party.connect(client)
-                threads.append(threading.Thread(target=serve, args=(client,)))
-            else:
-                party.connect(hub)
-        sim.coordinator = Coordinator(plan, hub, data_parties=old.data_parties, clients=old.clients,
-                                      relay=old.relay, batch_size=old.batch_size, seed=old.seed)
-        for t in threads:
-            t.start()
-        hub.wait_for_parties(remote, timeout=TIMEOUT)
-        for name in old.data_parties:
-            sim.parties[name].announce()
-        sim.coordinator.collect_manifests()
-        sim.fit(epochs)
-    finally:
-        hub.stop()
-        for client in clients:
-            client.close()
-        for t in threads:
-            t.join(TIMEOUT)
-        if errors:  # a client's failure is the cause of whatever the hub raised
-            raise errors[0]
-    assert not any(t.is_alive() for t in threads)
-    return log
-
-
 @pytest.mark.parametrize(("config", "clients", "relay"), [
     ("vanilla", 2, "peer"),
     ("vanilla", 2, "server"),
@@ -104,7 +50,7 @@ def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay):
     remote = Simulation(SPLITS[config](), **kw)
     before = {k: v.clone() for k, v in remote.parties["server"].state()[0].items()}
     local.fit(2)
-    log = _over_grpc(remote, 2)
+    log = train_over_grpc(remote, 2)
     assert Counter(log.records) == Counter(local.log.records)  # same messages, same sizes
     assert [h["train_loss"] for h in remote.history] == [h["train_loss"] for h in local.history]
     for name, party in local.parties.items():

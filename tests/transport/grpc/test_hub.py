@@ -1,16 +1,19 @@
 """Routing, authentication and validation at the hub: a misbehaving stream is cut, others go on."""
 
+import threading
+import time
+
 import grpc
 import pytest
 import torch
 
 from splitlearn.split.messages import Activation, Gradient, ProtocolError, StepDone
 from splitlearn.split.transport import MessageLog, PartyLost
-from splitlearn.transport.grpc import StreamClosed
+from splitlearn.transport.grpc import RateLimit, StreamClosed
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import message_to_proto
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, run_until_hearing
 
 
 def _refused(client, code: grpc.StatusCode) -> StreamClosed:
@@ -133,3 +136,61 @@ def test_waits_are_bounded(hub):
         hub.wait_for_parties(["bob"], timeout=0.1)
     with pytest.raises(ProtocolError):
         hub.send(StepDone("coordinator", "carol", 1))
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+
+
+def _steps_from(hub, name: str) -> list[int]:
+    return [m.step for m in hub.received if m.sender == name]
+
+
+@pytest.mark.parametrize("hub", [{"rate": RateLimit(messages_per_s=50, burst_messages=20)}], indirect=True)
+def test_a_flooding_client_is_cut_off_while_a_paced_one_goes_on(hub, connect):
+    alice, bob = connect("alice"), connect("bob")
+    hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
+    at_bob = []
+    bob.register("bob", at_bob.append)
+
+    def paced():  # 30 messages at 40/s: past the burst of 20, within the rate of 50/s
+        for i in range(30):
+            bob.send(StepDone("bob", "coordinator", i))
+            time.sleep(1 / 40)
+
+    pacer = threading.Thread(target=paced)
+    start = time.monotonic()
+    pacer.start()
+    for i in range(2000):
+        alice.send(StepDone("alice", "coordinator", i))
+    refused = _refused(alice, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    elapsed = time.monotonic() - start
+    assert refused.details == "alice exceeded its rate limit: more than 50 messages/s (burst 20)"
+    pacer.join(TIMEOUT)
+    assert run_until_hearing(hub, lambda: len(_steps_from(hub, "bob")) == 30) in ([], ["alice"])
+    hub.send(StepDone("coordinator", "bob", 99))  # and the hub still reaches bob
+    bob.run_until(lambda: at_bob)
+    assert _steps_from(hub, "bob") == list(range(30)) and at_bob == [StepDone("coordinator", "bob", 99)]
+    from_alice = _steps_from(hub, "alice")
+    assert from_alice == list(range(len(from_alice)))  # what got through came in order, then nothing
+    assert 20 <= len(from_alice) <= 20 + 50 * elapsed
+
+
+def _gradient(step: int, numel: int) -> Gradient:
+    return Gradient("alice", "coordinator", step, src="a", dst="b", tensor=torch.ones(numel))
+
+
+@pytest.mark.parametrize("hub", [{"rate": RateLimit(bytes_per_s=10_000, burst_bytes=10_000)}], indirect=True)
+@pytest.mark.parametrize(("numel", "problem"), [
+    (1000, "more than 10000 bytes/s (burst 10000)"),  # 4 kB each: the third is over
+    (3000, "a message of {size} bytes is larger than the byte burst of 10000"),  # 12 kB: even the first
+])
+def test_bytes_per_second_are_limited(hub, connect, numel, problem):
+    alice, size = connect("alice"), message_to_proto(_gradient(0, numel)).ByteSize()
+    start = time.monotonic()
+    for step in range(10):
+        alice.send(_gradient(step, numel))
+    details = _refused(alice, grpc.StatusCode.RESOURCE_EXHAUSTED).details
+    elapsed = time.monotonic() - start
+    assert details == f"alice exceeded its rate limit: {problem.format(size=size)}"
+    _bob_still_served(hub, connect)
+    assert size * len(_steps_from(hub, "alice")) <= 10_000 + 10_000 * elapsed

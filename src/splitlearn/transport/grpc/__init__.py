@@ -5,7 +5,8 @@
 """
 
 from splitlearn.transport.grpc._inbox import StreamClosed
+from splitlearn.transport.grpc._ratelimit import RateLimit
 from splitlearn.transport.grpc.client import ClientTransport
 from splitlearn.transport.grpc.hub import HubTransport
 
-__all__ = ["ClientTransport", "HubTransport", "StreamClosed"]
+__all__ = ["ClientTransport", "HubTransport", "RateLimit", "StreamClosed"]

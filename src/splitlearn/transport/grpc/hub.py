@@ -20,6 +20,7 @@ import grpc
 from splitlearn.split.messages import Message, ProtocolError
 from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc._inbox import END, InboxTransport, channel_options
+from splitlearn.transport.grpc._ratelimit import RateLimit, RateLimiter
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import Limits, WireError, message_from_proto, message_to_proto
@@ -45,19 +46,23 @@ class HubTransport(InboxTransport):
     """Hub side of the gRPC transport. ``tokens`` maps each bearer token to the party it admits.
 
     A stream that sends a malformed message (``INVALID_ARGUMENT``), a message under another
-    party's name (``PERMISSION_DENIED``) or one to an unknown party (``NOT_FOUND``) is aborted; the
-    other streams go on. So is a stream whose message a local endpoint refuses (a protocol
-    violation: a replayed step, a wrong shape): the endpoint's state is left to the coordinator's
-    roll back. Either way, and when a stream ends before :meth:`stop`, :meth:`run_until` raises
-    :class:`~splitlearn.split.transport.PartyLost` once for that party; messages to a party that is
-    not connected are dropped meanwhile. ``max_parties`` bounds the concurrent streams (one
-    server thread each). Observers see every message once, one at a time, on the thread that
-    sends or receives it.
+    party's name (``PERMISSION_DENIED``), one to an unknown party (``NOT_FOUND``), or more messages
+    or bytes per second than ``rate`` allows that party (``RESOURCE_EXHAUSTED``; ``None``: no
+    limit) is aborted; the other streams go on. So is a stream whose message a local endpoint
+    refuses (a protocol violation: a replayed step, a wrong shape): the endpoint's state is left to
+    the coordinator's roll back. Either way, and when a stream ends before :meth:`stop`,
+    :meth:`run_until` raises :class:`~splitlearn.split.transport.PartyLost` once for that party;
+    messages to a party that is not connected are dropped meanwhile. ``max_parties`` bounds the
+    concurrent streams (one server thread each). Observers see every message once, one at a time,
+    on the thread that sends or receives it.
     """
 
-    def __init__(self, tokens: Mapping[str, str], *, limits: Limits = Limits(), timeout: float = 300.0, max_parties: int = 64) -> None:
+    def __init__(self, tokens: Mapping[str, str], *, limits: Limits = Limits(), timeout: float = 300.0, max_parties: int = 64,
+                 rate: RateLimit | None = RateLimit()) -> None:
         super().__init__(timeout)
         self.limits = limits
+        self._rate = rate
+        self._limiters: dict[str, RateLimiter] = {}  # party -> its buckets, kept across reconnects
         self._tokens = [(token.encode(), name) for token, name in tokens.items()]
         self._max_parties = max_parties
         self._streams: dict[str, queue.SimpleQueue] = {}  # party -> Envelopes to send it
@@ -189,6 +194,11 @@ class HubTransport(InboxTransport):
         out.put(END)
 
     def _route(self, name: str, env: pb.Envelope) -> _Abort | None:
+        if self._rate is not None:
+            if (limiter := self._limiters.get(name)) is None:
+                limiter = self._limiters.setdefault(name, RateLimiter(self._rate))
+            if (why := limiter.admit(env.ByteSize())) is not None:
+                return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{name} exceeded its rate limit: {why}")
         try:
             message = message_from_proto(env, limits=self.limits)
         except WireError as e:
