@@ -137,6 +137,24 @@ def test_round_robin_matches_centralised(tabular, relay, opt):
     assert sorted(ids.tolist()) == list(range(160))
 
 
+@pytest.mark.parametrize("relay", ["peer", "server"])
+def test_ushaped_round_robin_matches_centralised(tabular, relay):
+    """U-shaped: the clients hold the loss, so relaying "via the server" goes through the middle party."""
+    train, test = tabular
+    x, y = _full(train, test)
+    model = mlp()
+    reference = copy.deepcopy(model)
+    spec = OptimizerSpec("adam", lr=0.01)
+    sim, ref, ref_losses, losses, steps = _run(
+        configs.ushaped(model, [1, 3], in_shape=(10,)), train, test, spec, reference, x, [(1.0, lambda i: y[i])],
+        clients=3, relay=relay,
+    )
+    assert steps >= 50
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref_losses), atol=TOL, rtol=0)
+    weights = [r for r in sim.log.records if r.kind == "Weights"]
+    assert {r.receiver for r in weights} >= ({"server"} if relay == "server" else {"client1", "client2"})
+
+
 def test_relay_modes_report_bytes(tabular):
     train, test = tabular
     moved = {}

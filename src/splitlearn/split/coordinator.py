@@ -186,7 +186,7 @@ class Coordinator:
 
     def relay_to(self, client: str) -> None:
         """Move the shared segments (and optimiser state) from the current holder to ``client``."""
-        self._await([self.holder, client] + ([self.plan.root.role] if self.relay == "server" else []))
+        self._await([self.holder, client] + ([self.plan.relay_role] if self.relay == "server" else []))
         self.step += 1
         self._relay_target, self._relayed = client, False
         self.transport.send(RelayRequest(self.name, self.holder, self.step, destination=client, route=self.relay))

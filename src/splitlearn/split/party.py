@@ -465,7 +465,9 @@ class Party:
         if self.modules is None:
             raise ProtocolError(f"{self.name} was asked to relay segments it does not hold")
         state, meta = pack_state(self.modules, self.optimizer)
-        receiver = msg.destination if msg.route == "peer" else self.plan.root.role
+        receiver = msg.destination if msg.route == "peer" else self.plan.relay_role
+        if receiver is None:
+            raise ProtocolError(f"{self.name}: this plan has no server to relay weights through")
         self.modules = self.optimizer = None  # the segments now live with the next client only
         self._commit(msg.step)
         self._send(Weights(self.name, receiver, msg.step, destination=msg.destination, state=state, meta=meta))

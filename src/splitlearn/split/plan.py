@@ -122,6 +122,15 @@ class Plan:
         return tuple(dict.fromkeys(n.role for n in self.nodes if not n.inputs))
 
     @cached_property
+    def relay_role(self) -> str | None:
+        """The role that passes round-robin weights on when they go "via the server": the root's
+        role, unless a client holds the root (U-shaped), then the last role holding no data."""
+        if self.root.role not in self.data_roles:
+            return self.root.role
+        others = [r for r in self.roles if r not in self.data_roles]
+        return others[-1] if others else None
+
+    @cached_property
     def start_roles(self) -> tuple[str, ...]:
         """Roles the coordinator starts each step at: data roles and label owners."""
         return tuple(dict.fromkeys([*self.data_roles, *(h.label_role for h in self.root.heads)]))

@@ -9,7 +9,7 @@ from torch import nn
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
-from splitlearn.split.configs import Vertical
+from splitlearn.split.configs import MultiHead, Vertical
 
 from .conftest import train_over_grpc
 
@@ -31,21 +31,33 @@ def _vertical() -> Vertical:
     return Vertical(bottoms, nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)))
 
 
+def _multihead() -> MultiHead:
+    torch.manual_seed(5)
+    trunk = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+    return MultiHead(trunk, {"label": nn.Linear(16, 3), "parity": nn.Linear(16, 2)})
+
+
 SPLITS = {
     "vanilla": lambda: configs.vanilla(_mlp(), [2]),
     "ushaped": lambda: configs.ushaped(_mlp(), [1, 3]),
     "vertical": lambda: configs.vertical(_vertical(), in_shape=(10,)),
+    "multihop": lambda: configs.multihop(_mlp(), [1, 2, 4]),
+    "multitask": lambda: configs.multitask(_multihead(), [2], weights={"label": 1.0, "parity": 0.5}),
 }
+TARGETS = {"multitask": {"label": lambda t: t, "parity": lambda t: t % 2}}
 
 
 @pytest.mark.parametrize(("config", "clients", "relay"), [
     ("vanilla", 2, "peer"),
     ("vanilla", 2, "server"),
     ("ushaped", 1, "peer"),
+    ("ushaped", 2, "server"),
     ("vertical", 2, "peer"),
+    ("multihop", 2, "peer"),
+    ("multitask", 2, "server"),
 ])
 def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay):
-    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3)
+    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3, targets=TARGETS.get(config))
     local = Simulation(SPLITS[config](), **kw)
     remote = Simulation(SPLITS[config](), **kw)
     before = {k: v.clone() for k, v in remote.parties["server"].state()[0].items()}
