@@ -40,9 +40,9 @@ def _server_step(tmp_path) -> int:
         return 0
 
 
-def _serve(spawn, config, target, certs, tmp_path):
+def _serve(spawn, config, target, certs, tmp_path, *extra):
     return spawn("serve", "--config", config, "--listen", target, "--certs", certs, "--out", tmp_path / "runs",
-                 "--join-timeout", 45, "--timeout", 45, "--rejoin-timeout", 45)
+                 "--join-timeout", 45, "--timeout", 45, "--rejoin-timeout", 45, *extra)
 
 
 @pytest.mark.parametrize("victim", ["client0", "client1"])
@@ -83,9 +83,13 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
         run_dir = next((tmp_path / "runs").iterdir())
         assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
     assert all(j.poll() is None for j in joins)  # the clients wait for the server to come back
-    server = _serve(spawn, config, target, certs, tmp_path)
+    server = _serve(spawn, config, target, certs, tmp_path, "--log-format", "json")
     code, out = finish(server)
-    assert code == 0 and "resuming" in out, out
+    assert code == 0, out
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names[:2] == ["resume", "listening"] and names[-1] == "finished" and names.count("epoch") >= 1, names
+    assert events[0]["step"] >= 25 and all({"time", "level", "message"} <= set(e) for e in events)
     for proc in joins:
         code, client_out = finish(proc)
         assert code == 0 and "reconnecting" in client_out, client_out

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 
 from splitlearn.cli.serve import WARNING
+from splitlearn.cli._logging import add_log_argument, configure
 from splitlearn.config import load_config
 from splitlearn.deploy import is_loopback, join
 
@@ -23,24 +25,29 @@ def add_parser(sub) -> None:
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
     p.add_argument("--reconnect-timeout", type=float, default=600.0,
                    help="seconds to keep reconnecting after the connection broke (the server restarting)")
+    add_log_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.insecure and is_loopback(args.server):
         print(f"\n{'!' * len(WARNING)}\n{WARNING}\n{'!' * len(WARNING)}\n", file=sys.stderr)
+
     def terminate(signum, frame) -> None:
         raise KeyboardInterrupt  # closes the stream; the party's checkpoints stay for a restart
 
+    handler = configure(args.log_format)
+    log = logging.getLogger("splitlearn.deploy")
     previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
-                      connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
-                      on_event=lambda message: print(message, flush=True))
+                      connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout)
+        last = f", last loss it scored {result.losses[-1][1]:.4f}" if result.losses else ""
+        log.info(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,
+                 extra={"event": "finished", "fields": {"party": args.party, "weights": str(result.weights) if result.weights else None,
+                                                        "steps_scored": len(result.losses)}})
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if result.losses:
-        print(f"{args.party}: scored {len(result.losses)} training steps here, last loss {result.losses[-1][1]:.4f}")
-    print(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now"), flush=True)
+        logging.getLogger("splitlearn").removeHandler(handler)
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 
+from splitlearn.cli._logging import add_log_argument, configure
 from splitlearn.config import load_config
 from splitlearn.deploy import is_loopback, serve
 
@@ -25,6 +27,14 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoints", help="folder for the server's checkpoints (default: checkpoints/serve beside the runs "
                                          "folder); starting again with the same config resumes from it")
     p.add_argument("--rejoin-timeout", type=float, default=600.0, help="seconds to wait for a lost client to rejoin")
+    add_log_argument(p)
+
+
+_log = logging.getLogger("splitlearn.deploy")
+
+
+def _say(event: str, message: str, **fields) -> None:
+    _log.info(message, extra={"event": event, "fields": fields})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,29 +44,33 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(port: int, clients) -> None:
         host = args.listen.rpartition(":")[0]
-        print(f"listening on {host}:{port} ({'insecure' if args.insecure else 'mutual TLS + tokens'}); "
-              f"waiting for {', '.join(clients)}", flush=True)
+        _say("listening", f"listening on {host}:{port} ({'insecure' if args.insecure else 'mutual TLS + tokens'}); "
+                          f"waiting for {', '.join(clients)}", address=f"{host}:{port}", tls=not args.insecure, clients=list(clients))
 
     def epoch(record: dict) -> None:
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k == "train_loss" or k.startswith("test_accuracy"))
-        print(f"epoch {record['epoch']}" + (f": {scores}" if scores else ""), flush=True)
+        scores = {k: v for k, v in record.items() if k == "train_loss" or k.startswith("test_accuracy")}
+        text = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        _say("epoch", f"epoch {record['epoch']}" + (f": {text}" if text else ""), epoch=record["epoch"], **scores)
 
     stop = threading.Event()
 
     def terminate(signum, frame) -> None:
-        print("SIGTERM: stopping after the step in progress (checkpointed); start again to resume", flush=True)
+        _say("sigterm", "SIGTERM: stopping after the step in progress (checkpointed); start again to resume")
         stop.set()
 
+    handler = configure(args.log_format)
     previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure, join_timeout=args.join_timeout,
                        timeout=args.timeout, checkpoints=args.checkpoints, rejoin_timeout=args.rejoin_timeout, stop=stop,
-                       on_ready=ready, on_epoch=epoch, on_event=lambda message: print(message, flush=True))
+                       on_ready=ready, on_epoch=epoch)
+        if not result.finished:
+            _say("stopped", f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}", run=str(result.run_dir))
+        else:
+            _say("finished", f"Results (config.json, metrics.json, status.json, weights/) are in {result.run_dir}",
+                 run=str(result.run_dir))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if not result.finished:
-        print(f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}", flush=True)
-        return 0
-    print(f"Results (config.json, metrics.json, status.json, weights/) are in {result.run_dir}", flush=True)
+        logging.getLogger("splitlearn").removeHandler(handler)
     return 0

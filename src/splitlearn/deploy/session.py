@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +31,15 @@ from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClose
 from splitlearn.transport.serde import Limits
 
 __all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "read_status", "serve"]
+
+
+_log = logging.getLogger("splitlearn.deploy")
+
+
+def _event(event: str, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one operational event: a readable message plus machine-readable fields (see
+    :mod:`splitlearn.cli._logging` for the JSON lines ``--log-format json`` writes)."""
+    _log.log(level, message, extra={"event": event, "fields": fields})
 
 
 def fingerprint(config: RunConfig) -> str:
@@ -102,7 +111,6 @@ def serve(
     stop: threading.Event | None = None,
     on_ready: Callable[[int, Sequence[str]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    on_event: Callable[[str], None] | None = None,
 ) -> ServeResult:
     """Host the coordinator and the non-client parties on ``listen``; wait up to ``join_timeout``
     s for every client party; train ``config.train.epochs`` epochs as ``Simulation.fit`` does;
@@ -128,7 +136,6 @@ def serve(
     c = built.config
     sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                              batch_size=c.train.batch_size, seed=c.train.seed)
-    say = on_event or (lambda message: None)
     tag = fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
@@ -150,8 +157,9 @@ def serve(
         sim.coordinator.load_state_dict(state["coordinator"])
         sim.history = state["history"]
         run_dir = Path(state["run_dir"])
-        say(f"resuming {run_dir.name} at epoch {sim.coordinator.epoch}, batch {sim.coordinator.next_batch} "
-            f"(step {sim.coordinator.committed})")
+        c = sim.coordinator
+        _event("resume", f"resuming {run_dir.name} at epoch {c.epoch}, batch {c.next_batch} (step {c.committed})",
+               run=str(run_dir), epoch=c.epoch, batch=c.next_batch, step=c.committed)
     else:
         run_dir = experiment.new_run_dir(config)
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
@@ -168,10 +176,11 @@ def serve(
             raise _Stopped()
 
     def rejoin(party: str) -> None:
-        say(f"{party} was lost; waiting up to {rejoin_timeout:g} s for it to rejoin")
+        _event("party_lost", f"{party} was lost; waiting up to {rejoin_timeout:g} s for it to rejoin", level=logging.WARNING,
+               party=party, step=sim.coordinator.committed)
         _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, f"waiting for {party}")
         hub.wait_for_parties([party], timeout=rejoin_timeout)
-        say(f"{party} is back")
+        _event("party_back", f"{party} is back", party=party)
 
     sim.coordinator.rejoin, sim.coordinator.on_commit = rejoin, commit
     try:
@@ -293,7 +302,6 @@ def join(
     insecure: bool = False,
     connect_timeout: float = 60.0,
     reconnect_timeout: float = 600.0,
-    on_event: Callable[[str], None] | None = None,
 ) -> JoinResult:
     """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
@@ -309,12 +317,12 @@ def join(
         raise DeployError(f"unknown party {party!r}: this config's client parties are {', '.join(remote)}")
     token = read_token(certs, party)
     credentials = None if insecure else client_credentials(certs, party)
-    say = on_event or (lambda message: None)
     me = cast.parties[party]
     try:
         me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
         if me.resume():
-            say(f"{party}: starting from its checkpoint of step {me.checkpoints.steps()[-1]}")
+            step = me.checkpoints.steps()[-1]
+            _event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
     except CheckpointError as e:
         raise DeployError(str(e)) from None
     wait = connect_timeout
@@ -331,7 +339,8 @@ def join(
         except StreamClosed as e:
             if e.code not in _RECONNECT:
                 raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.code.name}: {e.details}") from None
-            say(f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting")
+            _event("reconnect", f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting", level=logging.WARNING,
+                   party=party, code=e.code.name)
             wait = reconnect_timeout
         except ProtocolError as e:
             raise DeployError(f"session failed: {e}") from None
