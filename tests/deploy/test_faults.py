@@ -15,7 +15,9 @@ from .conftest import TIMEOUT, finish, free_port, write_config
 from .test_deploy import _check_matches_in_process, _join
 
 # 2 round-robin clients, 300 samples each in batches of 16: about 40 steps an epoch.
-SECTIONS = dict(data={"name": "digits", "limit_train": 600, "limit_test": 100}, train={"epochs": 2, "seed": 3, "batch_size": 16})
+def _sections(device) -> dict:
+    return dict(data={"name": "digits", "limit_train": 600, "limit_test": 100},
+                train={"epochs": 2, "seed": 3, "batch_size": 16, "device": str(device)})
 
 
 def _wait_for(predicate, what: str, proc=None) -> None:
@@ -46,8 +48,8 @@ def _serve(spawn, config, target, certs, tmp_path, *extra):
 
 
 @pytest.mark.parametrize("victim", ["client0", "client1"])
-def test_killed_client_restarts_and_the_result_is_unchanged(tmp_path, certs, spawn, victim):
-    config = write_config(tmp_path / "config.json", **SECTIONS)
+def test_killed_client_restarts_and_the_result_is_unchanged(tmp_path, certs, spawn, victim, device):
+    config = write_config(tmp_path / "config.json", **_sections(device))
     target = f"localhost:{free_port()}"
     server = _serve(spawn, config, target, certs, tmp_path)
     joins = {c: _join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")}
@@ -68,8 +70,8 @@ def test_killed_client_restarts_and_the_result_is_unchanged(tmp_path, certs, spa
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, certs, spawn, how):
-    config = write_config(tmp_path / "config.json", **SECTIONS)
+def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, certs, spawn, how, device):
+    config = write_config(tmp_path / "config.json", **_sections(device))
     target = f"localhost:{free_port()}"
     server = _serve(spawn, config, target, certs, tmp_path)
     joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]

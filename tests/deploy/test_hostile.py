@@ -56,10 +56,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_hostile_message_is_refused_and_training_is_unchanged(tmp_path, monkeypatch, case):
+def test_hostile_message_is_refused_and_training_is_unchanged(tmp_path, monkeypatch, case, device):
     corrupt, why = CASES[case]
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
-                                      train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
+                                      train={"epochs": 1, "seed": 3, "batch_size": 16, "device": str(device)}),
+                         {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
     target, results = f"localhost:{free_port()}", {}
     sent, done = [], threading.Event()

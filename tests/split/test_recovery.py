@@ -44,14 +44,14 @@ class CrashingTransport(LocalTransport):
             self._handlers[message.receiver](message)
 
 
-def _simulation(kind, data, transport=None, tmp=None, clients=2, relay="peer"):
+def _simulation(kind, data, transport=None, tmp=None, clients=2, relay="peer", device="cpu"):
     train, test = data
     torch.manual_seed(0)
     model = mlp()
     split = {"vanilla": lambda: configs.vanilla(model, [2], in_shape=(10,)),
              "ushaped": lambda: configs.ushaped(model, [1, 3], in_shape=(10,))}[kind]()
     sim = Simulation(split, train=train, test=test, clients=clients, relay=relay, batch_size=16,
-                     optimizer=OptimizerSpec("adam", lr=0.01), transport=transport)
+                     optimizer=OptimizerSpec("adam", lr=0.01), transport=transport, device=device)
     if tmp is not None:
         for p in sim.parties.values():
             p.checkpoints = FolderCheckpoints(tmp / p.name)
@@ -79,11 +79,11 @@ def _weights(sim) -> dict[str, torch.Tensor]:
         ("vanilla", "peer", [(76, "server"), (77, "server")]),  # in evaluation, twice
     ],
 )
-def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes):
-    reference = _simulation(kind, tabular, relay=relay)
+def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes, device):
+    reference = _simulation(kind, tabular, relay=relay, device=device)
     reference.fit(2)
     transport = CrashingTransport(crashes)
-    sim = _simulation(kind, tabular, transport, tmp_path, relay=relay)
+    sim = _simulation(kind, tabular, transport, tmp_path, relay=relay, device=device)
     aborts = []
     transport.observers.append(lambda m: aborts.append(m) if isinstance(m, Abort) else None)
     sim.fit(2)

@@ -56,8 +56,8 @@ TARGETS = {"multitask": {"label": lambda t: t, "parity": lambda t: t % 2}}
     ("multihop", 2, "peer"),
     ("multitask", 2, "server"),
 ])
-def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay):
-    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3, targets=TARGETS.get(config))
+def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay, device):
+    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3, targets=TARGETS.get(config), device=device)
     local = Simulation(SPLITS[config](), **kw)
     remote = Simulation(SPLITS[config](), **kw)
     before = {k: v.clone() for k, v in remote.parties["server"].state()[0].items()}
