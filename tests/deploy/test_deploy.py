@@ -54,6 +54,16 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
         err = capsys.readouterr().err.strip()
         assert "rejected credentials" in err and why in err and "\n" not in err, err
 
+    # a client certificate from another CA (with the right token, trusting the right CA) fails the handshake
+    rogue = tmp_path / "rogue"
+    assert main(["certs", "--out", str(rogue), "--server-name", "localhost", "--clients", "client0"]) == 0
+    for name in ("ca.pem", "client0.token"):
+        (rogue / name).write_bytes((certs / name).read_bytes())
+    assert main(["join", "--config", config, "--server", target, "--party", "client0", "--certs", str(rogue),
+                 "--connect-timeout", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TLS handshake failed" in err and "\n" not in err, err
+
     # TLS without a client certificate fails the handshake, valid token or not
     anonymous = ClientTransport(timeout=20)
     anonymous.connect(target, name="client0", token=(certs / "client0.token").read_text(),
