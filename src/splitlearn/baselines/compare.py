@@ -38,7 +38,7 @@ def compare(config: RunConfig, *, methods: Sequence[str] = METHODS) -> dict[str,
         out["split"] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
     built = experiment.build(config)
     options = experiment.party_options(built)
-    del options["targets"]
+    del options["targets"], options["outbox"]
     for method in (m for m in METHODS[1:] if m in methods):
         torch.manual_seed(c.seed)  # the initial weights experiment.build gives the split model
         model = build_model(config.model.name, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from splitlearn import experiment
 from splitlearn.cli._format import human_bytes
-from splitlearn.config import CONFIGURATION_KINDS, load_config
+from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_config
 
 # flag -> dotted config key
 FLAGS = {
@@ -20,6 +20,7 @@ FLAGS = {
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
     "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
     "nopeek_a1": "privacy.nopeek_a1", "nopeek_a2": "privacy.nopeek_a2", "nopeek_ramp": "privacy.nopeek_ramp_epochs",
+    "compression": "compression.codec", "topk_ratio": "compression.topk_ratio",
 }
 
 
@@ -51,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("--nopeek-a1", type=float, help="NoPeek: weight of DCOR(X, Z) in the client loss (default 0: off)")
     p.add_argument("--nopeek-a2", type=float, help="NoPeek: weight of the task loss (default 1)")
     p.add_argument("--nopeek-ramp", type=int, help="NoPeek: ramp a1 up linearly over this many epochs")
+    p.add_argument("--compression", choices=COMPRESSION_CODECS,
+                   help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
+    p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of values sent (default 0.1)")
 
 
 def _cost_table(acc: dict) -> Table:
@@ -69,6 +73,10 @@ def _cost_table(acc: dict) -> Table:
     return table
 
 
+def _codec_name(compression) -> str:
+    return f"topk {compression.topk_ratio:g}" if compression.codec == "topk" else compression.codec
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
     config = load_config(args.config, overrides)
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]splitlearn train[/]: {c.split.configuration} split of {c.model.name} on {c.data.name}, "
         f"{c.split.clients} client(s), {c.train.epochs} epochs, device {c.train.device}"
+        + ("" if c.compression.codec == "none" else f", {_codec_name(c.compression)} at the cut")
     )
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:

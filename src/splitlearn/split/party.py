@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitlearn.split.compression import decompress
 from splitlearn.split.messages import (
     Activation,
     Gradient,
@@ -179,6 +180,7 @@ class Party:
     def handle(self, msg: Message) -> None:
         if msg.receiver != self.name:
             raise ProtocolError(f"{self.name} received a message addressed to {msg.receiver}")
+        msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
         if isinstance(msg, Weights):
