@@ -230,6 +230,8 @@ def _compressed_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: 
             raise WireError(f"{where}: topk keeps {k} values of a tensor of {numel} elements")
         indices = _from_bytes(t.indices, torch.int32, [k])
         values_dtype, values_shape = dtype, [k]
+    elif t.indices:
+        raise WireError(f"{where}: {codec} carries no positions")
     else:
         values_dtype, values_shape = (torch.float16 if codec == "fp16" else torch.uint8), shape
     need = math.prod(values_shape) * values_dtype.itemsize
