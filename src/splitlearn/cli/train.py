@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitlearn import experiment
-from splitlearn.cli._format import human_bytes
+from splitlearn.cli._format import codec_label, human_bytes
 from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_config
 
 # flag -> dotted config key
@@ -73,10 +73,6 @@ def _cost_table(acc: dict) -> Table:
     return table
 
 
-def _codec_name(compression) -> str:
-    return f"topk {compression.topk_ratio:g}" if compression.codec == "topk" else compression.codec
-
-
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
     config = load_config(args.config, overrides)
@@ -85,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]splitlearn train[/]: {c.split.configuration} split of {c.model.name} on {c.data.name}, "
         f"{c.split.clients} client(s), {c.train.epochs} epochs, device {c.train.device}"
-        + ("" if c.compression.codec == "none" else f", {_codec_name(c.compression)} at the cut")
+        + ("" if c.compression.codec == "none" else f", {codec_label(c.compression.codec, c.compression.topk_ratio)} at the cut")
     )
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
