@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from splitlearn import experiment
+from splitlearn.config import load_config
 from splitlearn.simulation import Simulation
 from splitlearn.split import ProtocolError, configs
 from splitlearn.split.compression import Compressed, Compressor, compress, decompress
@@ -236,3 +238,19 @@ def test_a_gradient_decoding_to_the_wrong_shape_is_refused(tabular):
                      batch_size=16, outbox={"server": wrong})
     with pytest.raises(ProtocolError, match=r"gradient for client is torch.float32 \(16, 3\), but the output is torch.float32 \(16, 4\)"):
         sim.fit(1)
+
+
+def test_int8_on_digits_cuts_the_cut_bytes_4x_within_a_point_of_accuracy():
+    """The issue's acceptance check: a converged small CNN on digits (8 epochs, one client), built
+    from the run config as `splitlearn train --compression int8` builds it."""
+    runs = {}
+    for codec in ("none", "int8"):
+        config = load_config(None, {"compression.codec": codec, "split.clients": 1, "train.epochs": 8, "train.lr": 0.05})
+        sim = experiment.simulation(experiment.build(config))
+        sim.fit(config.train.epochs)
+        runs[codec] = sim
+    cut = {codec: sum(sim.log.total_bytes(kind=k) for k in ("Activation", "Gradient")) for codec, sim in runs.items()}
+    assert cut["none"] / cut["int8"] >= 3.5
+    accuracy = {codec: sim.history[-1]["test_accuracy"] for codec, sim in runs.items()}
+    assert accuracy["none"] > 0.95
+    assert abs(accuracy["int8"] - accuracy["none"]) <= 0.01, accuracy
