@@ -88,10 +88,10 @@ def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):
 
 def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, certs):
     """``deploy.serve`` and ``deploy.join`` on threads of one process, each with its own parties,
-    without TLS (loopback): tokens only."""
+    without TLS (loopback): tokens only; int8 at both cuts, both ways."""
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 64, "limit_test": 32},
                                       model={"name": "small_cnn"}, split={"configuration": "ushaped", "clients": 1},
-                                      train={"epochs": 1}), {"out": str(tmp_path / "runs")})
+                                      train={"epochs": 1}, compression={"codec": "int8"}), {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
     target, results = f"localhost:{free_port()}", {}
 
