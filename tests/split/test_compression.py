@@ -92,16 +92,19 @@ def test_int8_of_float64_decodes_to_float64():
 
 @PROPERTY
 @given(shapes, st.integers(0, 2**31), st.floats(0.01, 1.0))
-def test_topk_keeps_exactly_the_largest_magnitudes(shape, seed, ratio):
+def test_topk_keeps_exactly_the_largest_magnitudes_of_each_sample(shape, seed, ratio):
     x = _randn(shape, seed)
     flat = x.flatten().tolist()
-    k = math.ceil(ratio * len(flat))
+    n = len(flat) // shape[0]  # values per sample
+    k = math.ceil(ratio * n)
     c = compress(x, "topk", ratio=ratio)
-    # Oracle: sort positions by magnitude in plain Python (random normals: no ties).
-    expected = sorted(sorted(range(len(flat)), key=lambda i: -abs(flat[i]))[:k])
+    # Oracle: per sample, sort positions by magnitude in plain Python (random normals: no ties).
+    expected = [
+        i for start in range(0, len(flat), n) for i in sorted(sorted(range(start, start + n), key=lambda i: -abs(flat[i]))[:k])
+    ]
     assert c.indices.tolist() == expected
     assert c.values.tolist() == [flat[i] for i in expected]
-    assert c.nbytes == k * (4 + 4)  # a float32 value and an int32 position each
+    assert c.nbytes == shape[0] * k * (4 + 4)  # a float32 value and an int32 position each
     out = c.decode()
     assert (out.dtype, out.shape) == (x.dtype, x.shape)
     kept = torch.zeros(len(flat), dtype=torch.bool)
@@ -112,6 +115,13 @@ def test_topk_keeps_exactly_the_largest_magnitudes(shape, seed, ratio):
 def test_topk_of_everything_is_lossless():
     x = _randn([4, 3], 1)
     assert torch.equal(compress(x, "topk", ratio=1.0).decode(), x)
+
+
+def test_topk_keeps_samples_with_small_values_too():
+    x = torch.tensor([[100.0, 90.0, 80.0, 70.0], [0.1, -0.4, 0.2, 0.3]])
+    assert torch.equal(compress(x, "topk", ratio=0.25).decode(), torch.tensor([[100.0, 0, 0, 0], [0, -0.4, 0, 0]]))
+    assert compress(torch.tensor(-2.5), "topk").decode() == -2.5  # a scalar is one sample of one value
+    assert compress(torch.zeros(0, 3), "topk").nbytes == compress(torch.zeros(2, 0), "topk").nbytes == 0
 
 
 # -- what cannot be compressed ---------------------------------------------------------------------
@@ -215,8 +225,8 @@ def test_each_message_carries_the_codecs_bytes(tabular, codec, per_value):
         if m.kind not in ("Activation", "Gradient"):
             assert m.payload_bytes == r.payload_bytes
             continue
-        numel, ids = r.tensor.numel(), (8 * len(r.sample_ids) if m.kind == "Activation" else 0)
-        kept = numel * per_value if per_value else math.ceil(0.3 * numel) * (4 + 4)
+        (n, width), ids = r.tensor.shape, (8 * len(r.sample_ids) if m.kind == "Activation" else 0)
+        kept = n * width * per_value if per_value else n * math.ceil(0.3 * width) * (4 + 4)
         assert m.payload_bytes == kept + ids
         # The receiving party used a tensor of the agreed dtype and shape.
         assert (m.tensor.dtype, m.tensor.shape) == (r.tensor.dtype, tuple(r.tensor.shape))

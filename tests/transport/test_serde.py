@@ -115,12 +115,12 @@ def test_golden_bytes_of_compressed_gradients():
         "29000000201818883f"  # scale, a double: 0.0117647061124444
         "30aa01"  # zero point 170
     )
-    topk = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([0.5, -3.0, 1.0, 0.25]), "topk", ratio=0.5))
+    topk = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([[0.5, -3.0], [1.0, 0.25]]), "topk", ratio=0.5))
     assert encode(topk).hex() == head + (
-        "2a230a01741201621a1b" "0803120104"  # float32 of shape [4]
+        "2a240a01741201621a1c" "080312020202"  # float32 of shape [2, 2]; one value of each sample kept
         "1a08000040c00000803f"  # data: -3.0 and 1.0
         "2003"  # encoding TOPK
-        "3a080100000002000000"  # indices: 1 and 2, int32
+        "3a080100000002000000"  # indices: flat positions 1 and 2, int32
     )
     fp16 = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([1.0, -2.0]), "fp16"))
     assert encode(fp16).hex() == head + "2a150a01741201621a0d" "0803120102" "1a04003c00c0" "2001"

@@ -26,7 +26,7 @@ VALID = [
     m.RelayRequest("k", "c", 4, destination="c2", route="peer"),
     m.Weights("c", "c2", 4, destination="c2", state={"w": torch.randn(3, 2), "n": torch.tensor(5)}, meta={"lr": 0.1}),
 ]
-COMPRESSED = {  # Gradients whose tensor travels compressed, by codec
+COMPRESSED = {  # Gradients whose tensor travels compressed, by codec (topk: 2 of 3 values a sample, 8 in all)
     codec: m.Gradient("s", "c", 3, src="top", dst="bottom", tensor=compress(torch.randn(4, 3), codec, ratio=0.5))
     for codec in ("fp16", "int8", "topk")
 }
@@ -214,11 +214,11 @@ CASES = {
     "topk index high": (compressed("topk", lambda t: setattr(t, "indices", t.indices[:-4] + int32s(12))),
                         r"Gradient\.tensor: topk positions must lie in \[0, 12\), got \d+\.\.12"),
     "topk index negative": (compressed("topk", lambda t: setattr(t, "indices", int32s(-5) + t.indices[4:])), r"topk positions must lie in \[0, 12\), got -5"),
-    "topk repeated": (compressed("topk", lambda t: setattr(t, "indices", int32s(*[3] * 6))), r"topk positions must be strictly increasing"),
-    "topk unsorted": (compressed("topk", lambda t: setattr(t, "indices", int32s(*reversed(range(6))))), r"topk positions must be strictly increasing"),
-    "topk ragged": (compressed("topk", lambda t: setattr(t, "indices", t.indices[:-1])), r"topk positions take 23 bytes, not a multiple of 4"),
-    "topk values": (compressed("topk", lambda t: setattr(t, "data", t.data[:-4])), r"topk data of 20 bytes, but \[6\] values of torch\.float32 need 24"),
-    "topk k > numel": (compressed("topk", lambda t: set_shape(t, [2, 2])), r"topk keeps 6 values of a tensor of 4 elements"),
+    "topk repeated": (compressed("topk", lambda t: setattr(t, "indices", int32s(*[3] * 8))), r"topk positions must be strictly increasing"),
+    "topk unsorted": (compressed("topk", lambda t: setattr(t, "indices", int32s(*reversed(range(8))))), r"topk positions must be strictly increasing"),
+    "topk ragged": (compressed("topk", lambda t: setattr(t, "indices", t.indices[:-1])), r"topk positions take 31 bytes, not a multiple of 4"),
+    "topk values": (compressed("topk", lambda t: setattr(t, "data", t.data[:-4])), r"topk data of 28 bytes, but \[8\] values of torch\.float32 need 32"),
+    "topk k > numel": (compressed("topk", lambda t: set_shape(t, [2, 2])), r"topk keeps 8 values of a tensor of 4 elements"),
     "topk NaN": (compressed("topk", lambda t: setattr(t, "data", b"\x00\x00\xc0\x7f" + t.data[4:])), r"Gradient\.tensor: holds NaN or Inf"),
     "topk absurd shape": (compressed("topk", lambda t: set_shape(t, [2**20, 2**20])), r"1099511627776 elements, more than the limit"),
     "topk zero point": (compressed("topk", lambda t: setattr(t, "zero_point", 3)), r"topk carries no scale or zero point"),

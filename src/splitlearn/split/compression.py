@@ -13,8 +13,10 @@ error:
   ``value = scale * (q - zero_point)`` with ``q`` in [0, 255] (1 byte each). The range always
   includes 0, so zeros (e.g. after a ReLU) stay exact; the error of every value is at most
   ``scale / 2`` (up to float32 rounding).
-- ``topk``: the ``ceil(ratio * numel)`` values of largest magnitude, in the original dtype, and
-  their flat positions as int32 (ascending); every other value decodes to 0.
+- ``topk``: in each sample (a slice along the first, batch dimension), the ``ceil(ratio * n)`` of
+  its ``n`` values of largest magnitude, in the original dtype, with their flat positions in the
+  tensor as int32 (ascending); every other value decodes to 0. Per sample, so that every sample
+  keeps its strongest features, whatever the magnitudes of the others.
 
 :class:`Compressor` is a party ``outbox`` hook that compresses the cut tensors it sends;
 :func:`decompress` is what a receiving party applies to every message it handles.
@@ -122,7 +124,8 @@ class Compressed:
 
 
 def compress(tensor: torch.Tensor, codec: Codec, *, ratio: float = 0.1) -> Compressed:
-    """``tensor`` (floating, finite) in compressed form; ``ratio``: the share of values topk keeps."""
+    """``tensor`` (floating, finite) in compressed form; ``ratio``: the share of each sample's
+    values topk keeps."""
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
     if tensor.dtype not in FLOATS:
@@ -141,10 +144,20 @@ def compress(tensor: torch.Tensor, codec: Codec, *, ratio: float = 0.1) -> Compr
         return Compressed("fp16", t.dtype, shape, values.contiguous())
     if codec == "int8":
         return _quantise(t)
-    k = math.ceil(ratio * t.numel())
-    flat = t.reshape(-1)
-    kept = torch.topk(flat.abs(), k, sorted=False).indices.sort().values
-    return Compressed("topk", t.dtype, shape, flat[kept].contiguous(), kept.to(_INDEX))
+    return _sparsify(t, ratio)
+
+
+def _sparsify(t: torch.Tensor, ratio: float) -> Compressed:
+    n = t.shape[0] if t.dim() else 1  # samples
+    m = math.prod(t.shape[1:])  # values per sample
+    k = math.ceil(ratio * m)
+    if not n * k:
+        empty = torch.empty(0, dtype=_INDEX, device=t.device)
+        return Compressed("topk", t.dtype, tuple(t.shape), t.new_empty(0), empty)
+    rows = t.reshape(n, m)
+    cols = torch.topk(rows.abs(), k, dim=1, sorted=False).indices.sort(dim=1).values
+    kept = cols + torch.arange(0, n * m, m, device=t.device).unsqueeze(1)  # flat positions, ascending
+    return Compressed("topk", t.dtype, tuple(t.shape), rows.gather(1, cols).reshape(-1), kept.reshape(-1).to(_INDEX))
 
 
 def _quantise(t: torch.Tensor) -> Compressed:
