@@ -106,7 +106,7 @@ class CompressionConfig:
     """How smashed data and cut gradients travel (see :mod:`splitlearn.split.compression`)."""
 
     codec: str = "none"  # none, fp16 (2 bytes a value), int8 (1 byte a value, one scale per tensor), topk
-    topk_ratio: float = 0.1  # topk: the share of values kept (each sent with a 4-byte position)
+    topk_ratio: float = 0.1  # topk: the share of each sample's values kept (each sent with a 4-byte position)
 
     def __post_init__(self) -> None:
         if self.codec not in COMPRESSION_CODECS:

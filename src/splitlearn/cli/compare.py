@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--compression", type=_codecs, default=[], metavar="CODECS",
                    help="also train split learning with these codecs at the cut, comma-separated: fp16, int8, topk "
                         "(e.g. int8 or fp16,int8,topk), and report bytes saved and accuracy cost")
-    p.add_argument("--topk-ratio", type=float, default=0.1, help="share of values topk sends (default: 0.1)")
+    p.add_argument("--topk-ratio", type=float, default=0.1, help="share of each sample's values topk sends (default: 0.1)")
 
 
 def _figure(rows: dict[str, dict[str, float]], topk_ratio: float) -> Figure:

@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--nopeek-ramp", type=int, help="NoPeek: ramp a1 up linearly over this many epochs")
     p.add_argument("--compression", choices=COMPRESSION_CODECS,
                    help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
-    p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of values sent (default 0.1)")
+    p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of each sample's values sent (default 0.1)")
 
 
 def _cost_table(acc: dict) -> Table:

@@ -187,8 +187,8 @@ def decompress(message: Message) -> Message:
 @dataclass(frozen=True)
 class Compressor:
     """A party ``outbox`` hook: sends the ``tensor`` of every Activation and Gradient compressed
-    with ``codec`` (``ratio``: the share of values topk keeps). Other messages and non-floating
-    tensors pass unchanged."""
+    with ``codec`` (``ratio``: the share of each sample's values topk keeps). Other messages and
+    non-floating tensors pass unchanged."""
 
     codec: Codec
     ratio: float = 0.1
