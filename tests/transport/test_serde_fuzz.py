@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from splitlearn.split import messages as m
 from splitlearn.split.compression import compress
 from splitlearn.transport.proto import splitlearn_pb2 as pb
-from splitlearn.transport.serde import Limits, WireError, decode, encode, message_to_proto
+from splitlearn.transport.serde import Limits, WireError, decode, encode, message_from_proto, message_to_proto
 
 from .conftest import PROPERTY, assert_same, messages
 
@@ -240,6 +240,12 @@ def test_limits():
         decode(data, limits=Limits(max_tensor_elements=10))
     with pytest.raises(WireError, match=r"Activation\.tensor: 2 dims, more than the limit of 1"):
         decode(data, limits=Limits(max_dims=1))
+    # A compressed tensor decodes to no more than a raw message may carry: 4 x 3 float32 = 48 bytes.
+    # (As gRPC hands it over: the transport has checked the message's own size.)
+    topk = message_to_proto(COMPRESSED["topk"])
+    with pytest.raises(WireError, match=r"Gradient\.tensor: decodes to 48 bytes, more than the limit of 47"):
+        message_from_proto(topk, limits=Limits(max_message_bytes=47))
+    assert message_from_proto(topk, limits=Limits(max_message_bytes=48)).tensor.decode().shape == (4, 3)
     nan = with_floats(m.Activation, "tensor", [math.nan])
     assert math.isnan(decode(nan, limits=Limits(finite_kinds=frozenset())).tensor.item())
     with pytest.raises(WireError, match=r"Labels\.labels: holds NaN"):

@@ -10,7 +10,9 @@ which the receiving party expands.
 :func:`decode` treats its input as untrusted: anything but a well-formed message within
 :class:`Limits` raises :class:`WireError`, whose text names the field and the problem.
 :func:`message_from_proto` runs the same checks on an already parsed ``Envelope`` (as gRPC hands
-over), except the byte limit, which such a transport enforces itself.
+over), except the byte limit, which such a transport enforces itself. A compressed tensor must not
+decode to more than that byte limit either: a few bytes of topk cannot make the receiver allocate
+more than a raw message could.
 
 Decoding copies the ``bytes`` protobuf hands out for a tensor once more, into a ``bytearray`` that
 ``torch.frombuffer`` wraps without copying: the tensor is then writable and owns its memory, which
@@ -221,6 +223,8 @@ def _compressed_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: 
     dtype, shape, numel = _header(t, where, limits)
     if not dtype.is_floating_point:
         raise WireError(f"{where}: {codec} encodes floating tensors, not {dtype}")
+    if numel * dtype.itemsize > limits.max_message_bytes:  # no bigger than a raw message may be
+        raise WireError(f"{where}: decodes to {numel * dtype.itemsize} bytes, more than the limit of {limits.max_message_bytes}")
     indices = None
     if codec == "topk":
         if len(t.indices) % 4:
