@@ -77,6 +77,8 @@ def test_int8_keeps_zeros_and_the_extremes_exact():
     assert c.zero_point == 0 and torch.equal(out[x == 0], x[x == 0])
     assert out.max() == pytest.approx(2.55, abs=1e-6)
     assert torch.equal(compress(torch.zeros(3), "int8").decode(), torch.zeros(3))
+    tiny = torch.tensor([1e-44, 0.0])  # a range float32 cannot divide into 255 steps
+    assert compress(tiny, "int8").scale == 1.0 and float((compress(tiny, "int8").decode() - tiny).abs().max()) <= 0.5
     negative = torch.tensor([-1.0, -0.5])
     assert compress(negative, "int8").zero_point == 255 and compress(negative, "int8").decode()[0] == -1.0
 

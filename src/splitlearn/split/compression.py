@@ -164,10 +164,9 @@ def _quantise(t: torch.Tensor) -> Compressed:
     work = t.to(torch.float64 if t.dtype is torch.float64 else torch.float32)
     lo = min(float(work.min()), 0.0) if work.numel() else 0.0
     hi = max(float(work.max()), 0.0) if work.numel() else 0.0
-    scale = (hi - lo) / _LEVELS
-    if not scale > 0:  # all zeros: any scale represents them exactly
+    scale = float(torch.tensor((hi - lo) / _LEVELS, dtype=work.dtype))  # as decode will multiply by it
+    if not scale > 0:  # all zeros (or a range below the dtype's resolution): any scale will do
         scale = 1.0
-    scale = float(torch.tensor(scale, dtype=work.dtype))  # the scale decode will multiply by
     zero_point = min(max(round(-lo / scale), 0), _LEVELS)
     q = torch.round(work / scale).add_(zero_point).clamp_(0, _LEVELS).to(torch.uint8)
     return Compressed("int8", t.dtype, tuple(t.shape), q, scale=scale, zero_point=zero_point)
