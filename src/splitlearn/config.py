@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config"]
+__all__ = [
+    "CompressionConfig", "DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config",
+]
 
 CONFIGURATION_KINDS = ("vanilla", "ushaped", "vertical", "multihop", "multitask")
+COMPRESSION_CODECS = ("none", "fp16", "int8", "topk")
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,27 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """How smashed data and cut gradients travel (see :mod:`splitlearn.split.compression`)."""
+
+    codec: str = "none"  # none, fp16 (2 bytes a value), int8 (1 byte a value, one scale per tensor), topk
+    topk_ratio: float = 0.1  # topk: the share of each sample's values kept (each sent with a 4-byte position)
+
+    def __post_init__(self) -> None:
+        if self.codec not in COMPRESSION_CODECS:
+            raise ValueError(f"compression.codec must be one of {', '.join(COMPRESSION_CODECS)}, got {self.codec!r}")
+        if not 0 < self.topk_ratio <= 1:
+            raise ValueError(f"compression.topk_ratio must lie in (0, 1], got {self.topk_ratio}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     out: str = "runs"  # parent folder of run folders
 
     def to_dict(self) -> dict[str, Any]:

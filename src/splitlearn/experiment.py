@@ -30,6 +30,7 @@ from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.messages import Message
 from splitlearn.split.segments import CutError, check_segments, split_model
@@ -152,13 +153,15 @@ def new_run_dir(config: RunConfig) -> Path:
 
 def party_options(built: Built) -> dict[str, Any]:
     """Keyword arguments of :func:`~splitlearn.simulation.build_parties` for this config, so that
-    every process of a deployment deals the same data and segments."""
+    every process of a deployment deals the same data and segments (and compresses alike)."""
     c = built.config
     momentum = c.train.momentum if c.train.optimizer == "sgd" else 0.0
+    codec = c.compression.codec
+    outbox = None if codec == "none" else dict.fromkeys(built.split.plan.roles, Compressor(codec, c.compression.topk_ratio))
     return dict(
         train=built.train, test=built.test, clients=c.split.clients, partition=c.data.partition, alpha=c.data.alpha,
         optimizer=OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=momentum, weight_decay=c.train.weight_decay),
-        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets,
+        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets, outbox=outbox,
     )
 
 

@@ -1,14 +1,18 @@
 import json
 from dataclasses import fields
 
+import pytest
 import torch
+from google.protobuf.descriptor import FieldDescriptor
 from torch import nn
 
 from splitlearn.accounting import FlopMeter, account, wire_bytes
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.compression import Compressor
 from splitlearn.split.state import OptimizerSpec
 from splitlearn.transport.local import LocalTransport
+from splitlearn.transport.serde import encode, message_to_proto
 
 from .conftest import data
 
@@ -55,6 +59,60 @@ def test_wire_bytes_equal_the_tensors_of_the_logged_messages():
     # The same summary from the messages themselves, with a pluggable size (here: 10 bytes framing).
     framed = wire_bytes(seen, size=lambda m: m.payload_bytes + 10)
     assert framed["total"] == summary["total"] + 10 * len(seen)
+
+
+def _varint(n: int) -> int:
+    """Bytes of ``n`` as a protobuf varint (negative int64: two's complement, 10 bytes)."""
+    return max(1, ((n & (2**64 - 1)).bit_length() + 6) // 7)
+
+
+def _sizes(msg) -> tuple[int, int]:
+    """The encoded size of a protobuf message, from the proto3 encoding rules (each set field: a
+    varint tag, then a varint, 8 bytes of a double, or a varint length and that many bytes), and
+    how much of it is tensor data: the ``data`` and ``indices`` bytes of every ``Tensor``."""
+    total = data = 0
+    for fd, value in msg.ListFields():
+        tag = _varint(fd.number << 3)
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if fd.is_repeated else [value]:
+                size, inner = _sizes(item)
+                total, data = total + tag + _varint(size) + size, data + inner
+        elif fd.is_repeated:  # packed varints (a shape)
+            body = sum(map(_varint, value))
+            total += tag + _varint(body) + body
+        elif fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            n = len(value.encode() if isinstance(value, str) else value)
+            total += tag + _varint(n) + n
+            data += n if msg.DESCRIPTOR.name == "Tensor" else 0
+        elif fd.type == FieldDescriptor.TYPE_DOUBLE:
+            total += tag + 8
+        else:  # int64, uint32 and enums
+            total += tag + _varint(value)
+    return total, data
+
+
+@pytest.mark.parametrize("codec", [None, "fp16", "int8", "topk"])
+def test_logged_bytes_are_the_tensor_bytes_of_the_serialised_messages(codec):
+    """Every message of a real run (round robin with relays, training and evaluation, compressed
+    or not): its serialised size is exactly the payload the log records plus the framing that
+    the encoding rules give for its header, names, shapes, tags and lengths."""
+    transport, seen = LocalTransport(), []
+    transport.observers.append(seen.append)
+    outbox = None if codec is None else dict.fromkeys(("client", "server"), Compressor(codec, 0.25))
+    sim = Simulation(configs.vanilla(mlp(), 2), train=data(24, 10), test=data(6, 10, seed=1), clients=3,
+                     batch_size=5, transport=transport, outbox=outbox)
+    sim.fit(2)
+    assert len(seen) == len(sim.log.records) and {m.kind for m in seen} >= {"Manifest", "Activation", "Gradient", "Weights", "Output"}
+    framing = []
+    for message, record in zip(seen, sim.log.records):
+        size, tensor_data = _sizes(message_to_proto(message))
+        assert len(encode(message)) == size  # the rules above are protobuf's
+        assert record.payload_bytes == message.payload_bytes == tensor_data
+        framing.append(size - tensor_data)
+        assert len(encode(message)) == record.payload_bytes + framing[-1]
+    # At the cut, tens of bytes a message whatever the tensor (Weights add key names and JSON).
+    assert max(f for f, m in zip(framing, seen) if m.kind in ("Activation", "Gradient")) <= 100
+    assert sum(len(encode(m)) for m in seen) == wire_bytes(sim.log.records)["total"] + sum(framing)
 
 
 def test_memory_per_party_with_adam(tabular):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from splitlearn import experiment
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 
@@ -77,6 +78,7 @@ def test_every_configuration_trains_and_predicts(tmp_path, args, tasks):
         (["--dataset", "cifar10"], "pass root (--data-root)"),
         (["--configuration", "vertical", "--clients", "1"], "vertical split needs split.clients >= 2"),
         (["--device", "cuda:7"], "CUDA is not available"),
+        (["--compression", "topk", "--topk-ratio", "0"], "compression.topk_ratio must lie in (0, 1], got 0.0"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
@@ -106,6 +108,17 @@ def test_config_file_then_flags(tmp_path):
         load_config(bad)
 
 
+def test_compression_in_a_config_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[compression]\ncodec = "topk"\ntopk_ratio = 0.05\n')
+    assert load_config(path).compression.codec == "topk" and load_config(path).compression.topk_ratio == 0.05
+    assert load_config(path, {"compression.codec": "fp16"}).compression.codec == "fp16"
+    assert load_config(None).compression.codec == "none"
+    path.write_text('[compression]\ncodec = "zip"\n')
+    with pytest.raises(ValueError, match="compression.codec must be one of none, fp16, int8, topk, got 'zip'"):
+        load_config(path)
+
+
 def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err
@@ -133,3 +146,22 @@ def test_nopeek_lowers_reported_leakage(tmp_path):
 def test_negative_nopeek_weight_is_refused(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--nopeek-a1", "-1"]) == 2
     assert "privacy.nopeek_a1 must be >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_compressed_training_and_prediction(tmp_path, capsys):
+    """--compression int8: one byte per gradient value on the wire, and predict (through the
+    same compressed protocol) reproduces the final accuracy."""
+    assert main(["train", "--epochs", "1", "--clients", "2", "--out", str(tmp_path), "--compression", "int8"]) == 0
+    assert "int8 at the cut" in capsys.readouterr().out
+    run = _run_dir(tmp_path)
+    config = load_config(run / "config.json")
+    assert (config.compression.codec, config.compression.topk_ratio) == ("int8", 0.1)
+    built = experiment.build(config)
+    (client,) = built.split.modules_of("client").values()
+    q = client(built.train.features[:1]).numel()  # smashed values per sample
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["bytes_by_kind"]["Gradient"] == q * len(built.train)  # one epoch, 1 byte a value
+    assert main(["predict", str(run)]) == 0
+    rows = list(csv.DictReader((run / "predictions-test.csv").open()))
+    accuracy = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["epochs"][-1]["test_accuracy"], abs=1e-9)

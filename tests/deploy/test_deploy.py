@@ -50,7 +50,8 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     (forged / "client0.token").write_text("not-the-token")
     (forged / "client1.token").write_text((certs / "client0.token").read_text())  # client0's token, client1's certificate
     for party, why in (("client0", "unknown bearer token"), ("client1", "certificate is for ['client1']")):
-        assert main(["join", "--config", config, "--server", target, "--party", party, "--certs", str(forged)]) == 2
+        assert main(["join", "--config", config, "--server", target, "--party", party, "--certs", str(forged),
+                     "--out", str(tmp_path / "forged-out")]) == 2
         err = capsys.readouterr().err.strip()
         assert "rejected credentials" in err and why in err and "\n" not in err, err
 
@@ -60,7 +61,7 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     for name in ("ca.pem", "client0.token"):
         (rogue / name).write_bytes((certs / name).read_bytes())
     assert main(["join", "--config", config, "--server", target, "--party", "client0", "--certs", str(rogue),
-                 "--connect-timeout", "2"]) == 2
+                 "--out", str(tmp_path / "rogue-out"), "--connect-timeout", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "TLS handshake failed" in err and "\n" not in err, err
 
@@ -98,10 +99,10 @@ def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):
 
 def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, certs):
     """``deploy.serve`` and ``deploy.join`` on threads of one process, each with its own parties,
-    without TLS (loopback): tokens only."""
+    without TLS (loopback): tokens only; int8 at both cuts, both ways."""
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 64, "limit_test": 32},
                                       model={"name": "small_cnn"}, split={"configuration": "ushaped", "clients": 1},
-                                      train={"epochs": 1}), {"out": str(tmp_path / "runs")})
+                                      train={"epochs": 1}, compression={"codec": "int8"}), {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
     target, results = f"localhost:{free_port()}", {}
 

@@ -7,6 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from splitlearn.split import messages as m
+from splitlearn.split.compression import CODECS, FLOATS, Compressed, compress
 
 PROPERTY = settings(max_examples=60, deadline=2000, derandomize=True)
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32, torch.uint8, torch.bool]
@@ -34,6 +35,15 @@ def tensors(draw, dtypes=st.sampled_from(DTYPES)) -> torch.Tensor:
     return t.transpose(0, -1) if layout == "transposed" and t.dim() >= 2 else t
 
 
+@st.composite
+def cut_tensors(draw) -> torch.Tensor | Compressed:
+    """What may cross the cut: any tensor, or a floating one compressed by any codec."""
+    t = draw(tensors())
+    if t.dtype not in FLOATS or not draw(st.booleans()):
+        return t
+    return compress(t, draw(st.sampled_from(CODECS)), ratio=draw(st.floats(0.01, 1.0)))
+
+
 names = st.text(min_size=1, max_size=8)
 steps = st.integers(-(2**63), 2**63 - 1)
 sample_ids = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=16).map(lambda v: torch.tensor(v, dtype=torch.int64))
@@ -52,8 +62,8 @@ def _message(cls, **body):
 messages = st.one_of(
     _message(m.Manifest, sample_ids=st.dictionaries(names, sample_ids, max_size=3)),
     _message(m.StartStep, mode=modes, split=names, sample_ids=sample_ids, bindings=st.dictionaries(names, names, max_size=3)),
-    _message(m.Activation, mode=modes, src=names, dst=names, tensor=tensors(), sample_ids=sample_ids),
-    _message(m.Gradient, src=names, dst=names, tensor=tensors()),
+    _message(m.Activation, mode=modes, src=names, dst=names, tensor=cut_tensors(), sample_ids=sample_ids),
+    _message(m.Gradient, src=names, dst=names, tensor=cut_tensors()),
     _message(m.Labels, task=names, labels=tensors(), sample_ids=sample_ids),
     _message(m.Output, task=names, tensor=tensors(), sample_ids=sample_ids),
     _message(m.StepDone, tag=st.sampled_from(["step", "relay", "abort"])),
@@ -64,7 +74,14 @@ messages = st.one_of(
 )
 
 
-def assert_same_tensor(s: torch.Tensor, t: torch.Tensor) -> None:
+def assert_same_tensor(s: torch.Tensor | Compressed, t: torch.Tensor | Compressed) -> None:
+    if isinstance(s, Compressed):
+        assert isinstance(t, Compressed)
+        assert (s.codec, s.dtype, s.shape, s.scale, s.zero_point) == (t.codec, t.dtype, t.shape, t.scale, t.zero_point)
+        assert list(s.parts()) == list(t.parts())
+        for k in s.parts():
+            assert_same_tensor(s.parts()[k], t.parts()[k])
+        return
     assert (s.dtype, s.shape) == (t.dtype, t.shape) and torch.equal(s, t)
 
 
@@ -73,7 +90,7 @@ def assert_same(a: m.Message, b: m.Message) -> None:
     assert type(a) is type(b) and (a.sender, a.receiver, a.step) == (b.sender, b.receiver, b.step)
     for f in fields(a)[3:]:
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, torch.Tensor):
+        if isinstance(x, (torch.Tensor, Compressed)):
             assert_same_tensor(x, y)
         elif f.name in ("sample_ids", "state"):  # tensor maps
             assert list(x) == list(y)

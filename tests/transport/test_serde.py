@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from splitlearn.split import messages as m
+from splitlearn.split.compression import CODECS, FLOATS, compress
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.serde import (
     Limits,
@@ -142,6 +143,55 @@ def test_golden_bytes():
     )
 
 
+def test_golden_bytes_of_compressed_gradients():
+    # Pinned like the raw form above, which compressed tensors leave unchanged (encoding 0 is not written).
+    head = "0a120a0163120173180222084772616469656e74"  # header: c -> s, step 2, kind Gradient
+    int8 = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([1.0, -2.0]), "int8"))
+    # Range [-2, 1] in 255 steps: scale 3/255 (as float32), zero point 170; 1.0 -> 255, -2.0 -> 0.
+    assert encode(int8).hex() == head + (
+        "2a1f0a01741201621a17"  # body: src t, dst b, a tensor of 23 bytes:
+        "0803120102"  # float32 of shape [2] (the decoded tensor)
+        "1a02ff00"  # data: q = 255, 0
+        "2002"  # encoding INT8
+        "29000000201818883f"  # scale, a double: 0.0117647061124444
+        "30aa01"  # zero point 170
+    )
+    topk = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([[0.5, -3.0], [1.0, 0.25]]), "topk", ratio=0.5))
+    assert encode(topk).hex() == head + (
+        "2a240a01741201621a1c" "080312020202"  # float32 of shape [2, 2]; one value of each sample kept
+        "1a08000040c00000803f"  # data: -3.0 and 1.0
+        "2003"  # encoding TOPK
+        "3a080100000002000000"  # indices: flat positions 1 and 2, int32
+    )
+    fp16 = m.Gradient("c", "s", 2, src="t", dst="b", tensor=compress(torch.tensor([1.0, -2.0]), "fp16"))
+    assert encode(fp16).hex() == head + "2a150a01741201621a0d" "0803120102" "1a04003c00c0" "2001"
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("shape", [[], [0], [3, 0, 2], [1], [2, 3], [1, 2, 3, 4]], ids=str)
+def test_compressed_tensors_round_trip(codec, dtype, shape):
+    c = compress(random_tensor(shape, dtype, seed=0), codec, ratio=0.5)
+    n = shape[0] if shape else 1
+    for message in (
+        m.Gradient("s", "c", 1, src="top", dst="bottom", tensor=c),
+        m.Activation("c", "s", 1, mode="eval", src="bottom", dst="top", tensor=c, sample_ids=torch.arange(n)),
+    ):
+        out = decode(encode(message))
+        assert_same(out, message)
+        assert torch.equal(out.tensor.decode(), c.decode())
+        assert out.payload_bytes == message.payload_bytes
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compressed_bytes_travel_as_sent(codec):
+    c = compress(torch.randn(16, 8), codec, ratio=0.25)
+    data = encode(m.Gradient("s", "c", 1, src="top", dst="bottom", tensor=c))
+    assert c.values.numpy().tobytes() in data
+    assert c.indices is None or c.indices.numpy().tobytes() in data
+    assert len(data) - c.nbytes <= 70  # header, names, shape, tags and lengths, scale and zero point only
+
+
 def test_tensor_bytes_travel_raw():
     t = torch.randn(8, 5, dtype=torch.float64)
     assert t.numpy().tobytes() in encode(activation(t))
@@ -191,6 +241,10 @@ def test_encoding_is_deterministic():
         (m.Weights("a", "b", 1, destination="c", state={"w": torch.zeros(1, dtype=torch.int8)}),
          r"Weights\.state\['w'\]: dtype torch\.int8"),
         (m.Message("a", "b", 1), "not a splitlearn message kind"),
+        (m.Output("a", "b", 1, task="y", tensor=compress(torch.ones(2), "int8"), sample_ids=torch.arange(2)),
+         r"Output\.tensor: only the tensor of an Activation or a Gradient may be compressed"),
+        (m.Labels("a", "b", 1, task="y", labels=compress(torch.ones(2), "fp16"), sample_ids=torch.arange(2)),
+         r"Labels\.labels: only the tensor of an Activation or a Gradient may be compressed"),
     ],
 )
 def test_encode_rejects_what_the_wire_cannot_carry(message, problem):

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from splitlearn.split import messages as m
+from splitlearn.split.compression import compress
 from splitlearn.transport.proto import splitlearn_pb2 as pb
-from splitlearn.transport.serde import Limits, WireError, decode, encode, message_to_proto
+from splitlearn.transport.serde import Limits, WireError, decode, encode, message_from_proto, message_to_proto
 
 from .conftest import PROPERTY, assert_same, messages
 
@@ -26,6 +27,11 @@ VALID = [
     m.Weights("c", "c2", 4, destination="c2", state={"w": torch.randn(3, 2), "n": torch.tensor(5)}, meta={"lr": 0.1}),
     m.Abort("k", "c", 9, restore_to=0),
 ]
+COMPRESSED = {  # Gradients whose tensor travels compressed, by codec (topk: 2 of 3 values a sample, 8 in all)
+    codec: m.Gradient("s", "c", 3, src="top", dst="bottom", tensor=compress(torch.randn(4, 3), codec, ratio=0.5))
+    for codec in ("fp16", "int8", "topk")
+}
+VALID += list(COMPRESSED.values())
 ENCODED = [encode(v) for v in VALID]
 
 
@@ -115,6 +121,23 @@ def state_entry(env: pb.Envelope) -> pb.Tensor:
     return env.weights.state.entries[0].tensor
 
 
+def compressed(codec: str, edit) -> bytes:
+    env = message_to_proto(COMPRESSED[codec])
+    edit(env.gradient.tensor)
+    return env.SerializeToString()
+
+
+def int32s(*values: int) -> bytes:
+    return torch.tensor(values, dtype=torch.int32).numpy().tobytes()
+
+
+def with_encoding(kind, field, encoding):
+    def edit(env):
+        getattr(getattr(env, env.WhichOneof("body")), field).encoding = encoding
+
+    return edited(kind, edit)
+
+
 CASES = {
     "garbage": (b"\xff\xff\xff", "not a splitlearn Envelope"),
     "empty": (b"", "missing header"),
@@ -166,6 +189,42 @@ CASES = {
     "meta nesting": (edited(m.Weights, lambda e: setattr(e.weights, "meta", "[" * 100_000)), r"Weights\.meta: not JSON"),
     "meta list": (edited(m.Weights, lambda e: setattr(e.weights, "meta", "[1]")), r"Weights\.meta: expected a JSON object, got list"),
     "meta empty": (edited(m.Weights, lambda e: setattr(e.weights, "meta", "")), r"Weights\.meta: not JSON"),
+    # Compressed tensors: only at the cut, self-consistent, within bounds.
+    "bad encoding": (compressed("int8", lambda t: setattr(t, "encoding", 9)), r"Gradient\.tensor: unknown encoding 9 \(known: raw, fp16, int8, topk\)"),
+    "compressed ids": (with_encoding(m.Activation, "sample_ids", pb.ENCODING_FLOAT16),
+                       r"Activation\.sample_ids: only the tensor of an Activation or a Gradient may be compressed"),
+    "compressed labels": (with_encoding(m.Labels, "labels", pb.ENCODING_INT8), r"Labels\.labels: only the tensor of an Activation or a Gradient"),
+    "compressed output": (with_encoding(m.Output, "tensor", pb.ENCODING_FLOAT16), r"Output\.tensor: only the tensor of an Activation"),
+    "compressed state": (edited(m.Weights, lambda e: setattr(state_entry(e), "encoding", pb.ENCODING_TOPK)),
+                         r"Weights\.state\['w'\]: only the tensor of an Activation or a Gradient may be compressed"),
+    "raw with scale": (edited(m.Gradient, lambda e: setattr(e.gradient.tensor, "scale", 0.5)),
+                       r"Gradient\.tensor: a raw tensor carries no scale, zero point or indices"),
+    "raw with indices": (edited(m.Gradient, lambda e: setattr(e.gradient.tensor, "indices", b"\x00" * 4)), r"a raw tensor carries no"),
+    "int8 of ints": (compressed("int8", lambda t: setattr(t, "dtype", pb.DTYPE_INT64)), r"Gradient\.tensor: int8 encodes floating tensors, not torch\.int64"),
+    "int8 short": (compressed("int8", lambda t: setattr(t, "data", t.data[:-1])),
+                   r"Gradient\.tensor: int8 data of 11 bytes, but \[4, 3\] values of torch\.uint8 need 12"),
+    "int8 shape": (compressed("int8", lambda t: set_shape(t, [4, 4])), r"int8 data of 12 bytes, but \[4, 4\] values of torch\.uint8 need 16"),
+    "int8 NaN scale": (compressed("int8", lambda t: setattr(t, "scale", math.nan)), r"Gradient\.tensor: int8 scale must be finite and > 0, got nan"),
+    "int8 Inf scale": (compressed("int8", lambda t: setattr(t, "scale", math.inf)), r"int8 scale must be finite and > 0, got inf"),
+    "int8 zero scale": (compressed("int8", lambda t: setattr(t, "scale", 0.0)), r"int8 scale must be finite and > 0, got 0\.0"),
+    "int8 negative scale": (compressed("int8", lambda t: setattr(t, "scale", -1.0)), r"int8 scale must be finite and > 0, got -1\.0"),
+    "int8 zero point": (compressed("int8", lambda t: setattr(t, "zero_point", 256)), r"int8 zero point must lie in \[0, 255\], got 256"),
+    "int8 indices": (compressed("int8", lambda t: setattr(t, "indices", int32s(0))), r"Gradient\.tensor: int8 carries no positions"),
+    "fp16 scale": (compressed("fp16", lambda t: setattr(t, "scale", 2.0)), r"Gradient\.tensor: fp16 carries no scale or zero point"),
+    "fp16 NaN": (compressed("fp16", lambda t: setattr(t, "data", b"\x00\x7e" + t.data[2:])), r"Gradient\.tensor: holds NaN or Inf"),
+    "fp16 Inf": (compressed("fp16", lambda t: setattr(t, "data", b"\x00\x7c" + t.data[2:])), r"Gradient\.tensor: holds NaN or Inf"),
+    "fp16 long": (compressed("fp16", lambda t: setattr(t, "data", t.data + b"\x00\x00")), r"fp16 data of 26 bytes, but \[4, 3\] values of torch\.float16 need 24"),
+    "topk index high": (compressed("topk", lambda t: setattr(t, "indices", t.indices[:-4] + int32s(12))),
+                        r"Gradient\.tensor: topk positions must lie in \[0, 12\), got \d+\.\.12"),
+    "topk index negative": (compressed("topk", lambda t: setattr(t, "indices", int32s(-5) + t.indices[4:])), r"topk positions must lie in \[0, 12\), got -5"),
+    "topk repeated": (compressed("topk", lambda t: setattr(t, "indices", int32s(*[3] * 8))), r"topk positions must be strictly increasing"),
+    "topk unsorted": (compressed("topk", lambda t: setattr(t, "indices", int32s(*reversed(range(8))))), r"topk positions must be strictly increasing"),
+    "topk ragged": (compressed("topk", lambda t: setattr(t, "indices", t.indices[:-1])), r"topk positions take 31 bytes, not a multiple of 4"),
+    "topk values": (compressed("topk", lambda t: setattr(t, "data", t.data[:-4])), r"topk data of 28 bytes, but \[8\] values of torch\.float32 need 32"),
+    "topk k > numel": (compressed("topk", lambda t: set_shape(t, [2, 2])), r"topk keeps 8 values of a tensor of 4 elements"),
+    "topk NaN": (compressed("topk", lambda t: setattr(t, "data", b"\x00\x00\xc0\x7f" + t.data[4:])), r"Gradient\.tensor: holds NaN or Inf"),
+    "topk absurd shape": (compressed("topk", lambda t: set_shape(t, [2**20, 2**20])), r"1099511627776 elements, more than the limit"),
+    "topk zero point": (compressed("topk", lambda t: setattr(t, "zero_point", 3)), r"topk carries no scale or zero point"),
 }
 
 
@@ -184,6 +243,12 @@ def test_limits():
         decode(data, limits=Limits(max_tensor_elements=10))
     with pytest.raises(WireError, match=r"Activation\.tensor: 2 dims, more than the limit of 1"):
         decode(data, limits=Limits(max_dims=1))
+    # A compressed tensor decodes to no more than a raw message may carry: 4 x 3 float32 = 48 bytes.
+    # (As gRPC hands it over: the transport has checked the message's own size.)
+    topk = message_to_proto(COMPRESSED["topk"])
+    with pytest.raises(WireError, match=r"Gradient\.tensor: decodes to 48 bytes, more than the limit of 47"):
+        message_from_proto(topk, limits=Limits(max_message_bytes=47))
+    assert message_from_proto(topk, limits=Limits(max_message_bytes=48)).tensor.decode().shape == (4, 3)
     nan = with_floats(m.Activation, "tensor", [math.nan])
     assert math.isnan(decode(nan, limits=Limits(finite_kinds=frozenset())).tensor.item())
     with pytest.raises(WireError, match=r"Labels\.labels: holds NaN"):

@@ -1,4 +1,14 @@
-"""Bytes on the wire, per party, direction and message kind, from a message log."""
+"""Bytes on the wire, per party, direction and message kind, from a message log.
+
+The figure per message is its ``payload_bytes``: exactly the tensor bytes its serialised
+``Envelope`` carries, as sent (a compressed activation or gradient counts its encoded values and
+positions). The envelope adds framing: the header, names, shapes, tags and lengths, and a
+quantisation scale, tens of bytes per cut-layer message whatever the tensor size, which
+:func:`splitlearn.transport.serde.wire_overhead` reports per message. The in-process transport
+never serialises, so the log records the payload, the same figure for every transport and for the
+baselines; a test checks, message by message in real runs, that serialised size = payload +
+framing from the protobuf encoding rules.
+"""
 
 from __future__ import annotations
 

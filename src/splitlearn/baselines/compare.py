@@ -13,32 +13,43 @@ from splitlearn.baselines.fedavg import fedavg
 from splitlearn.baselines.large_batch import large_batch_sgd
 from splitlearn.config import RunConfig
 from splitlearn.models import build_model
+from splitlearn.split.compression import CODECS
 from splitlearn.split.transport import MessageLog
 
-__all__ = ["METHODS", "compare", "summary"]
+__all__ = ["METHODS", "compare", "compression_costs", "cut_bytes", "summary"]
 
 METHODS = ("split", "fedavg", "large_batch_sgd")
 
 
-def compare(config: RunConfig, *, methods: Sequence[str] = METHODS) -> dict[str, dict[str, Any]]:
+def compare(
+    config: RunConfig, *, methods: Sequence[str] = METHODS, compressions: Sequence[str] = (),
+) -> dict[str, dict[str, Any]]:
     """Metrics by method, each trained for ``config.train.epochs`` on the same data, partition,
-    initial weights, batch size and optimiser: ``split`` is the vanilla split of ``config``
-    (a run folder under ``config.out``), ``fedavg`` one local epoch per round. ``train_bytes``:
-    the bytes of training messages alone (split learning also evaluates through the protocol)."""
+    initial weights, batch size and optimiser: ``split`` is the vanilla split of ``config`` with
+    raw tensors at the cut (a run folder under ``config.out``), ``fedavg`` one local epoch per
+    round. Each codec in ``compressions`` (fp16, int8, topk at ``config.compression.topk_ratio``)
+    trains the split again with that codec at the cut, as ``split <codec>``. ``train_bytes``: the
+    bytes of training messages alone (split learning also evaluates through the protocol)."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
-    config = config.override({"split.configuration": "vanilla"})
+    unknown = set(compressions) - set(CODECS)
+    if unknown:
+        raise ValueError(f"unknown codecs {sorted(unknown)}; known: {', '.join(CODECS)}")
+    if compressions and "split" not in methods:
+        raise ValueError("compressions compare split learning with itself: methods must include 'split'")
+    config = config.override({"split.configuration": "vanilla", "compression.codec": "none"})
     c = config.train
     out = {}
-    if "split" in methods:
+    for codec in ("none", *compressions) if "split" in methods else ():
         log = MessageLog()
         train_only = lambda m: None if getattr(m, "mode", "train") == "eval" or m.kind == "Output" else log(m)  # noqa: E731
-        metrics = experiment.train(config, observers=[train_only]).metrics
-        out["split"] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
+        metrics = experiment.train(config.override({"compression.codec": codec}), observers=[train_only]).metrics
+        key = "split" if codec == "none" else f"split {codec}"
+        out[key] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
     built = experiment.build(config)
     options = experiment.party_options(built)
-    del options["targets"]
+    del options["targets"], options["outbox"]
     for method in (m for m in METHODS[1:] if m in methods):
         torch.manual_seed(c.seed)  # the initial weights experiment.build gives the split model
         model = build_model(config.model.name, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes)
@@ -62,3 +73,28 @@ def summary(metrics: dict[str, Any]) -> dict[str, float]:
         "client_bytes": wire["sent"] + wire["received"],
         "client_memory": acc["memory"]["client"]["total"],
     }
+
+
+def cut_bytes(metrics: dict[str, Any]) -> float:
+    """Per client (mean over clients), the training bytes at the cut of a split run of
+    :func:`compare`: smashed data sent (with its sample ids) and gradients received."""
+    wire = metrics["train_bytes"]["mean_per_party"]["client"]
+    return wire["sent_by_kind"].get("Activation", 0) + wire["received_by_kind"].get("Gradient", 0)
+
+
+def compression_costs(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For the split runs among :func:`compare`'s results, by codec (``none`` first): cut-layer
+    bytes per client, how many times fewer than ``none`` (``saving``), final test accuracy and
+    its change from ``none`` in points."""
+    base = runs["split"]
+    out = {}
+    for key, metrics in runs.items():
+        if key == "split" or key.startswith("split "):
+            accuracy, n = metrics["epochs"][-1]["test_accuracy"], cut_bytes(metrics)
+            out[key.partition(" ")[2] or "none"] = {
+                "cut_bytes": n,
+                "saving": cut_bytes(base) / n,
+                "test_accuracy": accuracy,
+                "accuracy_change_points": 100 * (accuracy - base["epochs"][-1]["test_accuracy"]),
+            }
+    return out

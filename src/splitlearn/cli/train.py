@@ -9,8 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitlearn import experiment
-from splitlearn.cli._format import human_bytes
-from splitlearn.config import CONFIGURATION_KINDS, load_config
+from splitlearn.cli._format import codec_label, human_bytes
+from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_config
 
 # flag -> dotted config key
 FLAGS = {
@@ -20,6 +20,7 @@ FLAGS = {
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
     "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
     "nopeek_a1": "privacy.nopeek_a1", "nopeek_a2": "privacy.nopeek_a2", "nopeek_ramp": "privacy.nopeek_ramp_epochs",
+    "compression": "compression.codec", "topk_ratio": "compression.topk_ratio",
 }
 
 
@@ -51,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("--nopeek-a1", type=float, help="NoPeek: weight of DCOR(X, Z) in the client loss (default 0: off)")
     p.add_argument("--nopeek-a2", type=float, help="NoPeek: weight of the task loss (default 1)")
     p.add_argument("--nopeek-ramp", type=int, help="NoPeek: ramp a1 up linearly over this many epochs")
+    p.add_argument("--compression", choices=COMPRESSION_CODECS,
+                   help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
+    p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of each sample's values sent (default 0.1)")
 
 
 def _cost_table(acc: dict) -> Table:
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]splitlearn train[/]: {c.split.configuration} split of {c.model.name} on {c.data.name}, "
         f"{c.split.clients} client(s), {c.train.epochs} epochs, device {c.train.device}"
+        + ("" if c.compression.codec == "none" else f", {codec_label(c.compression.codec, c.compression.topk_ratio)} at the cut")
     )
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:

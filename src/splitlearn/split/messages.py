@@ -4,6 +4,10 @@ Every message is a plain frozen dataclass: a header (sender, receiver, step) plu
 JSON-compatible metadata. ``payload_bytes`` is the size of the tensors it carries, the figure the
 transports log for every message. A transport may serialise these however it likes; the training
 logic only ever sees these types.
+
+The ``tensor`` of an :class:`Activation` or a :class:`Gradient` may travel compressed, as a
+:class:`~splitlearn.split.compression.Compressed` value; ``payload_bytes`` then counts its encoded
+bytes, and the receiving party decodes it before use.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
+
+from splitlearn.split.compression import Compressed
 
 __all__ = [
     "Abort",
@@ -52,12 +58,15 @@ class Message:
         return type(self).__name__
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors this message carries, by field name (dict fields flattened as ``field/key``)."""
+        """The tensors this message carries, by field name (dict fields flattened as ``field/key``,
+        compressed fields as ``field.values`` and ``field.indices``)."""
         out: dict[str, torch.Tensor] = {}
         for name in _field_names(type(self)):
             value = getattr(self, name)
             if isinstance(value, torch.Tensor):
                 out[name] = value
+            elif isinstance(value, Compressed):
+                out.update({f"{name}.{k}": v for k, v in value.parts().items()})
             elif isinstance(value, dict):
                 out.update({f"{name}/{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
         return out
@@ -92,7 +101,7 @@ class Activation(Message):
     mode: Mode
     src: str
     dst: str
-    tensor: torch.Tensor
+    tensor: torch.Tensor | Compressed
     sample_ids: torch.Tensor
 
 
@@ -102,7 +111,7 @@ class Gradient(Message):
 
     src: str
     dst: str
-    tensor: torch.Tensor
+    tensor: torch.Tensor | Compressed
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitlearn.split.compression import decompress
 from splitlearn.split.messages import (
     Abort,
     Activation,
@@ -206,6 +207,7 @@ class Party:
             return  # sent before the step it belongs to was aborted
         if isinstance(msg, Abort):
             return self._abort(msg)
+        msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
         if isinstance(msg, Weights):

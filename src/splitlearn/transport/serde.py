@@ -2,12 +2,17 @@
 
 One ``Envelope`` (``proto/splitlearn.proto``) carries one message: a header and a body per kind.
 Tensors travel as raw little-endian bytes of a whitelisted dtype with their shape; metadata travels
-as JSON text. Nothing is unpickled or evaluated.
+as JSON text. Nothing is unpickled or evaluated. The tensor of an Activation or a Gradient may
+travel compressed (:mod:`splitlearn.split.compression`): it is encoded as a ``Tensor`` with an
+``encoding`` and decoded back to the same :class:`~splitlearn.split.compression.Compressed` value,
+which the receiving party expands.
 
 :func:`decode` treats its input as untrusted: anything but a well-formed message within
 :class:`Limits` raises :class:`WireError`, whose text names the field and the problem.
 :func:`message_from_proto` runs the same checks on an already parsed ``Envelope`` (as gRPC hands
-over), except the byte limit, which such a transport enforces itself.
+over), except the byte limit, which such a transport enforces itself. A compressed tensor must not
+decode to more than that byte limit either: a few bytes of topk cannot make the receiver allocate
+more than a raw message could.
 
 Decoding copies the ``bytes`` protobuf hands out for a tensor once more, into a ``bytearray`` that
 ``torch.frombuffer`` wraps without copying: the tensor is then writable and owns its memory, which
@@ -28,6 +33,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from splitlearn.split import messages as m
+from splitlearn.split.compression import COMPRESSIBLE, Compressed
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 
 __all__ = [
@@ -78,6 +84,8 @@ _ENUMS = {
     "tag": {"step": pb.STEP_DONE_TAG_STEP, "relay": pb.STEP_DONE_TAG_RELAY, "abort": pb.STEP_DONE_TAG_ABORT},
 }
 _ENUM_VALUES = {name: {v: k for k, v in numbers.items()} for name, numbers in _ENUMS.items()}
+_ENCODINGS = {"fp16": pb.ENCODING_FLOAT16, "int8": pb.ENCODING_INT8, "topk": pb.ENCODING_TOPK}
+_CODECS = {v: k for k, v in _ENCODINGS.items()}
 _KINDS = {
     cls.__name__: cls
     for cls in (m.Manifest, m.StartStep, m.Activation, m.Gradient, m.Labels, m.Output, m.StepDone, m.RelayRequest, m.Weights, m.Abort)
@@ -97,11 +105,25 @@ def _body_fields(cls: type[m.Message]) -> tuple[str, ...]:
 def _tensor_to_proto(t: torch.Tensor, out: pb.Tensor, where: str) -> None:
     if t.dtype not in _DTYPES:
         raise WireError(f"{where}: dtype {t.dtype} cannot go on the wire (allowed: {', '.join(map(str, _DTYPES))})")
-    t = t.detach().cpu().contiguous()
     out.dtype = _DTYPES[t.dtype]
     out.shape.extend(t.shape)
+    out.data = _raw_bytes(t)
+
+
+def _compressed_to_proto(c: Compressed, out: pb.Tensor) -> None:
+    out.dtype = _DTYPES[c.dtype]
+    out.shape.extend(c.shape)
+    out.encoding = _ENCODINGS[c.codec]
+    out.data = _raw_bytes(c.values)
+    if c.indices is not None:
+        out.indices = _raw_bytes(c.indices)
+    out.scale, out.zero_point = c.scale, c.zero_point
+
+
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().cpu().contiguous()
     # Contiguous means dense in C order, but size-0/1 dims may keep any stride: flatten by hand.
-    out.data = t.as_strided((t.numel(),), (1,)).view(torch.uint8).numpy().tobytes()
+    return t.as_strided((t.numel(),), (1,)).view(torch.uint8).numpy().tobytes()
 
 
 def _meta_to_json(meta: Any, where: str) -> str:
@@ -133,6 +155,10 @@ def message_to_proto(message: m.Message) -> pb.Envelope:
             body.bindings.extend(pb.Binding(role=role, party=party) for role, party in value.items())
         elif isinstance(value, torch.Tensor):
             _tensor_to_proto(value, getattr(body, name), where)
+        elif isinstance(value, Compressed):
+            if kind not in COMPRESSIBLE or name != "tensor":
+                raise WireError(f"{where}: only the tensor of an {' or a '.join(COMPRESSIBLE)} may be compressed")
+            _compressed_to_proto(value, getattr(body, name))
         elif isinstance(value, dict):
             entries = getattr(body, name).entries
             for key, t in value.items():
@@ -151,6 +177,20 @@ def encode(message: m.Message) -> bytes:
 
 
 def _tensor_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: bool) -> torch.Tensor:
+    dtype, shape, numel = _header(t, where, limits)
+    data = t.data
+    if len(data) != numel * dtype.itemsize:
+        raise WireError(f"{where}: {len(data)} bytes, but shape {shape} of {dtype} needs {numel * dtype.itemsize}")
+    if dtype is torch.bool and data.translate(None, b"\x00\x01"):  # bytes other than 0 and 1 left over
+        raise WireError(f"{where}: bool tensor holds bytes other than 0 and 1")
+    tensor = _from_bytes(data, dtype, shape)
+    if finite:
+        _check_finite(tensor, where)
+    return tensor
+
+
+def _header(t: pb.Tensor, where: str, limits: Limits) -> tuple[torch.dtype, list[int], int]:
+    """The dtype, shape and element count a ``Tensor`` declares, checked against ``limits``."""
     dtype = _TORCH_DTYPES.get(t.dtype)
     if dtype is None:
         raise WireError(f"{where}: bad dtype {t.dtype} (allowed: {', '.join(map(str, _DTYPES))})")
@@ -162,15 +202,57 @@ def _tensor_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: bool
     numel = math.prod(shape)
     if numel > limits.max_tensor_elements:
         raise WireError(f"{where}: {numel} elements, more than the limit of {limits.max_tensor_elements}")
-    data = t.data
-    if len(data) != numel * dtype.itemsize:
-        raise WireError(f"{where}: {len(data)} bytes, but shape {shape} of {dtype} needs {numel * dtype.itemsize}")
-    if dtype is torch.bool and data.translate(None, b"\x00\x01"):  # bytes other than 0 and 1 left over
-        raise WireError(f"{where}: bool tensor holds bytes other than 0 and 1")
-    tensor = torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape) if numel else torch.empty(shape, dtype=dtype)
+    return dtype, shape, numel
+
+
+def _any_tensor_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: bool, compressible: bool) -> torch.Tensor | Compressed:
+    """A raw tensor, or (where ``compressible``) a compressed one, validated."""
+    if t.encoding == pb.ENCODING_RAW:
+        if t.scale or t.zero_point or t.indices:
+            raise WireError(f"{where}: a raw tensor carries no scale, zero point or indices")
+        return _tensor_from_proto(t, where, limits, finite=finite)
+    if not compressible:
+        raise WireError(f"{where}: only the tensor of an {' or a '.join(COMPRESSIBLE)} may be compressed")
+    return _compressed_from_proto(t, where, limits, finite=finite)
+
+
+def _compressed_from_proto(t: pb.Tensor, where: str, limits: Limits, *, finite: bool) -> Compressed:
+    codec = _CODECS.get(t.encoding)
+    if codec is None:
+        raise WireError(f"{where}: unknown encoding {t.encoding} (known: raw, {', '.join(_ENCODINGS)})")
+    dtype, shape, numel = _header(t, where, limits)
+    if not dtype.is_floating_point:
+        raise WireError(f"{where}: {codec} encodes floating tensors, not {dtype}")
+    if numel * dtype.itemsize > limits.max_message_bytes:  # no bigger than a raw message may be
+        raise WireError(f"{where}: decodes to {numel * dtype.itemsize} bytes, more than the limit of {limits.max_message_bytes}")
+    indices = None
+    if codec == "topk":
+        if len(t.indices) % 4:
+            raise WireError(f"{where}: topk positions take {len(t.indices)} bytes, not a multiple of 4 (int32)")
+        k = len(t.indices) // 4
+        if k > numel:
+            raise WireError(f"{where}: topk keeps {k} values of a tensor of {numel} elements")
+        indices = _from_bytes(t.indices, torch.int32, [k])
+        values_dtype, values_shape = dtype, [k]
+    elif t.indices:
+        raise WireError(f"{where}: {codec} carries no positions")
+    else:
+        values_dtype, values_shape = (torch.float16 if codec == "fp16" else torch.uint8), shape
+    need = math.prod(values_shape) * values_dtype.itemsize
+    if len(t.data) != need:
+        raise WireError(f"{where}: {codec} data of {len(t.data)} bytes, but {values_shape} values of {values_dtype} need {need}")
+    values = _from_bytes(t.data, values_dtype, values_shape)
     if finite:
-        _check_finite(tensor, where)
-    return tensor
+        _check_finite(values, where)
+    try:
+        return Compressed(codec, dtype, tuple(shape), values, indices, scale=t.scale, zero_point=t.zero_point)
+    except ValueError as e:
+        raise WireError(f"{where}: {e}") from None
+
+
+def _from_bytes(data: bytes, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+    """A writable tensor owning a copy of ``data`` (whose length the caller has checked)."""
+    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape) if data else torch.empty(shape, dtype=dtype)
 
 
 def _check_finite(tensor: torch.Tensor, where: str) -> None:
@@ -249,7 +331,8 @@ def message_from_proto(env: pb.Envelope, *, limits: Limits = Limits()) -> m.Mess
         elif isinstance(value, pb.Tensor):
             if not body.HasField(name):
                 raise WireError(f"{where}: missing tensor")
-            t = _tensor_from_proto(value, where, limits, finite=finite)
+            compressible = header.kind in COMPRESSIBLE and name == "tensor"
+            t = _any_tensor_from_proto(value, where, limits, finite=finite, compressible=compressible)
             values[name] = _sample_ids(t, where) if name == "sample_ids" else t
         elif isinstance(value, pb.TensorMap):
             pairs = []
@@ -257,7 +340,7 @@ def message_from_proto(env: pb.Envelope, *, limits: Limits = Limits()) -> m.Mess
                 at = f"{where}[{e.key!r}]"
                 if not e.HasField("tensor"):
                     raise WireError(f"{at}: missing tensor")
-                t = _tensor_from_proto(e.tensor, at, limits, finite=finite)
+                t = _any_tensor_from_proto(e.tensor, at, limits, finite=finite, compressible=False)
                 pairs.append((e.key, _sample_ids(t, at) if name == "sample_ids" else t))
             values[name] = _unique(pairs, where)
         elif isinstance(value, int):

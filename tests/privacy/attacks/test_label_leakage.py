@@ -15,6 +15,8 @@ from splitlearn.privacy.attacks.label_leakage import (
 )
 from splitlearn.simulation import Simulation
 from splitlearn.split import OptimizerSpec, Vertical, configs
+from splitlearn.split.compression import Compressor, compress
+from splitlearn.split.messages import Gradient, StartStep
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,12 @@ def test_bad_input():
         norm_scores(GradientRecorder("nobody"))
     with pytest.raises(ValueError, match="binary labels"):
         leak_auc(torch.rand(4), torch.tensor([0, 1, 2, 1]))
+
+
+def test_recorder_sees_compressed_gradients_as_the_receiver_decodes_them():
+    g = torch.randn(4, 3)
+    recorder = GradientRecorder("client")
+    recorder(StartStep("coordinator", "client", 1, mode="train", split="train", sample_ids=torch.arange(4)))
+    recorder(Compressor("int8")(Gradient("server", "client", 1, src="top", dst="bottom", tensor=g)))
+    ids, grads = recorder.gradients()
+    assert torch.equal(ids, torch.arange(4)) and torch.equal(grads, compress(g, "int8").decode())

@@ -11,6 +11,8 @@ from splitlearn.models import build_model
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, reconstruction_attack, ssim
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.compression import Compressor
+from splitlearn.split.messages import Activation
 
 
 def _naive_ssim(x: np.ndarray, y: np.ndarray, window: int, sigma: float = 1.5) -> float:
@@ -74,3 +76,11 @@ def test_server_reconstructs_digits_from_smashed_data():
     assert result.mse < 0.5 * blind_mse
     assert result.ssim > blind_ssim + 0.3
     assert result.originals.shape == result.reconstructions.shape == (8, 1, 8, 8)
+
+
+def test_recorder_sees_compressed_smashed_data_as_the_receiver_decodes_it():
+    z = torch.randn(4, 6)
+    recorder = ActivationRecorder("server")
+    recorder(Compressor("fp16")(Activation("client", "server", 1, mode="eval", src="a", dst="b", tensor=z, sample_ids=torch.arange(4))))
+    ids, smashed = recorder.smashed()
+    assert torch.equal(ids, torch.arange(4)) and torch.equal(smashed, z.half().float())

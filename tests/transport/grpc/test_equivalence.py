@@ -9,6 +9,7 @@ from torch import nn
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.compression import Compressed, Compressor
 from splitlearn.split.configs import MultiHead, Vertical
 
 from .conftest import train_over_grpc
@@ -47,23 +48,33 @@ SPLITS = {
 TARGETS = {"multitask": {"label": lambda t: t, "parity": lambda t: t % 2}}
 
 
-@pytest.mark.parametrize(("config", "clients", "relay"), [
-    ("vanilla", 2, "peer"),
-    ("vanilla", 2, "server"),
-    ("ushaped", 1, "peer"),
-    ("ushaped", 2, "server"),
-    ("vertical", 2, "peer"),
-    ("multihop", 2, "peer"),
-    ("multitask", 2, "server"),
+@pytest.mark.parametrize(("config", "clients", "relay", "codec"), [
+    ("vanilla", 2, "peer", None),
+    ("vanilla", 2, "server", None),
+    ("ushaped", 1, "peer", None),
+    ("ushaped", 2, "server", None),
+    ("vertical", 2, "peer", None),
+    ("multihop", 2, "peer", None),
+    ("multitask", 2, "server", None),
+    ("ushaped", 1, "peer", "int8"),
+    ("vanilla", 2, "peer", "topk"),
 ])
-def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay, device):
-    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3, targets=TARGETS.get(config), device=device)
+def test_grpc_training_matches_in_process_bit_for_bit(config, clients, relay, codec, device):
+    outbox = None if codec is None else dict.fromkeys(("client", "server"), Compressor(codec, 0.3))
+    kw = dict(train=_data(), clients=clients, relay=relay, batch_size=16, seed=3, targets=TARGETS.get(config), device=device,
+              outbox=outbox)
     local = Simulation(SPLITS[config](), **kw)
     remote = Simulation(SPLITS[config](), **kw)
     before = {k: v.clone() for k, v in remote.parties["server"].state()[0].items()}
+    seen = []
+    local.transport.observers.append(seen.append)
     local.fit(2)
     log = train_over_grpc(remote, 2)
-    assert Counter(log.records) == Counter(local.log.records)  # same messages, same sizes
+    assert Counter(log.records) == Counter(local.log.records)  # same messages, same sizes (compressed ones too)
+    if codec is not None:  # so the cut tensors crossed the wire compressed, both ways
+        cut = [m for m in seen if m.kind in ("Activation", "Gradient")]
+        assert cut and all(isinstance(m.tensor, Compressed) for m in cut)
+        assert {m.kind for m in cut if m.sender == "server"} == ({"Activation", "Gradient"} if config == "ushaped" else {"Gradient"})
     assert [h["train_loss"] for h in remote.history] == [h["train_loss"] for h in local.history]
     for name, party in local.parties.items():
         mine, theirs = party.state()[0], remote.parties[name].state()[0]

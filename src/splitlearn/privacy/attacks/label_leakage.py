@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import roc_auc_score
 
+from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Gradient, Message, StartStep
 
 __all__ = ["GradientNoise", "GradientRecorder", "leak_auc", "norm_scores", "direction_scores", "cluster_accuracy"]
@@ -36,7 +37,8 @@ __all__ = ["GradientNoise", "GradientRecorder", "leak_auc", "norm_scores", "dire
 @dataclass
 class GradientRecorder:
     """Transport observer: what ``attacker`` sees, namely the gradients sent to it and the sample
-    ids of each step it takes part in. Attach with ``transport.observers.append(recorder)``."""
+    ids of each step it takes part in (decoded, when they travel compressed). Attach with
+    ``transport.observers.append(recorder)``."""
 
     attacker: str
     steps: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (ids, per-sample grads)
@@ -48,7 +50,7 @@ class GradientRecorder:
         if isinstance(message, StartStep) and message.mode == "train":
             self._ids[message.step] = message.sample_ids
         elif isinstance(message, Gradient) and message.step in self._ids:
-            self.steps.append((self._ids.pop(message.step), message.tensor.detach().flatten(1).cpu()))
+            self.steps.append((self._ids.pop(message.step), as_tensor(message.tensor).detach().flatten(1).cpu()))
 
     def gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All recorded (sample ids, per-sample gradients), in step order."""

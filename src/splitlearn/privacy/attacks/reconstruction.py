@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Activation, Message
 
 __all__ = ["ActivationRecorder", "ReconstructionResult", "reconstruction_attack", "ssim", "train_decoder"]
@@ -23,7 +24,8 @@ __all__ = ["ActivationRecorder", "ReconstructionResult", "reconstruction_attack"
 
 @dataclass
 class ActivationRecorder:
-    """Transport observer: the smashed data sent to ``attacker`` from node ``src``, by sample id."""
+    """Transport observer: the smashed data sent to ``attacker`` from node ``src``, by sample id
+    (decoded, as the attacker receives it, when it travels compressed)."""
 
     attacker: str
     src: str | None = None
@@ -31,7 +33,7 @@ class ActivationRecorder:
 
     def __call__(self, message: Message) -> None:
         if isinstance(message, Activation) and message.receiver == self.attacker and self.src in (None, message.src):
-            self.batches.append((message.sample_ids, message.tensor.detach().cpu()))
+            self.batches.append((message.sample_ids, as_tensor(message.tensor).detach().cpu()))
 
     def smashed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(sample ids, smashed data) of the most recent sighting of each sample."""

@@ -19,6 +19,13 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DTYPE_UINT8: _ClassVar[DType]
     DTYPE_BOOL: _ClassVar[DType]
 
+class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENCODING_RAW: _ClassVar[Encoding]
+    ENCODING_FLOAT16: _ClassVar[Encoding]
+    ENCODING_INT8: _ClassVar[Encoding]
+    ENCODING_TOPK: _ClassVar[Encoding]
+
 class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODE_UNSPECIFIED: _ClassVar[Mode]
@@ -46,6 +53,10 @@ DTYPE_INT64: DType
 DTYPE_INT32: DType
 DTYPE_UINT8: DType
 DTYPE_BOOL: DType
+ENCODING_RAW: Encoding
+ENCODING_FLOAT16: Encoding
+ENCODING_INT8: Encoding
+ENCODING_TOPK: Encoding
 MODE_UNSPECIFIED: Mode
 MODE_TRAIN: Mode
 MODE_EVAL: Mode
@@ -58,14 +69,22 @@ STEP_DONE_TAG_RELAY: StepDoneTag
 STEP_DONE_TAG_ABORT: StepDoneTag
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "encoding", "scale", "zero_point", "indices")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    encoding: Encoding
+    scale: float
+    zero_point: int
+    indices: bytes
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., indices: _Optional[bytes] = ...) -> None: ...
 
 class TensorEntry(_message.Message):
     __slots__ = ("key", "tensor")
