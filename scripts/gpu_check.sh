@@ -27,9 +27,16 @@ for args in "--configuration vanilla --clients 4" "--configuration ushaped --cli
 done
 
 step "NoPeek experiment on cuda"
-run /usr/bin/time -f "%e s wall" "$py" -m splitlearn.cli.app experiment nopeek --device cuda --out "$out/nopeek"
+start=$SECONDS
+run "$py" -m splitlearn.cli.app experiment nopeek --device cuda --out "$out/nopeek" ${NOPEEK_ARGS:-}
+echo "nopeek experiment: $((SECONDS - start)) s"
 
 step "split vs centralised step time on cuda"
 run "$py" benchmarks/overhead.py --device cuda
+
+if [ -n "${FULL_SUITE:-}" ]; then
+  step "the whole suite (device-aware tests on cuda), $FULL_SUITE"
+  run "$py" -m pytest -q -p no:cacheprovider --device cuda $FULL_SUITE
+fi
 
 exit $status
