@@ -69,11 +69,12 @@ def test_killed_client_restarts_and_the_result_is_unchanged(tmp_path, certs, spa
     _check_matches_in_process(config, tmp_path)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, certs, spawn, how, device):
+@pytest.mark.parametrize(("how", "every"), [(signal.SIGKILL, 7), (signal.SIGTERM, 1)])
+def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, certs, spawn, how, every, device):
+    """SIGKILL with a checkpoint every 7 steps: the steps since the last one run again."""
     config = write_config(tmp_path / "config.json", **_sections(device))
     target = f"localhost:{free_port()}"
-    server = _serve(spawn, config, target, certs, tmp_path)
+    server = _serve(spawn, config, target, certs, tmp_path, "--checkpoint-every", every)
     joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]
     _wait_for(lambda: _server_step(tmp_path) >= 25, "25 committed steps", server)
     server.send_signal(how)
@@ -85,13 +86,13 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
         run_dir = next((tmp_path / "runs").iterdir())
         assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
     assert all(j.poll() is None for j in joins)  # the clients wait for the server to come back
-    server = _serve(spawn, config, target, certs, tmp_path, "--log-format", "json")
+    server = _serve(spawn, config, target, certs, tmp_path, "--log-format", "json", "--checkpoint-every", every)
     code, out = finish(server)
     assert code == 0, out
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
     assert names[:2] == ["resume", "listening"] and names[-1] == "finished" and names.count("epoch") >= 1, names
-    assert events[0]["step"] >= 25 and all({"time", "level", "message"} <= set(e) for e in events)
+    assert events[0]["step"] >= 25 - every and all({"time", "level", "message"} <= set(e) for e in events)
     for proc in joins:
         code, client_out = finish(proc)
         assert code == 0 and "reconnecting" in client_out, client_out

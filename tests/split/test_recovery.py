@@ -44,7 +44,7 @@ class CrashingTransport(LocalTransport):
             self._handlers[message.receiver](message)
 
 
-def _simulation(kind, data, transport=None, tmp=None, clients=2, relay="peer", device="cpu"):
+def _simulation(kind, data, transport=None, tmp=None, clients=2, relay="peer", device="cpu", every=1):
     train, test = data
     torch.manual_seed(0)
     model = mlp()
@@ -58,6 +58,7 @@ def _simulation(kind, data, transport=None, tmp=None, clients=2, relay="peer", d
             p.resume()
         transport.parties = sim.parties
         sim.coordinator.rejoin = lambda party: None
+        sim.coordinator.checkpoint_every = every
     return sim
 
 
@@ -69,6 +70,7 @@ def _weights(sim) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.parametrize("every", [1, 3])
 @pytest.mark.parametrize(
     "kind,relay,crashes",
     [
@@ -79,11 +81,13 @@ def _weights(sim) -> dict[str, torch.Tensor]:
         ("vanilla", "peer", [(76, "server"), (77, "server")]),  # in evaluation, twice
     ],
 )
-def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes, device):
+def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes, device, every):
+    """``every``: checkpoints every step, or every third (and at each turn's end): the steps since
+    the last checkpoint are run again."""
     reference = _simulation(kind, tabular, relay=relay, device=device)
     reference.fit(2)
     transport = CrashingTransport(crashes)
-    sim = _simulation(kind, tabular, transport, tmp_path, relay=relay, device=device)
+    sim = _simulation(kind, tabular, transport, tmp_path, relay=relay, device=device, every=every)
     aborts = []
     transport.observers.append(lambda m: aborts.append(m) if isinstance(m, Abort) else None)
     sim.fit(2)
@@ -110,3 +114,15 @@ def test_stale_messages_of_an_aborted_step_are_dropped(tabular, tmp_path):
     before = copy.deepcopy(server.state()[0])
     server.handle(StepDone("coordinator", "server", 3))  # would be a protocol error at step 10
     assert all(torch.equal(before[k], v) for k, v in server.state()[0].items())
+
+
+def test_sparser_checkpoints_run_more_steps_again(tabular, tmp_path):
+    """With a checkpoint every third step, a crash rolls back further, so more steps run twice."""
+    starts = {}
+    for every in (1, 3):
+        transport = CrashingTransport([(9, "client0"), (40, "server")])
+        count = [0]
+        transport.observers.append(lambda m: count.__setitem__(0, count[0] + (m.kind == "StartStep" and m.mode == "train")))
+        _simulation("vanilla", tabular, transport, tmp_path / str(every), every=every).fit(2)
+        starts[every] = count[0]
+    assert starts[3] > starts[1]

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
     p.add_argument("--checkpoints", help="folder for the server's checkpoints (default: checkpoints/serve beside the runs "
                                          "folder); starting again with the same config resumes from it")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="checkpoint every N training steps, and at each turn's and epoch's end (default 1)")
     p.add_argument("--rejoin-timeout", type=float, default=600.0, help="seconds to wait for a lost client to rejoin")
     add_log_argument(p)
 
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure, join_timeout=args.join_timeout,
-                       timeout=args.timeout, checkpoints=args.checkpoints, rejoin_timeout=args.rejoin_timeout, stop=stop,
+                       timeout=args.timeout, checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every, rejoin_timeout=args.rejoin_timeout, stop=stop,
                        on_ready=ready, on_epoch=epoch)
         if not result.finished:
             _say("stopped", f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}", run=str(result.run_dir))

@@ -106,6 +106,7 @@ def serve(
     join_timeout: float = 300.0,
     timeout: float = 300.0,
     checkpoints: str | Path | None = None,
+    checkpoint_every: int = 1,
     rejoin_timeout: float = 600.0,
     limits: Limits = Limits(),
     stop: threading.Event | None = None,
@@ -118,14 +119,17 @@ def serve(
     parties); end every stream. TLS with client certificates and per-party tokens from ``certs``,
     unless ``insecure`` (loopback only). ``on_ready(port, clients)`` is called once listening.
 
-    After every step the hosted parties and the training position are checkpointed in
-    ``checkpoints`` (default ``checkpoints/serve`` beside ``<out>``): a server started again with the same
-    config goes on from there. A client lost mid-step is waited for up to ``rejoin_timeout`` s
+    Every ``checkpoint_every`` training steps (and at the end of each client's turn and epoch)
+    every party checkpoints, and the training position is saved in ``checkpoints`` (default
+    ``checkpoints/serve`` beside ``<out>``): a server started again with the same config goes on
+    from there, running again the steps since the last checkpoint. A client lost mid-step is waited for up to ``rejoin_timeout`` s
     when a step needs it; the step is rolled back everywhere and run again. ``limits`` bounds
     what clients may send (message size, tensor size). Setting ``stop``
     ends the session after the step in progress; the clients wait to reconnect."""
     if insecure and not is_loopback(listen):
         raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
+    if checkpoint_every < 1:
+        raise DeployError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     built, cast, remote = _remote(config)
     tokens = read_tokens(certs)
     missing = [n for n in remote if n not in tokens]
@@ -183,6 +187,7 @@ def serve(
         _event("party_back", f"{party} is back", party=party)
 
     sim.coordinator.rejoin, sim.coordinator.on_commit = rejoin, commit
+    sim.coordinator.checkpoint_every = checkpoint_every
     try:
         try:
             port = hub.start(listen, credentials)

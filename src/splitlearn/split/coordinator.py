@@ -85,8 +85,10 @@ class Coordinator:
         self._committed_holder = self.holder
         self.rejoin: Callable[[str], None] | None = None
         self.on_commit: Callable[[], None] | None = None
-        self.committed = 0  # the last step every party of it finished
+        self.committed = 0  # the last step after which every party checkpointed
+        self.checkpoint_every = 1  # training steps between checkpoints (also at turn and epoch ends)
         self.epoch, self.next_batch = 1, 0  # where training goes on
+        self._cursor = (1, 0)  # (epoch, next batch) at the last commit
         self.floor = 0  # StepDones of earlier steps belong to an aborted attempt
         self.absent: dict[str, int] = {}  # lost party -> the step it must roll back to when back
         self.parties = sorted(set(self.data_parties) | set(self.clients) | {r for r in plan.roles if r != self.group_role})
@@ -158,30 +160,19 @@ class Coordinator:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run_step(self, batch: Batch, *, mode: str = "train", split: str = "train") -> None:
-        """Run one step (relaying the shared segments first if it is another client's turn); a
-        lost party's step is rolled back and run again, if ``rejoin`` is set (training only)."""
-        while True:
-            try:
-                if self.group_role is not None and batch.bindings[self.group_role] != self.holder:
-                    self.relay_to(batch.bindings[self.group_role])
-                self._attempt(batch, mode, split)
-                break
-            except PartyLost as lost:
-                if mode != "train":
-                    raise
-                self.recover(lost)
-
-    def _attempt(self, batch: Batch, mode: str, split: str) -> None:
+    def run_step(self, batch: Batch, *, mode: str = "train", split: str = "train", checkpoint: bool = True) -> None:
+        """Run one step, relaying the shared segments first if it is another client's turn.
+        ``checkpoint``: the parties save their state after this (training) step."""
+        if self.group_role is not None and batch.bindings[self.group_role] != self.holder:
+            self.relay_to(batch.bindings[self.group_role])
         parties = list(dict.fromkeys(batch.bindings.values()))
         self._await(parties)
         self.step += 1
         self._done = set()
         expected = set(parties)
         for party in parties:
-            self.transport.send(
-                StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids, bindings=batch.bindings)
-            )
+            self.transport.send(StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids,
+                                          bindings=batch.bindings, checkpoint=checkpoint and mode == "train"))
         self.transport.run_until(lambda: self._done >= expected)
 
     def relay_to(self, client: str) -> None:
@@ -195,16 +186,28 @@ class Coordinator:
         self._commit()
 
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None = None, *, start: int = 0) -> None:
-        """Train the batches of ``epoch`` from the ``start``-th on."""
+        """Train the batches of ``epoch`` from the ``start``-th on. The parties checkpoint every
+        ``checkpoint_every`` batches, at the end of each client's turn and of the epoch; a lost
+        party rolls every party back to the last checkpoint and training goes on from there."""
         batches = self.schedule(epoch)
         self.epoch = epoch
-        for i in range(start, len(batches)):
+        i = start
+        while i < len(batches):
+            last = i + 1 == len(batches) or batches[i + 1].bindings != batches[i].bindings
+            save = last or (i + 1) % self.checkpoint_every == 0
             self.next_batch = i
-            self.run_step(batches[i])
-            self.next_batch = i + 1
-            self._commit()
+            try:
+                self.run_step(batches[i], checkpoint=save)
+            except PartyLost as lost:
+                self.recover(lost)
+                i = self._cursor[1] if self._cursor[0] == epoch else 0
+                continue
+            i += 1
+            if save:
+                self.next_batch = i
+                self._commit()
             if on_step is not None:
-                on_step(i + 1, len(batches))
+                on_step(i, len(batches))
 
     def evaluate(self, split: str = "test", *, batch_size: int = 512) -> None:
         """Run ``split`` forward through the protocol; the label owner scores it locally.
@@ -228,6 +231,7 @@ class Coordinator:
     def _commit(self) -> None:
         self.committed = self.step
         self._committed_holder = self.holder
+        self._cursor = (self.epoch, self.next_batch)
         self._save()
 
     def _save(self) -> None:
@@ -271,7 +275,7 @@ class Coordinator:
     def state_dict(self) -> dict:
         """Where training stands, as JSON: enough to go on after a restart of this process."""
         return {"step": self.step, "committed": self.committed, "holder": self._committed_holder,
-                "epoch": self.epoch, "next_batch": self.next_batch}
+                "epoch": self._cursor[0], "next_batch": self._cursor[1]}
 
     def load_state_dict(self, state: dict) -> None:
         """Go on from :meth:`state_dict`; every party must then be rolled back to ``committed``
@@ -283,6 +287,7 @@ class Coordinator:
             raise ValueError(f"checkpoint step {self.step} is before its committed step {self.committed}")
         self.holder = self._committed_holder = state["holder"]
         self.epoch, self.next_batch = int(state["epoch"]), int(state["next_batch"])
+        self._cursor = (self.epoch, self.next_batch)
 
     def restart(self) -> None:
         """After :meth:`load_state_dict` in a new process: roll every party back to the last

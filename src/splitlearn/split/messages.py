@@ -86,12 +86,14 @@ class Manifest(Message):
 @dataclass(frozen=True, slots=True)
 class StartStep(Message):
     """Coordinator to every party of a step: which party plays each role (``bindings``) and the
-    batch (``sample_ids`` of ``split``); data parties and label owners start on it."""
+    batch (``sample_ids`` of ``split``); data parties and label owners start on it. With
+    ``checkpoint``, parties that keep checkpoints save their state once the step is done."""
 
     mode: Mode
     split: str
     sample_ids: torch.Tensor
     bindings: dict[str, str] = field(default_factory=dict)
+    checkpoint: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,7 @@ class _Step:
     remaining: set[str] = field(default_factory=set)
     outputs_expected: int = 0
     penalties: dict[str, torch.Tensor] = field(default_factory=dict)
+    checkpoint: bool = True
 
 
 class Party:
@@ -216,6 +217,7 @@ class Party:
             if msg.sender != self.plan.coordinator:
                 raise ProtocolError(f"{self.name}: StartStep from {msg.sender}, not the coordinator")
             st = self._state(msg.step, msg.mode, msg.split)
+            st.checkpoint = msg.checkpoint
             return self._start(st, msg)
         if isinstance(msg, Activation):
             st = self._state(msg.step, msg.mode)
@@ -455,7 +457,7 @@ class Party:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self._st = None
-        if st.mode == "train":
+        if st.mode == "train" and st.checkpoint:
             self._commit(st.step)
         self._send(StepDone(self.name, self.plan.coordinator, st.step))
 

@@ -343,6 +343,8 @@ def message_from_proto(env: pb.Envelope, *, limits: Limits = Limits()) -> m.Mess
                 t = _any_tensor_from_proto(e.tensor, at, limits, finite=finite, compressible=False)
                 pairs.append((e.key, _sample_ids(t, at) if name == "sample_ids" else t))
             values[name] = _unique(pairs, where)
+        elif isinstance(value, bool):
+            values[name] = value
         elif isinstance(value, int):
             if not 0 <= value < header.step:
                 raise WireError(f"{where}: {value} is not a step before this one ({header.step})")

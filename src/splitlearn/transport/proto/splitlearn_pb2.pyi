@@ -127,16 +127,18 @@ class Binding(_message.Message):
     def __init__(self, role: _Optional[str] = ..., party: _Optional[str] = ...) -> None: ...
 
 class StartStep(_message.Message):
-    __slots__ = ("mode", "split", "sample_ids", "bindings")
+    __slots__ = ("mode", "split", "sample_ids", "bindings", "checkpoint")
     MODE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_IDS_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     split: str
     sample_ids: Tensor
     bindings: _containers.RepeatedCompositeFieldContainer[Binding]
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., split: _Optional[str] = ..., sample_ids: _Optional[_Union[Tensor, _Mapping]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ...) -> None: ...
+    checkpoint: bool
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., split: _Optional[str] = ..., sample_ids: _Optional[_Union[Tensor, _Mapping]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ..., checkpoint: _Optional[bool] = ...) -> None: ...
 
 class Activation(_message.Message):
     __slots__ = ("mode", "src", "dst", "tensor", "sample_ids")
