@@ -1,7 +1,9 @@
 """gRPC + TLS on loopback against in-process: time per training step and wire bytes per raw byte.
 
-One run trains the same config (Fashion-MNIST or digits, small CNN, vanilla, one client) twice: in-process, and as
-``splitlearn serve`` + ``splitlearn join`` on two threads talking mutual TLS over 127.0.0.1. The
+One run trains the same config (Fashion-MNIST or digits, small CNN, vanilla, one client) three times: in-process,
+and twice as ``splitlearn serve`` + ``splitlearn join`` on two threads talking mutual TLS over
+127.0.0.1: with a checkpoint only at the end of each epoch (the transport's own cost) and with every
+party checkpointing after every step (``--checkpoint-every 1``, the default of ``serve``). The
 time ratio compares the median epoch time (epochs after the first). The byte ratio is the size of
 the exact protobuf encoding of every message (what the gRPC transport sends) over the raw tensor
 bytes those messages carry; the two runs exchange the same messages, bit for bit.
@@ -56,29 +58,41 @@ def main() -> None:
         steps = len(sim.coordinator.schedule(1))
 
         deploy.make_certs(tmp / "certs", server_name="localhost", clients=["client"])
-        target, remote, errors = f"localhost:{_free_port()}", [], []
-
-        def run(fn, **kw) -> None:
-            try:
-                fn(config, certs=tmp / "certs", **kw)
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [
-            threading.Thread(target=run, args=(deploy.serve,), kwargs=dict(listen=target, on_epoch=lambda r: remote.append(r["seconds"]))),
-            threading.Thread(target=run, args=(deploy.join,), kwargs=dict(server=target, party="client", out=tmp / "client")),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise SystemExit(f"the gRPC run failed: {errors[0]}")
-    in_process, grpc_tls = statistics.median(local[1:]), statistics.median(remote[1:])
+        remote = {every: _over_grpc(config, tmp / f"every-{every}", every) for every in (steps, 1)}
+    in_process = statistics.median(local[1:])
     print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs")
-    print(f"{'':<26} {'in-process':>11} {'gRPC + TLS':>11} {'ratio':>7}")
-    print(f"{'ms per training step':<26} {1e3 * in_process / steps:>11.2f} {1e3 * grpc_tls / steps:>11.2f} {grpc_tls / in_process:>7.3f}")
-    print(f"{'bytes (raw tensors, wire)':<26} {raw:>11,} {wire:>11,} {wire / raw:>7.4f}")
+    print(f"{'':<38} {'in-process':>11} {'gRPC + TLS':>11} {'ratio':>7}")
+    for every, label in ((steps, "checkpoints at epoch ends"), (1, "checkpoints every step")):
+        grpc_tls = statistics.median(remote[every][1:])
+        print(f"{'ms per step, ' + label:<38} {1e3 * in_process / steps:>11.2f} {1e3 * grpc_tls / steps:>11.2f} "
+              f"{grpc_tls / in_process:>7.3f}")
+    print(f"{'bytes (raw tensors, wire)':<38} {raw:>11,} {wire:>11,} {wire / raw:>7.4f}")
+
+
+def _over_grpc(config: RunConfig, tmp: Path, every: int) -> list[float]:
+    """Seconds per epoch of ``config`` as serve + join on two threads, checkpointing every ``every`` steps."""
+    target, seconds, errors = f"localhost:{_free_port()}", [], []
+    config = config.override({"out": str(tmp / "runs")})
+    certs = Path(config.out).parent.parent / "certs"
+
+    def run(fn, **kw) -> None:
+        try:
+            fn(config, certs=certs, **kw)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=run, args=(deploy.serve,), kwargs=dict(listen=target, checkpoint_every=every,
+                                                                       on_epoch=lambda r: seconds.append(r["seconds"]))),
+        threading.Thread(target=run, args=(deploy.join,), kwargs=dict(server=target, party="client", out=tmp / "client")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"the gRPC run failed: {errors[0]}")
+    return seconds
 
 
 if __name__ == "__main__":
