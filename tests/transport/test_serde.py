@@ -250,3 +250,9 @@ def test_encoding_is_deterministic():
 def test_encode_rejects_what_the_wire_cannot_carry(message, problem):
     with pytest.raises(WireError, match=problem):
         encode(message)
+
+
+def test_large_finite_values_whose_sum_overflows_pass():
+    """The NaN/Inf check sums first; a sum that overflows must not refuse finite values."""
+    big = torch.full((4, 8), torch.finfo(torch.float32).max)
+    assert torch.equal(decode(encode(activation(big))).tensor, big)

@@ -257,7 +257,11 @@ def _from_bytes(data: bytes, dtype: torch.dtype, shape: list[int]) -> torch.Tens
 
 def _check_finite(tensor: torch.Tensor, where: str) -> None:
     """Refuse a floating tensor holding NaN or Inf, saying how many of each (``where`` is kind.field)."""
-    if not tensor.dtype.is_floating_point or bool(torch.isfinite(tensor).all()):
+    if not tensor.dtype.is_floating_point or tensor.numel() == 0:
+        return
+    if bool(torch.isfinite(tensor.sum())):  # any NaN or Inf makes the sum NaN or Inf: one cheap pass
+        return
+    if bool(torch.isfinite(tensor).all()):  # the sum overflowed, the values are fine
         return
     nan = int(torch.isnan(tensor).sum())
     inf = int(torch.isinf(tensor).sum())
