@@ -65,6 +65,14 @@ def _small_cnn(*, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.S
     return small_cnn(in_channels=c, image_size=(h, w), num_classes=num_classes, **kwargs)
 
 
+@register_model("bottleneck_cnn")
+def _bottleneck_cnn(*, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Sequential:
+    """small_cnn with a second conv block and a 1x1 bottleneck to 8 channels ending ``features``:
+    the client of the NoPeek study (cut after ``features``) sends 8 x H/4 x W/4 values."""
+    c, h, w = _image("bottleneck_cnn", in_shape)
+    return small_cnn(in_channels=c, image_size=(h, w), num_classes=num_classes, **{"blocks": 2, "bottleneck": 8, **kwargs})
+
+
 def _vgg(*, depth: int, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Sequential:
     c, h, w = _image(f"vgg{depth}", in_shape)
     return vgg(depth=depth, in_channels=c, image_size=(h, w), num_classes=num_classes, **kwargs)
