@@ -33,6 +33,7 @@ def test_second_block_and_bottleneck():
     assert small_cnn(image_size=(8, 4), blocks=2).features(torch.zeros(1, 1, 8, 4)).shape == (1, 32, 2, 1)
     conv_params = 160 + 4640 + (9216 + 32) + (256 + 8)
     assert sum(p.numel() for p in model.features.parameters()) == conv_params
+    assert small_cnn(hidden=100).classifier[2].in_features == 100
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_second_block_and_bottleneck():
         ({"blocks": 2, "image_size": 3}, "image_size"),
         ({"bottleneck": -1}, "bottleneck"),
         ({"bottleneck": True}, "bottleneck"),
+        ({"hidden": 0}, "hidden"),
     ],
 )
 def test_small_cnn_rejects_bad_arguments(kwargs, bad):

@@ -16,11 +16,13 @@ def small_cnn(
     width: int = 16,
     blocks: int = 1,
     bottleneck: int = 0,
+    hidden: int | None = None,
 ) -> nn.Sequential:
     """Two 3x3 convs (``width``, ``2 * width`` channels) and a 2x2 max-pool, then a two-layer head.
 
     ``features``: conv-ReLU-conv-ReLU-maxpool; ``flatten``; ``classifier``:
-    Linear(2*width*(H//2)*(W//2), 4*width)-ReLU-Linear(4*width, num_classes).
+    Linear(2*width*(H//2)*(W//2), hidden)-ReLU-Linear(hidden, num_classes), ``hidden = 4 * width``
+    unless given.
     ``image_size`` (int or ``(H, W)``, each >= 2) fixes the flatten size, so half images such
     as 8x4 or 28x14 work.
 
@@ -35,6 +37,7 @@ def small_cnn(
     h, w = _image_size(image_size, minimum=2**blocks)
     num_classes = positive_int("num_classes", num_classes)
     width = positive_int("width", width)
+    hidden = 4 * width if hidden is None else positive_int("hidden", hidden)
     if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 0:
         raise ValueError(f"bottleneck must be an int >= 0 (0: no bottleneck), got {bottleneck!r}")
     features: list[nn.Module] = [
@@ -54,9 +57,9 @@ def small_cnn(
             features=nn.Sequential(*features),
             flatten=nn.Flatten(),
             classifier=nn.Sequential(
-                nn.Linear(channels * (h // 2**blocks) * (w // 2**blocks), 4 * width),
+                nn.Linear(channels * (h // 2**blocks) * (w // 2**blocks), hidden),
                 nn.ReLU(),
-                nn.Linear(4 * width, num_classes),
+                nn.Linear(hidden, num_classes),
             ),
         )
     )
