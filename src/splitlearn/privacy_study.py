@@ -35,8 +35,8 @@ __all__ = ["default_dataset", "run_nopeek_study"]
 PRESETS = {
     # The client keeps two conv blocks and a 1x1 bottleneck to 8 channels (Z: 8 x 7 x 7) and the
     # last layer; the server has 256 hidden units to read NoPeek's code. The held-out DCOR is read
-    # on the test subset in batches of 1000: at n = 64 the statistic of a Z independent of X is
-    # already ~0.35-0.65 (the "floor" in the summary), as much as what NoPeek leaves.
+    # on the test subset in batches of 1000: at n = 64 even a Z independent of X scores ~0.35-0.65
+    # (the "floor" in the summary), about what NoPeek's Z scores there.
     "fashion_mnist": dict(limit_train=30000, limit_test=10000, model="bottleneck_cnn", cut=("features", "classifier.1"),
                           epochs=10, a1=2.0, ramp=3, leakage_batch=1000,
                           client="two conv blocks and a 1x1 bottleneck to 8 channels"),
@@ -188,7 +188,8 @@ def run_nopeek_study(
     sizes = list(v_point["dcor_by_batch"])
     estimates_table = ("dcor_estimates",
                        "Held-out DCOR(X, Z) at each batch size n, and its floor: the same statistic with Z shuffled, "
-                       "i.e. what a Z independent of X would score at this n. Only the part above the floor is dependence.",
+                       "i.e. what a Z independent of X would score at this n. A reading near its floor shows no dependence that "
+                       "this n can detect.",
                        ["run", *(f"{h} (n={k})" for k in sizes for h in ("DCOR", "floor"))],
                        [[name, *(p["dcor_by_batch"][k][h] for k in sizes for h in ("dcor", "floor"))]
                         for name, p in (("vanilla", v_point), ("NoPeek", n_point))])
