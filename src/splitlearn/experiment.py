@@ -218,11 +218,13 @@ def train(
     return TrainedRun(run_dir, metrics, sim)
 
 
-def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64) -> dict[str, Any]:
+def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64, shuffled: bool = False) -> dict[str, Any]:
     """Held-out DCOR(X, Z) between each data party's raw features and the smashed data its
     segment sends, computed by that party on its own data; and whether Z has collapsed.
 
-    Returns ``dcor`` (the mean over data parties), ``dcor_by_party`` and ``collapsed``.
+    Returns ``dcor`` (the mean over data parties), ``dcor_by_party`` and ``collapsed``. With
+    ``shuffled=True``, ``dcor`` is the statistic's floor at this batch size instead: X against
+    its Z in shuffled order (see :func:`~splitlearn.privacy.leakage`).
     """
     by_party, collapsed = {}, False
     for name, party in sim.parties.items():
@@ -237,7 +239,7 @@ def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64
             was_training = module.training
             module.eval()
             encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
-            by_party[f"{name}/{node.name}" if len(party.nodes) > 1 else name] = leakage(encode, features, batch_size=batch_size)
+            by_party[f"{name}/{node.name}" if len(party.nodes) > 1 else name] = leakage(encode, features, batch_size=batch_size, shuffled=shuffled)
             with torch.no_grad():
                 collapsed |= detect_collapse(encode(features[: 4 * batch_size]))
             module.train(was_training)

@@ -24,10 +24,14 @@ def test_nopeek_experiment_writes_report_and_readme(tmp_path, capsys):
     page = _Page()
     page.feed((out / "report.html").read_text())
     assert set(page.figures) == {"accuracy", "dcor", "reconstructions", "tradeoff"}
-    assert set(page.tables) == {"sweep", "attacks", "label_leakage", "config"}
+    assert set(page.tables) == {"sweep", "attacks", "dcor_estimates", "label_leakage", "config"}
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("tail\n") and "old" not in text
-    assert f"| held-out DCOR(X, Z) | {summary['vanilla']['dcor']:.3f} | {summary['nopeek']['dcor']:.3f} |" in text
+    v, n = summary["vanilla"], summary["nopeek"]
+    assert v["dcor_batch"] == n["dcor_batch"] == 64  # the digits preset reads DCOR in batches of 64
+    assert v["dcor_by_batch"]["64"]["dcor"] == v["dcor"] and v["dcor_floor"] < v["dcor"]
+    assert f"| held-out DCOR(X, Z), batches of 64 | {v['dcor']:.3f} | {n['dcor']:.3f} |" in text
+    assert f"| floor at batches of 64 (Z shuffled) | {v['dcor_floor']:.3f} | {n['dcor_floor']:.3f} |" in text
 
 
 def test_bad_a1_is_refused(tmp_path, capsys):

@@ -24,6 +24,18 @@ def test_small_cnn_parameter_count():
     assert model.classifier[0].in_features == 32 * 4 * 4
 
 
+def test_second_block_and_bottleneck():
+    model = small_cnn(image_size=28, blocks=2, bottleneck=8)
+    # features: conv 1->16, conv 16->32, pool, conv 32->32, pool, 1x1 conv 32->8
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 8, 7, 7)
+    assert model.classifier[0].in_features == 8 * 7 * 7
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert small_cnn(image_size=(8, 4), blocks=2).features(torch.zeros(1, 1, 8, 4)).shape == (1, 32, 2, 1)
+    conv_params = 160 + 4640 + (9216 + 32) + (256 + 8)
+    assert sum(p.numel() for p in model.features.parameters()) == conv_params
+    assert small_cnn(hidden=100).classifier[2].in_features == 100
+
+
 @pytest.mark.parametrize(
     ("kwargs", "bad"),
     [
@@ -33,6 +45,11 @@ def test_small_cnn_parameter_count():
         ({"image_size": (8, 8, 8)}, "image_size"),
         ({"num_classes": 0}, "num_classes"),
         ({"width": -2}, "width"),
+        ({"blocks": 3}, "blocks"),
+        ({"blocks": 2, "image_size": 3}, "image_size"),
+        ({"bottleneck": -1}, "bottleneck"),
+        ({"bottleneck": True}, "bottleneck"),
+        ({"hidden": 0}, "hidden"),
     ],
 )
 def test_small_cnn_rejects_bad_arguments(kwargs, bad):

@@ -6,7 +6,7 @@ from splitlearn.models import MODELS, build_model, register_model, registry
 
 
 def test_builtin_names():
-    assert set(MODELS) == {"mlp", "small_cnn", "vgg11", "vgg16", "resnet18", "resnet50", "alexnet"}
+    assert set(MODELS) == {"mlp", "small_cnn", "bottleneck_cnn", "vgg11", "vgg16", "resnet18", "resnet50", "alexnet"}
 
 
 @pytest.mark.parametrize(
@@ -15,6 +15,7 @@ def test_builtin_names():
         ("mlp", (30,)),
         ("mlp", (1, 8, 4)),
         ("small_cnn", (1, 28, 14)),
+        ("bottleneck_cnn", (1, 28, 28)),
         ("vgg11", (3, 32, 32)),
         ("vgg16", (1, 32, 32)),
         ("resnet18", (3, 16, 16)),
@@ -37,7 +38,7 @@ def test_build_model_passes_kwargs():
 
 
 def test_unknown_name_lists_known_models():
-    with pytest.raises(ValueError, match="unknown model 'lenet'.*alexnet, mlp, resnet18"):
+    with pytest.raises(ValueError, match="unknown model 'lenet'.*alexnet, bottleneck_cnn, mlp, resnet18"):
         build_model("lenet", in_shape=(1, 8, 8), num_classes=10)
 
 

@@ -189,6 +189,20 @@ def test_leakage_is_the_mean_over_fixed_size_batches():
     assert leakage(lambda b: torch.zeros(len(b), 4), x, batch_size=20) == 0.0
 
 
+def test_shuffled_leakage_is_the_floor_of_independent_pairs():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(200, 4, generator=g)
+    encoder = lambda b: b[:, :3].tanh()  # noqa: E731
+    # The same batches, each Z in the order of a seeded permutation.
+    perms = torch.Generator().manual_seed(3)
+    expected = sum(float(distance_correlation(x[i : i + 50], encoder(x[i : i + 50])[torch.randperm(50, generator=perms)]))
+                   for i in range(0, 200, 50)) / 4
+    floor = leakage(encoder, x, batch_size=50, shuffled=True, seed=3)
+    assert floor == pytest.approx(expected, abs=1e-6)
+    assert floor < leakage(encoder, x, batch_size=50) - 0.2  # the pairing carried the dependence
+    assert leakage(encoder, x, batch_size=100, shuffled=True, seed=3) < floor  # the floor falls as n grows
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(5)

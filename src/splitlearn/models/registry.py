@@ -65,6 +65,16 @@ def _small_cnn(*, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.S
     return small_cnn(in_channels=c, image_size=(h, w), num_classes=num_classes, **kwargs)
 
 
+@register_model("bottleneck_cnn")
+def _bottleneck_cnn(*, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Sequential:
+    """small_cnn with a second conv block, a 1x1 bottleneck to 8 channels ending ``features`` and
+    256 hidden units: the model of the NoPeek study, cut after ``features`` (the client sends
+    8 x H/4 x W/4 values) and before the last layer."""
+    c, h, w = _image("bottleneck_cnn", in_shape)
+    options = {"blocks": 2, "bottleneck": 8, "hidden": 256, **kwargs}
+    return small_cnn(in_channels=c, image_size=(h, w), num_classes=num_classes, **options)
+
+
 def _vgg(*, depth: int, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Sequential:
     c, h, w = _image(f"vgg{depth}", in_shape)
     return vgg(depth=depth, in_channels=c, image_size=(h, w), num_classes=num_classes, **kwargs)

@@ -107,6 +107,8 @@ def leakage(
     *,
     batch_size: int = 64,
     squared: bool = False,
+    shuffled: bool = False,
+    seed: int = 0,
 ) -> float:
     """Mean ``dCor(X, encoder_fn(X))`` over consecutive batches of ``batch_size`` held-out rows.
 
@@ -115,8 +117,15 @@ def leakage(
     class-sorted data beforehand). ``encoder_fn`` (e.g. a client segment in eval mode) runs
     without gradients; ``X`` is moved to the device of its output.
 
+    ``shuffled=True`` pairs each batch's ``X`` with its ``Z`` rows in a random order (seeded by
+    ``seed``): the value for a ``Z`` with the same distribution but independent of ``X``. That is
+    the floor of the statistic at this batch size (it is 0 only as ``n`` grows), so a reading
+    near it says no dependence is detectable at this ``n``.
+
     >>> x = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
     >>> leakage(lambda b: b[:, :2], x, batch_size=50) > 0.5
+    True
+    >>> leakage(lambda b: b[:, :2], x, batch_size=50, shuffled=True) < 0.5
     True
     """
     if batch_size < 2:
@@ -127,4 +136,7 @@ def leakage(
     xs = features[: batches * batch_size].reshape(batches, batch_size, *features.shape[1:])
     with torch.no_grad():
         zs = torch.stack([encoder_fn(xb) for xb in xs])
+        if shuffled:
+            g = torch.Generator().manual_seed(seed)
+            zs = torch.stack([z[torch.randperm(batch_size, generator=g).to(z.device)] for z in zs])
         return float(distance_correlation(xs.to(zs.device), zs, squared=squared, batched=True).mean())
