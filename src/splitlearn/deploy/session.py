@@ -148,9 +148,9 @@ def serve(
         state = read_json(position_file) if position_file.exists() else None
     except CheckpointError as e:
         raise DeployError(str(e)) from None
-    if state is not None and (state.get("tag") != tag or state.get("finished")):
-        if state.get("tag") != tag:
-            raise DeployError(f"{folder} holds checkpoints of another run configuration; remove it or pass --checkpoints")
+    if state is not None and state.get("tag") != tag:
+        raise DeployError(f"{folder} holds checkpoints of another run configuration; remove it or pass --checkpoints")
+    if state is not None and state.get("finished"):
         state = None  # that session finished: start a new one
     for name, party in sim.parties.items():
         party.checkpoints = stores[name]
@@ -161,18 +161,22 @@ def serve(
         sim.coordinator.load_state_dict(state["coordinator"])
         sim.history = state["history"]
         run_dir = Path(state["run_dir"])
-        c = sim.coordinator
-        _event("resume", f"resuming {run_dir.name} at epoch {c.epoch}, batch {c.next_batch} (step {c.committed})",
-               run=str(run_dir), epoch=c.epoch, batch=c.next_batch, step=c.committed)
+        co = sim.coordinator
+        _event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
+               run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
     else:
         run_dir = experiment.new_run_dir(config)
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
     last_status = [0.0]
 
-    def commit() -> None:
+    def save_position(*, finished: bool) -> float:
         seconds = time.perf_counter() - start
-        write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": False, "seconds": seconds,
+        write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
                                           "coordinator": sim.coordinator.state_dict(), "history": sim.history})
+        return seconds
+
+    def commit() -> None:
+        seconds = save_position(finished=False)
         if time.monotonic() - last_status[0] > 0.5:
             last_status[0] = time.monotonic()
             _write_status(run_dir, sim, hub, remote, seconds, "training")
@@ -213,15 +217,15 @@ def serve(
         if remaining > 0:
             sim.fit(remaining, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
-        metrics = _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=True)
-        write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": True,
-                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history})
-        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "finished")
+        seconds = save_position(finished=True)
+        metrics = _write_metrics(run_dir, sim, remote, seconds, finished=True)
+        _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:
-        _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
-        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "stopped")
+        seconds = time.perf_counter() - start
+        metrics = _write_metrics(run_dir, sim, remote, seconds, finished=False)
+        _write_status(run_dir, sim, hub, remote, seconds, "stopped")
         hub.stop(resume=True)
-        return ServeResult(run_dir, read_json(run_dir / "metrics.json"), {}, finished=False)
+        return ServeResult(run_dir, metrics, {}, finished=False)
     except (TimeoutError, ConnectionError, ProtocolError, CheckpointError) as e:
         raise DeployError(str(e)) from None
     finally:
@@ -325,8 +329,7 @@ def join(
     me = cast.parties[party]
     try:
         me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
-        if me.resume():
-            step = me.checkpoints.steps()[-1]
+        if step := me.resume():
             _event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
     except CheckpointError as e:
         raise DeployError(str(e)) from None

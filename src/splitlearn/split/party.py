@@ -503,10 +503,11 @@ class Party:
         (a fresh start); return the step it stands for. Needs ``checkpoints``."""
         if self.checkpoints is None:
             raise RuntimeError(f"party {self.name!r} has no checkpoint store")
-        if self.checkpoints.load() is None:
+        found = self.checkpoints.load()
+        if found is None:
             self._commit(0)
             return 0
-        return self._restore(None)
+        return self._load(found, None)
 
     def _restore(self, at_most: int | None) -> int:
         self._st = None
@@ -516,6 +517,10 @@ class Party:
         found = None if self.checkpoints is None else self.checkpoints.load(at_most)
         if found is None:
             raise ProtocolError(f"{self.name} holds no checkpoint at or before step {at_most} to roll back to")
+        return self._load(found, at_most)
+
+    def _load(self, found: tuple[int, dict[str, torch.Tensor], dict], at_most: int | None) -> int:
+        """Install checkpoint ``found``; forget later checkpoints, losses and penalties."""
         step, tensors, meta = found
         if meta["holds"]:
             if self.modules is None and self.make_modules is None:

