@@ -22,7 +22,6 @@ from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc._inbox import END, InboxTransport, channel_options
 from splitlearn.transport.grpc._ratelimit import RateLimit, RateLimiter
 from splitlearn.transport.proto import splitlearn_pb2 as pb
-from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import Limits, WireError, message_from_proto, message_to_proto
 
 __all__ = ["HubTransport"]
@@ -34,12 +33,20 @@ class _Abort:
     details: str
 
 
-class _Servicer(pb_grpc.SplitLearningServicer):
-    def __init__(self, hub: HubTransport) -> None:
-        self.hub = hub
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """An Envelope as parsed, and the number of bytes it arrived in (for the rate limit: upb's
+    ``ByteSize`` would serialise the message again to count them)."""
 
-    def Session(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        return self.hub._session(request_iterator, context)
+    env: pb.Envelope
+    nbytes: int
+
+
+def _parse(data: bytes) -> _Received:
+    return _Received(pb.Envelope.FromString(data), len(data))
+
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["SplitLearning"].full_name
 
 
 class HubTransport(InboxTransport):
@@ -78,7 +85,11 @@ class HubTransport(InboxTransport):
         """Serve on ``address`` (TLS with ``credentials``, else insecure); return the bound port."""
         server = grpc.server(ThreadPoolExecutor(self._max_parties, thread_name_prefix="hub"),
                              options=channel_options(self.limits), maximum_concurrent_rpcs=self._max_parties)
-        pb_grpc.add_SplitLearningServicer_to_server(_Servicer(self), server)
+        # The generated add_SplitLearningServicer_to_server, with a request deserialiser that keeps the size.
+        handlers = {"Session": grpc.stream_stream_rpc_method_handler(
+            self._session, request_deserializer=_parse, response_serializer=pb.Envelope.SerializeToString)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+        server.add_registered_method_handlers(_SERVICE, handlers)
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         server.start()
         self._server = server
@@ -127,7 +138,7 @@ class HubTransport(InboxTransport):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _session(self, requests: Iterator[pb.Envelope], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+    def _session(self, requests: Iterator[_Received], context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
         name = self._authenticate(context)
         out: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:
@@ -180,22 +191,22 @@ class HubTransport(InboxTransport):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
         return name
 
-    def _pump(self, name: str, requests: Iterator[pb.Envelope], out: queue.SimpleQueue) -> None:
+    def _pump(self, name: str, requests: Iterator[_Received], out: queue.SimpleQueue) -> None:
         """Route what ``name`` sends until its stream ends or breaks a rule."""
         try:
-            for env in requests:
-                if (abort := self._route(name, env)) is not None:
+            for received in requests:
+                if (abort := self._route(name, received.env, received.nbytes)) is not None:
                     out.put(abort)
                     return
         except grpc.RpcError:  # the client cancelled
             pass
         out.put(END)
 
-    def _route(self, name: str, env: pb.Envelope) -> _Abort | None:
+    def _route(self, name: str, env: pb.Envelope, nbytes: int) -> _Abort | None:
         if self._rate is not None:
             if (limiter := self._limiters.get(name)) is None:
                 limiter = self._limiters.setdefault(name, RateLimiter(self._rate))
-            if (why := limiter.admit(env.ByteSize())) is not None:
+            if (why := limiter.admit(nbytes)) is not None:
                 return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{name} exceeded its rate limit: {why}")
         try:
             message = message_from_proto(env, limits=self.limits)
