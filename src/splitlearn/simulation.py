@@ -233,11 +233,13 @@ class Simulation:
             first_step = self.coordinator.step
             c = self.coordinator  # after a restart from a checkpoint, go on where it stood
             self.coordinator.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
+            train_seconds = time.perf_counter() - start
             losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]
             record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
             if "test" in self.coordinator.manifests[self.coordinator.data_parties[0]]:
                 record |= {f"test_{k}": v for k, v in self.evaluate().items()}
             record["seconds"] = time.perf_counter() - start
+            record["train_seconds"] = train_seconds  # without the evaluation
             record["bytes_by_sender"] = self.log.bytes_by("sender")
             self.history.append(record)
             if on_epoch is not None:

@@ -173,9 +173,11 @@ class Party:
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._st: _Step | None = None
+        self._next: StartStep | None = None  # the coordinator's next step, begun once this one is finished
         self._edges: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}  # per-sample shape, dtype
         self.checkpoints = checkpoints
         self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
+        self.fenced = False  # restarted from a checkpoint: no part in any step until the coordinator's Abort
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -208,6 +210,8 @@ class Party:
             return  # sent before the step it belongs to was aborted
         if isinstance(msg, Abort):
             return self._abort(msg)
+        if self.fenced:
+            return  # sent before this restarted party was rolled back
         msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
@@ -216,6 +220,12 @@ class Party:
         if isinstance(msg, StartStep):
             if msg.sender != self.plan.coordinator:
                 raise ProtocolError(f"{self.name}: StartStep from {msg.sender}, not the coordinator")
+            if self._st is not None and msg.step > self._st.step:  # pipelined: begin it when this one is done
+                if self._next is not None:
+                    raise ProtocolError(f"{self.name}: StartStep {msg.step} while steps {self._st.step} and "
+                                        f"{self._next.step} are already started")
+                self._next = msg
+                return None
             st = self._state(msg.step, msg.mode, msg.split)
             st.checkpoint = msg.checkpoint
             return self._start(st, msg)
@@ -460,6 +470,9 @@ class Party:
         if st.mode == "train" and st.checkpoint:
             self._commit(st.step)
         self._send(StepDone(self.name, self.plan.coordinator, st.step))
+        if (following := self._next) is not None:
+            self._next = None
+            self.handle(following)
 
     # -- round-robin relay ---------------------------------------------------------------------
 
@@ -500,17 +513,22 @@ class Party:
 
     def resume(self) -> int:
         """Load the newest checkpoint, or save the present state as step 0 when there is none
-        (a fresh start); return the step it stands for. Needs ``checkpoints``."""
+        (a fresh start); return the step it stands for. Needs ``checkpoints``.
+
+        A party resumed from a checkpoint is :attr:`fenced`: it drops every message until the
+        coordinator rolls it back (``Abort``), since the others may have gone on without it, or
+        have been rolled back behind it, meanwhile."""
         if self.checkpoints is None:
             raise RuntimeError(f"party {self.name!r} has no checkpoint store")
         found = self.checkpoints.load()
         if found is None:
             self._commit(0)
             return 0
+        self.fenced = True
         return self._load(found, None)
 
     def _restore(self, at_most: int | None) -> int:
-        self._st = None
+        self._st = self._next = None
         self.eval_totals.clear()
         if not self.nodes:
             return 0
@@ -539,7 +557,7 @@ class Party:
         if msg.sender != self.plan.coordinator:
             raise ProtocolError(f"{self.name}: abort from {msg.sender}, not the coordinator")
         self._restore(msg.restore_to)
-        self.floor = msg.step
+        self.floor, self.fenced = msg.step, False
         self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="abort"))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
