@@ -1,14 +1,20 @@
 """gRPC + TLS on loopback against in-process: time per training step and wire bytes per raw byte.
 
-One run trains the same config (Fashion-MNIST or digits, small CNN, vanilla, one client) three times: in-process,
-and twice as ``splitlearn serve`` + ``splitlearn join`` on two threads talking mutual TLS over
-127.0.0.1: with a checkpoint only at the end of each epoch (the transport's own cost) and with every
-party checkpointing after every step (``--checkpoint-every 1``, the default of ``serve``). The
-time ratio compares the median training time of an epoch (without its evaluation; epochs after
-the first; the in-process run goes once before and once after the gRPC runs, so that a load that
-comes and goes hits both arms alike). The byte ratio is the size of the exact protobuf encoding of
-every message (what the gRPC transport sends) over the raw tensor bytes those messages carry,
-counted in one more in-process epoch, untimed; all runs exchange the same messages, bit for bit.
+One run trains the same config (Fashion-MNIST or digits, small CNN, vanilla, one client) in
+process, and as ``splitlearn serve`` + ``splitlearn join`` on two threads talking mutual TLS over
+127.0.0.1: with a checkpoint only at the end of each epoch (the transport's own cost), every 20
+steps (the default of ``serve``) and after every step (``--checkpoint-every 1``).
+
+To show where the extra time goes, it also runs the two sides on two threads without gRPC,
+passing the messages by reference (what splitting one process's work over two threads costs on
+this machine) and through the wire encoding and its checks (``serde``, no network), and over gRPC
+without TLS.
+
+Times are the median training time of an epoch (without its evaluation, epochs after the first);
+the in-process run goes once before and once after the others, so that a load that comes and goes
+hits every arm alike. The byte ratio is the size of the exact protobuf encoding of every message
+(what the gRPC transport sends) over the raw tensor bytes those messages carry, counted in one
+more in-process epoch, untimed; all runs exchange the same messages, bit for bit.
 Targets: <= 1.5x time, <= 1.02x bytes.
 
     python benchmarks/grpc_overhead.py [--dataset fashion_mnist|digits] [--epochs 4] [--batch-size 64]
@@ -25,7 +31,9 @@ from pathlib import Path
 
 from splitlearn import deploy, experiment
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
-from splitlearn.transport.serde import wire_size
+from splitlearn.simulation import Simulation, build_parties
+from splitlearn.transport.grpc._inbox import END, InboxTransport
+from splitlearn.transport.serde import message_from_proto, message_to_proto, wire_size
 
 
 def _free_port() -> int:
@@ -52,7 +60,14 @@ def main() -> None:
         steps = len(sim.coordinator.schedule(1))
 
         deploy.make_certs(tmp / "certs", server_name="localhost", clients=["client"])
-        remote = {every: _over_grpc(config, tmp / f"every-{every}", every) for every in (steps, 1)}
+        arms = {
+            "two threads, messages by reference": _on_threads(config, encode=False),
+            "two threads, wire encoding, no network": _on_threads(config, encode=True),
+            "gRPC without TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "insecure", steps, insecure=True),
+            "gRPC + TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "every-epoch", steps),
+            "gRPC + TLS, checkpoints every 20 steps": _over_grpc(config, tmp / "every-20", 20),
+            "gRPC + TLS, checkpoints every step": _over_grpc(config, tmp / "every-1", 1),
+        }
         again = experiment.simulation(experiment.build(config))  # in-process once more, after: a fairer median on a busy machine
         local += [r["train_seconds"] for r in again.fit(args.epochs)][1:]
 
@@ -68,23 +83,65 @@ def main() -> None:
         counted.fit(1)
     in_process = statistics.median(local)
     print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs")
-    print(f"{'':<38} {'in-process':>11} {'gRPC + TLS':>11} {'ratio':>7}")
-    for every, label in ((steps, "checkpoints at epoch ends"), (1, "checkpoints every step")):
-        grpc_tls = statistics.median(remote[every][1:])
-        print(f"{'ms per step, ' + label:<38} {1e3 * in_process / steps:>11.2f} {1e3 * grpc_tls / steps:>11.2f} "
-              f"{grpc_tls / in_process:>7.3f}")
-    print(f"{'bytes (raw tensors, wire)':<38} {raw:>11,} {wire:>11,} {wire / raw:>7.4f}")
+    print(f"{'ms per training step':<46} {'ms':>8} {'ratio':>7}")
+    print(f"{'in-process':<46} {1e3 * in_process / steps:>8.2f} {1.0:>7.3f}")
+    for label, seconds in arms.items():
+        median = statistics.median(seconds)
+        print(f"{label:<46} {1e3 * median / steps:>8.2f} {median / in_process:>7.3f}")
+    print(f"{'bytes':<46} {'raw':>14} {'wire':>14} {'ratio':>7}")
+    print(f"{'tensors vs their protobuf encoding':<46} {raw:>14,} {wire:>14,} {wire / raw:>7.4f}")
 
 
-def _over_grpc(config: RunConfig, tmp: Path, every: int) -> list[float]:
-    """Seconds per epoch of ``config`` as serve + join on two threads, checkpointing every ``every`` steps."""
+class _Side(InboxTransport):
+    """One side of two threads handing each other messages through their inboxes, with no network:
+    by reference, or (``encode``) through the wire encoding and its checks, as a transport would."""
+
+    def __init__(self, encode: bool) -> None:
+        super().__init__(timeout=300.0)
+        self.encode, self.peer = encode, None
+
+    def send(self, message) -> None:
+        self._observe(message)
+        if message.receiver in self._handlers:
+            self._inbox.put(message)
+        else:
+            self.peer._inbox.put(message_from_proto(message_to_proto(message)) if self.encode else message)
+
+    def serve(self) -> None:
+        while (item := self._inbox.get()) is not END:
+            self._dispatch(item)
+
+
+def _on_threads(config: RunConfig, *, encode: bool) -> list[float]:
+    """Training seconds per epoch (after the first) with the client on a thread of its own."""
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built))
+    hub, side = _Side(encode), _Side(encode)
+    hub.peer, side.peer = side, hub
+    cast.parties["client"].connect(side)
+    sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - {"client"},
+                             batch_size=config.train.batch_size, seed=config.train.seed)
+    thread = threading.Thread(target=side.serve, daemon=True)
+    thread.start()
+    cast.parties["client"].announce()
+    sim.coordinator.collect_manifests()
+    try:
+        return [r["train_seconds"] for r in sim.fit(config.train.epochs)][1:]
+    finally:
+        side._inbox.put(END)
+        thread.join()
+
+
+def _over_grpc(config: RunConfig, tmp: Path, every: int, *, insecure: bool = False) -> list[float]:
+    """Training seconds per epoch (after the first) of ``config`` as serve + join on two threads,
+    checkpointing every ``every`` steps."""
     target, seconds, errors = f"localhost:{_free_port()}", [], []
     config = config.override({"out": str(tmp / "runs")})
     certs = Path(config.out).parent.parent / "certs"
 
     def run(fn, **kw) -> None:
         try:
-            fn(config, certs=certs, **kw)
+            fn(config, certs=certs, insecure=insecure, **kw)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -99,7 +156,7 @@ def _over_grpc(config: RunConfig, tmp: Path, every: int) -> list[float]:
         t.join()
     if errors:
         raise SystemExit(f"the gRPC run failed: {errors[0]}")
-    return seconds
+    return seconds[1:]
 
 
 if __name__ == "__main__":

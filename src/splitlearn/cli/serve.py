@@ -26,8 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
     p.add_argument("--checkpoints", help="folder for the server's checkpoints (default: checkpoints/serve beside the runs "
                                          "folder); starting again with the same config resumes from it")
-    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                   help="checkpoint every N training steps, and at each turn's and epoch's end (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
+                   help="checkpoint every N training steps, and at each turn's and epoch's end (default 20; "
+                        "after a crash up to N steps run again)")
     p.add_argument("--rejoin-timeout", type=float, default=600.0, help="seconds to wait for a lost client to rejoin")
     add_log_argument(p)
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def terminate(signum, frame) -> None:
-        _say("sigterm", "SIGTERM: stopping after the step in progress (checkpointed); start again to resume")
+        _say("sigterm", "SIGTERM: stopping at a checkpoint after the next step; start again to resume")
         stop.set()
 
     handler = configure(args.log_format)

@@ -106,7 +106,7 @@ def serve(
     join_timeout: float = 300.0,
     timeout: float = 300.0,
     checkpoints: str | Path | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int = 20,
     rejoin_timeout: float = 600.0,
     limits: Limits = Limits(),
     stop: threading.Event | None = None,
@@ -122,10 +122,12 @@ def serve(
     Every ``checkpoint_every`` training steps (and at the end of each client's turn and epoch)
     every party checkpoints, and the training position is saved in ``checkpoints`` (default
     ``checkpoints/serve`` beside ``<out>``): a server started again with the same config goes on
-    from there, running again the steps since the last checkpoint. A client lost mid-step is waited for up to ``rejoin_timeout`` s
+    from there, running again the steps since the last checkpoint (a checkpoint of every step
+    would cost a write and an fsync of each party's state per step). A client lost mid-step is waited for up to ``rejoin_timeout`` s
     when a step needs it; the step is rolled back everywhere and run again. ``limits`` bounds
     what clients may send (message size, tensor size). Setting ``stop``
-    ends the session after the step in progress; the clients wait to reconnect."""
+    ends the session at the next checkpoint, which it brings forward to the step after the one in
+    progress; the clients wait to reconnect."""
     if insecure and not is_loopback(listen):
         raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
     if checkpoint_every < 1:
@@ -213,9 +215,13 @@ def serve(
             if on_epoch is not None:
                 on_epoch(record)
 
+        def step_done(i: int, n: int) -> None:
+            if stop is not None and stop.is_set():
+                sim.coordinator.checkpoint_every = 1  # checkpoint (and so stop) at the next step issued
+
         remaining = config.train.epochs - len(sim.history)
         if remaining > 0:
-            sim.fit(remaining, on_epoch=epoch_done)
+            sim.fit(remaining, on_step=step_done, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         seconds = save_position(finished=True)
         metrics = _write_metrics(run_dir, sim, remote, seconds, finished=True)
@@ -316,7 +322,7 @@ def join(
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
     trusts ``<certs>/ca.pem`` and presents ``<certs>/<party>.pem``, unless ``insecure`` (loopback only).
 
-    The party checkpoints after every step in ``<out>/checkpoints/<party>`` and starts from its
+    The party checkpoints when the server says so in ``<out>/checkpoints/<party>`` and starts from its
     newest checkpoint; the server rolls it back as needed. If the connection breaks (the server
     restarts), it reconnects with exponential backoff for up to ``reconnect_timeout`` s."""
     if insecure and not is_loopback(server):
