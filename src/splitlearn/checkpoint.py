@@ -60,8 +60,9 @@ def read_json(path: str | Path) -> Any:
 
 
 class FolderCheckpoints:
-    """One party's checkpoints in ``folder``, the newest ``keep`` of them (at least 2: a step not
-    every party finished may have to be rolled back to the one before)."""
+    """One party's checkpoints in ``folder``: the newest ``keep`` of them (at least 2: a step not
+    every party finished may have to be rolled back to the one before), and step 0, the state
+    before any training, which a new session (after a finished one) rolls every party back to."""
 
     def __init__(self, folder: str | Path, *, keep: int = 2, tag: str | None = None) -> None:
         if keep < 2:
@@ -94,7 +95,7 @@ class FolderCheckpoints:
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "step": str(step)})
         _replace_durably(tmp, path)
-        for old in self.steps()[: -self.keep]:
+        for old in [s for s in self.steps() if s > 0][: -self.keep]:
             self._path(old).unlink(missing_ok=True)
 
     def load(self, at_most: int | None = None) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:

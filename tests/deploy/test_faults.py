@@ -4,6 +4,7 @@ never interrupted, bit for bit; hostile messages cost the sender its stream, not
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -119,3 +120,25 @@ def test_a_client_from_another_config_is_refused_its_checkpoints(tmp_path, certs
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "holds checkpoints of another run configuration" in err and os.path.isdir(out / "checkpoints" / "client0")
+
+
+def test_the_same_commands_after_a_finished_session_train_again_from_the_start(tmp_path, certs, spawn):
+    """The clients keep their checkpoints of the finished session (the newest two, at steps far past
+    0) and start from the newest; the new session rolls them back to step 0, their initial state."""
+    config = write_config(tmp_path / "config.json", train={"epochs": 3, "seed": 3})
+    for session in (1, 2):
+        target = f"localhost:{free_port()}"
+        server = _serve(spawn, config, target, certs, tmp_path)
+        joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]
+        for proc in [server, *joins]:
+            code, out = finish(proc)
+            assert code == 0, out
+        if session == 1:
+            steps = sorted(p.name for p in (tmp_path / "client" / "checkpoints" / "client1").glob("step-*"))
+            assert len(steps) == 3 and steps[0] == f"step-{0:012d}.safetensors"  # step 0 and the newest two
+            first = {p.name: p.read_bytes() for p in (tmp_path / "client").glob("*.safetensors")}
+            shutil.rmtree(tmp_path / "runs")
+        else:
+            assert "starting from its checkpoint of step" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "client").glob("*.safetensors")} == first
+    _check_matches_in_process(config, tmp_path)
