@@ -60,11 +60,13 @@ def read_json(path: str | Path) -> Any:
 
 
 class FolderCheckpoints:
-    """One party's checkpoints in ``folder``: the newest ``keep`` of them (at least 2: a step not
-    every party finished may have to be rolled back to the one before), and step 0, the state
-    before any training, which a new session (after a finished one) rolls every party back to."""
+    """One party's checkpoints in ``folder``: the newest ``keep`` of them, and step 0, the state
+    before any training, which a new session (after a finished one) rolls every party back to.
 
-    def __init__(self, folder: str | Path, *, keep: int = 2, tag: str | None = None) -> None:
+    With steps pipelined one deep, a party may have checkpointed two steps the coordinator has not
+    yet heard all parties finish; a roll back goes to the one before those: hence 3."""
+
+    def __init__(self, folder: str | Path, *, keep: int = 3, tag: str | None = None) -> None:
         if keep < 2:
             raise ValueError(f"keep must be >= 2, got {keep}")
         self.folder, self.keep = Path(folder), keep

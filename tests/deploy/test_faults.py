@@ -9,6 +9,8 @@ import signal
 import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from splitlearn.cli.app import main
 
@@ -123,7 +125,7 @@ def test_a_client_from_another_config_is_refused_its_checkpoints(tmp_path, certs
 
 
 def test_the_same_commands_after_a_finished_session_train_again_from_the_start(tmp_path, certs, spawn):
-    """The clients keep their checkpoints of the finished session (the newest two, at steps far past
+    """The clients keep their checkpoints of the finished session (the newest three, at steps far past
     0) and start from the newest; the new session rolls them back to step 0, their initial state."""
     config = write_config(tmp_path / "config.json", train={"epochs": 3, "seed": 3})
     for session in (1, 2):
@@ -135,10 +137,12 @@ def test_the_same_commands_after_a_finished_session_train_again_from_the_start(t
             assert code == 0, out
         if session == 1:
             steps = sorted(p.name for p in (tmp_path / "client" / "checkpoints" / "client1").glob("step-*"))
-            assert len(steps) == 3 and steps[0] == f"step-{0:012d}.safetensors"  # step 0 and the newest two
-            first = {p.name: p.read_bytes() for p in (tmp_path / "client").glob("*.safetensors")}
+            assert len(steps) == 4 and steps[0] == f"step-{0:012d}.safetensors"  # step 0 and the newest three
+            first = {p.name: load_file(p) for p in (tmp_path / "client").glob("*.safetensors")}
             shutil.rmtree(tmp_path / "runs")
         else:
             assert "starting from its checkpoint of step" in out
-    assert {p.name: p.read_bytes() for p in (tmp_path / "client").glob("*.safetensors")} == first
+    second = {p.name: load_file(p) for p in (tmp_path / "client").glob("*.safetensors")}
+    assert first and second.keys() == first.keys()
+    assert all(torch.equal(t, first[f][k]) for f, tensors in second.items() for k, t in tensors.items())
     _check_matches_in_process(config, tmp_path)

@@ -2,6 +2,9 @@
 party begins it once it has finished the current one itself, and the results are those of running
 steps one at a time. A party restarted from a checkpoint takes no part until it is rolled back."""
 
+import random
+from collections import defaultdict, deque
+
 import pytest
 import torch
 from torch import nn
@@ -9,18 +12,61 @@ from torch import nn
 from splitlearn.checkpoint import FolderCheckpoints
 from splitlearn.simulation import Simulation
 from splitlearn.split import OptimizerSpec, ProtocolError, Vertical, configs
-from splitlearn.split.messages import Abort, StartStep, StepDone
+from splitlearn.split.messages import Abort, ProtocolError, StartStep, StepDone
+from splitlearn.split.transport import Transport
 
 from .conftest import mlp
 
 
 def _split(kind):
     torch.manual_seed(0)
-    if kind == "vertical":
-        return configs.vertical(Vertical([nn.Linear(5, 4), nn.Linear(5, 4)], nn.Linear(8, 3)), in_shape=(10,))
+    if kind.startswith("vertical"):
+        labels = {"vertical": {}, "vertical-labels-client0": {"label_role": "client0"},
+                  "vertical-labels-party": {"label_role": "labels"}}[kind]
+        return configs.vertical(Vertical([nn.Linear(5, 4), nn.Linear(5, 4)], nn.Linear(8, 3)), in_shape=(10,), **labels)
     if kind == "ushaped":
         return configs.ushaped(mlp(), [1, 3], in_shape=(10,))
+    if kind == "multihop":
+        return configs.multihop(mlp(), [1, 3], in_shape=(10,))
     return configs.vanilla(mlp(), [2], in_shape=(10,))
+
+
+class Interleaving(Transport):
+    """The order of delivery a gRPC hub allows, drawn at random: the local endpoints share one
+    inbox; each remote party has a link to the hub and one back, each in order; which of them moves
+    next is up to chance (``seed``)."""
+
+    def __init__(self, seed: int, remote) -> None:
+        super().__init__()
+        self.handlers, self.remote, self.rng = {}, set(remote), random.Random(seed)
+        self.inbox, self.down, self.up = deque(), defaultdict(deque), defaultdict(deque)
+        self.check = lambda: None
+
+    def register(self, name, handler) -> None:
+        self.handlers[name] = handler
+
+    def send(self, message) -> None:
+        self._observe(message)
+        if message.sender in self.remote:
+            self.up[message.sender].append(message)
+        elif message.receiver in self.remote:
+            self.down[message.receiver].append(message)
+        else:
+            self.inbox.append(message)
+
+    def run_until(self, done) -> None:
+        while not done():
+            ready = [(self.inbox, None)] if self.inbox else []
+            ready += [(q, "down") for q in self.down.values() if q] + [(q, "up") for q in self.up.values() if q]
+            if not ready:
+                raise ProtocolError("no message in flight, yet the awaited step has not completed")
+            queue, link = self.rng.choice(ready)
+            message = queue.popleft()
+            if link == "up":  # reaches the hub, which routes it on
+                (self.down[message.receiver] if message.receiver in self.remote else self.inbox).append(message)
+            else:
+                self.handlers[message.receiver](message)
+            self.check()
 
 
 def _run(kind, tabular, *, pipeline, clients=2):
@@ -106,3 +152,81 @@ def test_a_restarted_party_drops_messages_until_rolled_back(tabular, tmp_path):
     server.handle(Abort("coordinator", "server", 8, restore_to=5))
     assert not server.fenced and server.floor == 8
     assert [(m.kind, m.tag) for m in sent] == [("StepDone", "abort")]
+
+
+@pytest.mark.parametrize("kind,clients", [
+    ("vanilla", 3), ("ushaped", 2), ("multihop", 1), ("vertical", 2),
+    ("vertical-labels-client0", 2), ("vertical-labels-party", 2),  # the last holds labels only: not pipelined
+])
+@pytest.mark.parametrize("everyone_remote", [False, True])
+def test_pipelined_steps_survive_any_order_a_hub_allows(tabular, kind, clients, everyone_remote):
+    train, test = tabular
+    reference = Simulation(_split(kind), train=train, test=test, clients=clients, batch_size=16)
+    reference.coordinator.pipeline = False
+    reference.fit(1)
+    expected = {f"{p.name}.{k}": v for p in reference.parties.values() if p.holds_weights for k, v in p.state()[0].items()}
+    remote = [n for n, p in reference.parties.items() if everyone_remote or p.role in reference.plan.data_roles]
+    for seed in range(3):
+        sim = Simulation(_split(kind), train=train, test=test, clients=clients, batch_size=16, transport=Interleaving(seed, remote))
+        assert sim.coordinator.pipeline == (kind != "vertical-labels-party")
+        sim.fit(1)
+        got = {f"{p.name}.{k}": v for p in sim.parties.values() if p.holds_weights for k, v in p.state()[0].items()}
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+        assert sim.history[0]["test_accuracy"] == reference.history[0]["test_accuracy"]
+
+
+def test_the_committed_checkpoint_is_never_pruned(tabular, tmp_path):
+    """A party may checkpoint two steps the coordinator has not yet counted as finished by all
+    (the current one and the one pipelined after it): the step to roll back to must survive."""
+    train, _ = tabular
+    kind, missing = "vertical", []
+    for seed in range(4):
+        transport = Interleaving(seed, remote=["client0", "client1", "server"])
+        sim = Simulation(_split(kind), train=train, clients=2, batch_size=16, transport=transport)
+        saved = {}
+        for name, party in sim.parties.items():
+            store, saved[name] = FolderCheckpoints(tmp_path / f"{seed}-{name}"), []
+            save = store.save
+            store.save = lambda step, tensors, meta, save=save, log=saved[name]: (log.append(step), save(step, tensors, meta))
+            party.checkpoints = store
+            party.resume()
+        co = sim.coordinator
+
+        def check() -> None:
+            for name, party in sim.parties.items():
+                due = max((s for s in saved[name] if s <= co.committed), default=None)  # what a roll back loads
+                if due is not None and due not in party.checkpoints.steps():
+                    missing.append((seed, name, co.committed, party.checkpoints.steps()))
+
+        transport.check = check
+        sim.fit(1)
+    assert not missing
+
+
+def test_a_stop_checkpoints_at_the_next_step_it_issues(tabular, tmp_path):
+    """``serve`` on SIGTERM: checkpoint_every drops to 1 after a step; the step already issued ahead
+    was not checkpointed, so the commit (and the stop) comes at the one after, which every party saved."""
+    train, _ = tabular
+    sim = Simulation(_split("vanilla"), train=train, clients=1, batch_size=16)
+    for name, party in sim.parties.items():
+        party.checkpoints = FolderCheckpoints(tmp_path / name)
+        party.resume()
+    co, commits = sim.coordinator, []
+    co.checkpoint_every = 20
+
+    class Stopped(Exception):
+        pass
+
+    def on_commit() -> None:
+        commits.append(co.committed)
+        raise Stopped
+
+    def on_step(i: int, n: int) -> None:
+        if i == 5:
+            co.checkpoint_every = 1
+
+    co.on_commit = on_commit
+    with pytest.raises(Stopped):
+        sim.fit(1, on_step=on_step)
+    assert commits == [7]  # batch 6 was issued before the stop, without a checkpoint; batch 7 is step 7
+    assert all(p.checkpoints.steps() == [0, 7] for p in sim.parties.values())

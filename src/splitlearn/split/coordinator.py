@@ -82,7 +82,10 @@ class Coordinator:
         self.relay, self.batch_size, self.seed = relay, batch_size, seed
         self.holder = self.clients[0] if self.clients else None
         self.step = 0
-        self.pipeline = True  # issue the next training step before the current one has finished
+        # Issue the next training step before the current one has finished. Not when a role has
+        # no segments (a party holding only labels): it finishes a step as soon as it has sent its
+        # labels and would send the next step's before the others have finished this one.
+        self.pipeline = all(plan.nodes_of(role) for role in plan.roles)
         self.manifests: dict[str, dict[str, torch.Tensor]] = {}
         self._done: dict[int, set[str]] = {}  # step in flight -> the parties that finished it
         self._aborted: set[str] = set()
@@ -172,22 +175,25 @@ class Coordinator:
         ``checkpoint``: the parties save their state after this (training) step."""
         self._finish(self._issue(batch, mode=mode, split=split, checkpoint=checkpoint))
 
-    def _issue(self, batch: Batch, *, mode: str = "train", split: str = "train", checkpoint: bool = True) -> tuple[int, set[str]]:
-        """Start a step (after a relay, if it is another client's turn): its id and its parties."""
+    def _issue(self, batch: Batch, *, mode: str = "train", split: str = "train",
+               checkpoint: bool = True) -> tuple[int, set[str], bool]:
+        """Start a step (after a relay, if it is another client's turn): its id, its parties, and
+        whether they checkpoint after it."""
         if self.group_role is not None and batch.bindings[self.group_role] != self.holder:
             self.relay_to(batch.bindings[self.group_role])
         parties = list(dict.fromkeys(batch.bindings.values()))
         self._await(parties)
         self.step += 1
         self._done[self.step] = set()
+        checkpoint = checkpoint and mode == "train"
         for party in parties:
             self.transport.send(StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids,
-                                          bindings=batch.bindings, checkpoint=checkpoint and mode == "train"))
-        return self.step, set(parties)
+                                          bindings=batch.bindings, checkpoint=checkpoint))
+        return self.step, set(parties), checkpoint
 
-    def _finish(self, issued: tuple[int, set[str]]) -> None:
+    def _finish(self, issued: tuple[int, set[str], bool]) -> None:
         """Wait until every party of an issued step has finished it."""
-        step, expected = issued
+        step, expected, _ = issued
         self.transport.run_until(lambda: self._done[step] >= expected)
         del self._done[step]
 
@@ -229,7 +235,7 @@ class Coordinator:
                 i = self._cursor[1] if self._cursor[0] == epoch else 0
                 continue
             i += 1
-            if save_after(i - 1):
+            if current[2]:  # as issued: checkpoint_every may have changed since
                 self.next_batch = i
                 self._commit(current[0])
             if on_step is not None:

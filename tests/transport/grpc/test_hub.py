@@ -10,6 +10,7 @@ import torch
 from splitlearn.split.messages import Activation, Gradient, ProtocolError, StepDone
 from splitlearn.split.transport import MessageLog, PartyLost
 from splitlearn.transport.grpc import RateLimit, StreamClosed
+from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import message_to_proto
 
@@ -127,6 +128,18 @@ def test_malformed_envelope_aborts_the_stream(hub, connect, make, problem):
     assert "malformed message from alice" in e.value.details() and problem in e.value.details()
     _bob_still_served(hub, connect)
     assert [m.sender for m in hub.received] == ["bob"]
+
+
+def test_bytes_that_are_no_envelope_abort_the_stream_clearly(hub, connect):
+    service = pb.DESCRIPTOR.services_by_name["SplitLearning"].full_name
+    with grpc.insecure_channel(hub.target) as channel:
+        session = channel.stream_stream(f"/{service}/Session", request_serializer=bytes, response_deserializer=bytes)
+        replies = session(iter([b"\xff\xff\xff\xff not protobuf"]), metadata=[("authorization", "Bearer t-alice")], timeout=TIMEOUT)
+        with pytest.raises(grpc.RpcError) as e:
+            list(replies)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("malformed message from alice: not a splitlearn Envelope")
+    _bob_still_served(hub, connect)
 
 
 def test_waits_are_bounded(hub):

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from splitlearn.split.messages import Message, ProtocolError
 from splitlearn.split.transport import PartyLost
@@ -35,15 +36,23 @@ class _Abort:
 
 @dataclass(frozen=True, slots=True)
 class _Received:
-    """An Envelope as parsed, and the number of bytes it arrived in (for the rate limit: upb's
-    ``ByteSize`` would serialise the message again to count them)."""
+    """An Envelope as parsed (None if the bytes are not one: ``error`` says why), and the number of
+    bytes it arrived in (for the rate limit: upb's ``ByteSize`` would serialise it again)."""
 
-    env: pb.Envelope
+    env: pb.Envelope | None
     nbytes: int
+    error: str = ""
 
 
 def _parse(data: bytes) -> _Received:
-    return _Received(pb.Envelope.FromString(data), len(data))
+    """gRPC's request deserialiser: never raises, so that bytes that are no Envelope get the same
+    clear ``INVALID_ARGUMENT`` as any other malformed message (gRPC would say ``INTERNAL``)."""
+    env = pb.Envelope()
+    try:
+        env.ParseFromString(data)
+    except DecodeError as e:
+        return _Received(None, len(data), f"not a splitlearn Envelope: {e}")
+    return _Received(env, len(data))
 
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["SplitLearning"].full_name
@@ -195,19 +204,21 @@ class HubTransport(InboxTransport):
         """Route what ``name`` sends until its stream ends or breaks a rule."""
         try:
             for received in requests:
-                if (abort := self._route(name, received.env, received.nbytes)) is not None:
+                if (abort := self._route(name, received)) is not None:
                     out.put(abort)
                     return
         except grpc.RpcError:  # the client cancelled
             pass
         out.put(END)
 
-    def _route(self, name: str, env: pb.Envelope, nbytes: int) -> _Abort | None:
+    def _route(self, name: str, received: _Received) -> _Abort | None:
         if self._rate is not None:
             if (limiter := self._limiters.get(name)) is None:
                 limiter = self._limiters.setdefault(name, RateLimiter(self._rate))
-            if (why := limiter.admit(nbytes)) is not None:
+            if (why := limiter.admit(received.nbytes)) is not None:
                 return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{name} exceeded its rate limit: {why}")
+        if (env := received.env) is None:
+            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message from {name}: {received.error}")
         try:
             message = message_from_proto(env, limits=self.limits)
         except WireError as e:
