@@ -29,11 +29,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+from _two_threads import on_threads
+
 from splitlearn import deploy, experiment
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
-from splitlearn.simulation import Simulation, build_parties
-from splitlearn.transport.grpc._inbox import END, InboxTransport
-from splitlearn.transport.serde import message_from_proto, message_to_proto, wire_size
+from splitlearn.transport.serde import wire_size
 
 
 def _free_port() -> int:
@@ -61,8 +61,8 @@ def main() -> None:
 
         deploy.make_certs(tmp / "certs", server_name="localhost", clients=["client"])
         arms = {
-            "two threads, messages by reference": _on_threads(config, encode=False),
-            "two threads, wire encoding, no network": _on_threads(config, encode=True),
+            "two threads, messages by reference": on_threads(config, encode=False),
+            "two threads, wire encoding, no network": on_threads(config, encode=True),
             "gRPC without TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "insecure", steps, insecure=True),
             "gRPC + TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "every-epoch", steps),
             "gRPC + TLS, checkpoints every 20 steps": _over_grpc(config, tmp / "every-20", 20),
@@ -90,46 +90,6 @@ def main() -> None:
         print(f"{label:<46} {1e3 * median / steps:>8.2f} {median / in_process:>7.3f}")
     print(f"{'bytes':<46} {'raw':>14} {'wire':>14} {'ratio':>7}")
     print(f"{'tensors vs their protobuf encoding':<46} {raw:>14,} {wire:>14,} {wire / raw:>7.4f}")
-
-
-class _Side(InboxTransport):
-    """One side of two threads handing each other messages through their inboxes, with no network:
-    by reference, or (``encode``) through the wire encoding and its checks, as a transport would."""
-
-    def __init__(self, encode: bool) -> None:
-        super().__init__(timeout=300.0)
-        self.encode, self.peer = encode, None
-
-    def send(self, message) -> None:
-        self._observe(message)
-        if message.receiver in self._handlers:
-            self._inbox.put(message)
-        else:
-            self.peer._inbox.put(message_from_proto(message_to_proto(message)) if self.encode else message)
-
-    def serve(self) -> None:
-        while (item := self._inbox.get()) is not END:
-            self._dispatch(item)
-
-
-def _on_threads(config: RunConfig, *, encode: bool) -> list[float]:
-    """Training seconds per epoch (after the first) with the client on a thread of its own."""
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
-    hub, side = _Side(encode), _Side(encode)
-    hub.peer, side.peer = side, hub
-    cast.parties["client"].connect(side)
-    sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - {"client"},
-                             batch_size=config.train.batch_size, seed=config.train.seed)
-    thread = threading.Thread(target=side.serve, daemon=True)
-    thread.start()
-    cast.parties["client"].announce()
-    sim.coordinator.collect_manifests()
-    try:
-        return [r["train_seconds"] for r in sim.fit(config.train.epochs)][1:]
-    finally:
-        side._inbox.put(END)
-        thread.join()
 
 
 def _over_grpc(config: RunConfig, tmp: Path, every: int, *, insecure: bool = False) -> list[float]:
