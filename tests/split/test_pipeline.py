@@ -12,7 +12,10 @@ from torch import nn
 from splitlearn.checkpoint import FolderCheckpoints
 from splitlearn.simulation import Simulation
 from splitlearn.split import OptimizerSpec, ProtocolError, Vertical, configs
-from splitlearn.split.messages import Abort, ProtocolError, StartStep, StepDone
+from splitlearn.split import Head, Node, Plan
+from splitlearn.split.configs import Split
+from splitlearn.split.coordinator import pipelinable
+from splitlearn.split.messages import Abort, StartStep, StepDone
 from splitlearn.split.transport import Transport
 
 from .conftest import mlp
@@ -28,6 +31,11 @@ def _split(kind):
         return configs.ushaped(mlp(), [1, 3], in_shape=(10,))
     if kind == "multihop":
         return configs.multihop(mlp(), [1, 3], in_shape=(10,))
+    if kind == "two-segment-receiver":  # client0 holds a data segment and the top, which client1 feeds
+        plan = Plan((Node("a", "client0"), Node("m", "server", ("a",)), Node("b", "client1"),
+                     Node("top", "client0", ("m", "b"), heads=(Head("y", "client0"),))))
+        return Split(plan, {"a": nn.Linear(5, 4), "m": nn.Linear(4, 4), "b": nn.Linear(5, 4), "top": nn.Linear(8, 3)},
+                     feature_dim=1)
     return configs.vanilla(mlp(), [2], in_shape=(10,))
 
 
@@ -156,19 +164,22 @@ def test_a_restarted_party_drops_messages_until_rolled_back(tabular, tmp_path):
 
 @pytest.mark.parametrize("kind,clients", [
     ("vanilla", 3), ("ushaped", 2), ("multihop", 1), ("vertical", 2),
-    ("vertical-labels-client0", 2), ("vertical-labels-party", 2),  # the last holds labels only: not pipelined
+    ("vertical-labels-client0", 2),
+    ("vertical-labels-party", 2),  # a party holds labels only: not pipelined
+    ("two-segment-receiver", 2),  # client0 may still be in step n when client1 sends step n + 1: not pipelined
 ])
 @pytest.mark.parametrize("everyone_remote", [False, True])
-def test_pipelined_steps_survive_any_order_a_hub_allows(tabular, kind, clients, everyone_remote):
+def test_pipelined_steps_survive_random_orders_a_hub_allows(tabular, kind, clients, everyone_remote):
     train, test = tabular
     reference = Simulation(_split(kind), train=train, test=test, clients=clients, batch_size=16)
+    assert pipelinable(reference.plan) == (kind not in ("vertical-labels-party", "two-segment-receiver"))
     reference.coordinator.pipeline = False
     reference.fit(1)
     expected = {f"{p.name}.{k}": v for p in reference.parties.values() if p.holds_weights for k, v in p.state()[0].items()}
     remote = [n for n, p in reference.parties.items() if everyone_remote or p.role in reference.plan.data_roles]
     for seed in range(3):
         sim = Simulation(_split(kind), train=train, test=test, clients=clients, batch_size=16, transport=Interleaving(seed, remote))
-        assert sim.coordinator.pipeline == (kind != "vertical-labels-party")
+        assert sim.coordinator.pipeline == (kind not in ("vertical-labels-party", "two-segment-receiver"))
         sim.fit(1)
         got = {f"{p.name}.{k}": v for p in sim.parties.values() if p.holds_weights for k, v in p.state()[0].items()}
         assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
@@ -230,3 +241,20 @@ def test_a_stop_checkpoints_at_the_next_step_it_issues(tabular, tmp_path):
         sim.fit(1, on_step=on_step)
     assert commits == [7]  # batch 6 was issued before the stop, without a checkpoint; batch 7 is step 7
     assert all(p.checkpoints.steps() == [0, 7] for p in sim.parties.values())
+
+
+def test_the_rule_is_needed_where_it_says_no(tabular):
+    """Forced on, pipelining breaks the plans the rule turns it off for, under some delivery order."""
+    train, test = tabular
+    for kind in ("vertical-labels-party", "two-segment-receiver"):
+        failures = 0
+        for seed in range(6):
+            sim = Simulation(_split(kind), train=train, test=test, clients=2, batch_size=16,
+                             transport=Interleaving(seed, [n for n in ("client0", "client1", "labels")]))
+            sim.coordinator.pipeline = True
+            try:
+                sim.fit(1)
+            except ProtocolError as e:
+                assert "while step" in str(e) and "is in progress" in str(e)
+                failures += 1
+        assert failures > 0, kind

@@ -79,6 +79,7 @@ def _weights(sim) -> dict[str, torch.Tensor]:
         ("vanilla", "server", [(36, "client0"), (37, "server"), (119, "client0")]),  # around relays via the server
         ("ushaped", "peer", [(12, "client0"), (13, "server"), (150, "client1")]),
         ("vanilla", "peer", [(76, "server"), (77, "server")]),  # in evaluation, twice
+        ("ushaped", "peer", [(7, "server")]),  # the client has run its head's backward: those gradients go too
     ],
 )
 def test_lost_parties_do_not_change_the_result(tabular, tmp_path, kind, relay, crashes, device, every):

@@ -22,7 +22,7 @@ from splitlearn.split.messages import Abort, Manifest, Message, ProtocolError, R
 from splitlearn.split.plan import Plan
 from splitlearn.split.transport import PartyLost, Transport
 
-__all__ = ["Batch", "Coordinator", "shuffled_batches"]
+__all__ = ["Batch", "Coordinator", "pipelinable", "shuffled_batches"]
 
 
 def shuffled_batches(ids: torch.Tensor, batch_size: int, *, key: tuple[int, ...] | None) -> list[torch.Tensor]:
@@ -32,6 +32,26 @@ def shuffled_batches(ids: torch.Tensor, batch_size: int, *, key: tuple[int, ...]
         seed = sum(v * 1_000_003**i for i, v in enumerate(key)) % 2**62
         ids = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
     return list(torch.split(ids, batch_size))
+
+
+def pipelinable(plan: Plan) -> bool:
+    """Whether a party may start step n + 1 as soon as it has finished step n itself.
+
+    A party that starts a step sends at once: its smashed data, or its labels. Each receiver must
+    have finished step n by then, whatever the order of delivery. It has if it holds a single
+    segment: it returns the gradient for that segment last, just before it finishes (and the
+    sender needed that gradient to finish). A party holding no segment (labels only) finishes as
+    soon as it has sent its labels, so it would send the next step's labels too early.
+    """
+    if not all(plan.nodes_of(role) for role in plan.roles):
+        return False
+    receivers = set()  # roles that another role's start of a step sends to
+    for node in plan.nodes:
+        consumer = plan.consumer(node.name)
+        if not node.inputs and consumer is not None and consumer.role != node.role:
+            receivers.add(consumer.role)
+    receivers |= {plan.root.role for head in plan.root.heads if head.label_role != plan.root.role}
+    return all(len(plan.nodes_of(role)) == 1 for role in receivers)
 
 
 @dataclass(frozen=True)
@@ -82,10 +102,7 @@ class Coordinator:
         self.relay, self.batch_size, self.seed = relay, batch_size, seed
         self.holder = self.clients[0] if self.clients else None
         self.step = 0
-        # Issue the next training step before the current one has finished. Not when a role has
-        # no segments (a party holding only labels): it finishes a step as soon as it has sent its
-        # labels and would send the next step's before the others have finished this one.
-        self.pipeline = all(plan.nodes_of(role) for role in plan.roles)
+        self.pipeline = pipelinable(plan)  # issue the next training step before the current one has finished
         self.manifests: dict[str, dict[str, torch.Tensor]] = {}
         self._done: dict[int, set[str]] = {}  # step in flight -> the parties that finished it
         self._aborted: set[str] = set()

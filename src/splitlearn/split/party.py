@@ -544,6 +544,8 @@ class Party:
             if self.modules is None and self.make_modules is None:
                 raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")
             self._install(self.make_modules() if self.modules is None else self.modules)  # a fresh optimiser
+            for param in (p for m in self.modules.values() for p in m.parameters()):
+                param.grad = None  # gradients of the step rolled back (a backward done, the step unfinished)
             unpack_state(tensors, meta["state"], self.modules, self.optimizer)
         else:
             self.modules = self.optimizer = None
