@@ -232,7 +232,7 @@ class Simulation:
             start = time.perf_counter()
             first_step = self.coordinator.step
             c = self.coordinator  # after a restart from a checkpoint, go on where it stood
-            self.coordinator.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
+            c.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
             train_seconds = time.perf_counter() - start
             losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]
             record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}

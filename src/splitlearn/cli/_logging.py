@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 
-__all__ = ["add_log_argument", "configure"]
+__all__ = ["add_log_argument", "configure", "operational"]
 
 
 class JsonLines(logging.Formatter):
@@ -34,3 +38,18 @@ def configure(fmt: str) -> logging.Handler:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return handler
+
+
+@contextmanager
+def operational(fmt: str, on_sigterm: Callable[[], None]):
+    """While in the block: splitlearn's events go to stdout as ``fmt``, and SIGTERM calls
+    ``on_sigterm`` (only the main thread can take signals; elsewhere it is left alone)."""
+    handler = configure(fmt)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: on_sigterm()) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("splitlearn").removeHandler(handler)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 
+from splitlearn.cli._logging import add_log_argument, operational
 from splitlearn.cli.serve import WARNING
-from splitlearn.cli._logging import add_log_argument, configure
 from splitlearn.config import load_config
-from splitlearn.deploy import is_loopback, join
+from splitlearn.deploy import is_loopback, join, log_event
 
 
 def add_parser(sub) -> None:
@@ -33,21 +30,14 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure and is_loopback(args.server):
         print(f"\n{'!' * len(WARNING)}\n{WARNING}\n{'!' * len(WARNING)}\n", file=sys.stderr)
 
-    def terminate(signum, frame) -> None:
+    def terminate() -> None:
         raise KeyboardInterrupt  # closes the stream; the party's checkpoints stay for a restart
 
-    handler = configure(args.log_format)
-    log = logging.getLogger("splitlearn.deploy")
-    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
-    try:
+    with operational(args.log_format, terminate):
         result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
                       connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout)
         last = f", last loss it scored {result.losses[-1][1]:.4f}" if result.losses else ""
-        log.info(f"{args.party}: session ended; " + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,
-                 extra={"event": "finished", "fields": {"party": args.party, "weights": str(result.weights) if result.weights else None,
-                                                        "steps_scored": len(result.losses)}})
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        logging.getLogger("splitlearn").removeHandler(handler)
+        log_event("finished", f"{args.party}: session ended; "
+                  + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,
+                  party=args.party, weights=str(result.weights) if result.weights else None, steps_scored=len(result.losses))
     return 0

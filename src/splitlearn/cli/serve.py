@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 import threading
 
-from splitlearn.cli._logging import add_log_argument, configure
+from splitlearn.cli._logging import add_log_argument, operational
 from splitlearn.config import load_config
-from splitlearn.deploy import is_loopback, serve
+from splitlearn.deploy import is_loopback, log_event, serve
 
 WARNING = "WARNING: --insecure: no TLS, tokens and activations travel in clear text. Use it on loopback for tests only."
 
@@ -33,13 +31,6 @@ def add_parser(sub) -> None:
     add_log_argument(p)
 
 
-_log = logging.getLogger("splitlearn.deploy")
-
-
-def _say(event: str, message: str, **fields) -> None:
-    _log.info(message, extra={"event": event, "fields": fields})
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, {"out": args.out} if args.out else None)
     if args.insecure and is_loopback(args.listen):
@@ -47,33 +38,28 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(port: int, clients) -> None:
         host = args.listen.rpartition(":")[0]
-        _say("listening", f"listening on {host}:{port} ({'insecure' if args.insecure else 'mutual TLS + tokens'}); "
+        log_event("listening", f"listening on {host}:{port} ({'insecure' if args.insecure else 'mutual TLS + tokens'}); "
                           f"waiting for {', '.join(clients)}", address=f"{host}:{port}", tls=not args.insecure, clients=list(clients))
 
     def epoch(record: dict) -> None:
         scores = {k: v for k, v in record.items() if k == "train_loss" or k.startswith("test_accuracy")}
         text = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-        _say("epoch", f"epoch {record['epoch']}" + (f": {text}" if text else ""), epoch=record["epoch"], **scores)
+        log_event("epoch", f"epoch {record['epoch']}" + (f": {text}" if text else ""), epoch=record["epoch"], **scores)
 
     stop = threading.Event()
 
-    def terminate(signum, frame) -> None:
-        _say("sigterm", "SIGTERM: stopping at a checkpoint after the next step; start again to resume")
+    def terminate() -> None:
+        log_event("sigterm", "SIGTERM: stopping at a checkpoint after the next step; start again to resume")
         stop.set()
 
-    handler = configure(args.log_format)
-    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
-    try:
+    with operational(args.log_format, terminate):
         result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure, join_timeout=args.join_timeout,
-                       timeout=args.timeout, checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every, rejoin_timeout=args.rejoin_timeout, stop=stop,
-                       on_ready=ready, on_epoch=epoch)
+                       timeout=args.timeout, checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every,
+                       rejoin_timeout=args.rejoin_timeout, stop=stop, on_ready=ready, on_epoch=epoch)
         if not result.finished:
-            _say("stopped", f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}", run=str(result.run_dir))
+            log_event("stopped", f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}",
+                      run=str(result.run_dir))
         else:
-            _say("finished", f"Results (config.json, metrics.json, status.json, weights/) are in {result.run_dir}",
-                 run=str(result.run_dir))
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        logging.getLogger("splitlearn").removeHandler(handler)
+            log_event("finished", f"Results (config.json, metrics.json, status.json, weights/) are in {result.run_dir}",
+                      run=str(result.run_dir))
     return 0

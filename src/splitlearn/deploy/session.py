@@ -30,13 +30,13 @@ from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
 from splitlearn.transport.serde import Limits
 
-__all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "read_status", "serve"]
+__all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "log_event", "read_status", "serve"]
 
 
 _log = logging.getLogger("splitlearn.deploy")
 
 
-def _event(event: str, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(event: str, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """Log one operational event: a readable message plus machine-readable fields (see
     :mod:`splitlearn.cli._logging` for the JSON lines ``--log-format json`` writes)."""
     _log.log(level, message, extra={"event": event, "fields": fields})
@@ -164,7 +164,7 @@ def serve(
         sim.history = state["history"]
         run_dir = Path(state["run_dir"])
         co = sim.coordinator
-        _event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
+        log_event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
                run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
     else:
         run_dir = experiment.new_run_dir(config)
@@ -186,11 +186,11 @@ def serve(
             raise _Stopped()
 
     def rejoin(party: str) -> None:
-        _event("party_lost", f"{party} was lost; waiting up to {rejoin_timeout:g} s for it to rejoin", level=logging.WARNING,
+        log_event("party_lost", f"{party} was lost; waiting up to {rejoin_timeout:g} s for it to rejoin", level=logging.WARNING,
                party=party, step=sim.coordinator.committed)
         _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, f"waiting for {party}")
         hub.wait_for_parties([party], timeout=rejoin_timeout)
-        _event("party_back", f"{party} is back", party=party)
+        log_event("party_back", f"{party} is back", party=party)
 
     sim.coordinator.rejoin, sim.coordinator.on_commit = rejoin, commit
     sim.coordinator.checkpoint_every = checkpoint_every
@@ -267,9 +267,7 @@ def _write_metrics(run_dir: Path, sim: Simulation, remote: Sequence[str], second
         "bytes_sent": sim.log.bytes_by("sender"), "bytes_received": sim.log.bytes_by("receiver"),
         "bytes_by_kind": sim.log.bytes_by("kind"), "messages": len(sim.log.records),
     }
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -336,7 +334,7 @@ def join(
     try:
         me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
         if step := me.resume():
-            _event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
+            log_event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
     except CheckpointError as e:
         raise DeployError(str(e)) from None
     wait = connect_timeout
@@ -353,7 +351,7 @@ def join(
         except StreamClosed as e:
             if e.code not in _RECONNECT:
                 raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.code.name}: {e.details}") from None
-            _event("reconnect", f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting", level=logging.WARNING,
+            log_event("reconnect", f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting", level=logging.WARNING,
                    party=party, code=e.code.name)
             wait = reconnect_timeout
         except ProtocolError as e:

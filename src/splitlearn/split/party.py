@@ -128,8 +128,8 @@ class Party:
     computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
     (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
 
-    With ``checkpoints`` set, the party saves its segments and optimiser state after every step
-    it finishes (before it says so), and an :class:`~splitlearn.split.messages.Abort` rolls it
+    With ``checkpoints`` set, the party saves its segments and optimiser state after each step
+    the coordinator marks for a checkpoint (before it says it has finished), and an :class:`~splitlearn.split.messages.Abort` rolls it
     back to the newest of them at or before the step every party finished; see :meth:`resume`.
     """
 
@@ -195,6 +195,8 @@ class Party:
             raise ValueError(f"party {self.name!r} owns nodes {sorted(self.nodes)}, got modules {sorted(modules)}")
         self.modules = {k: m.to(self.device) for k, m in modules.items()}
         params = [p for m in self.modules.values() for p in m.parameters()]
+        for p in params:
+            p.grad = None  # a fresh optimiser starts from no gradient (a rolled-back step may have left some)
         self.optimizer = self.optimizer_spec.build(params) if params else None
 
     @property
@@ -544,8 +546,6 @@ class Party:
             if self.modules is None and self.make_modules is None:
                 raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")
             self._install(self.make_modules() if self.modules is None else self.modules)  # a fresh optimiser
-            for param in (p for m in self.modules.values() for p in m.parameters()):
-                param.grad = None  # gradients of the step rolled back (a backward done, the step unfinished)
             unpack_state(tensors, meta["state"], self.modules, self.optimizer)
         else:
             self.modules = self.optimizer = None
