@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,9 @@ def test_compressed_training_and_prediction(tmp_path, capsys):
     rows = list(csv.DictReader((run / "predictions-test.csv").open()))
     accuracy = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(metrics["epochs"][-1]["test_accuracy"], abs=1e-9)
+
+
+def test_python_dash_m_runs_the_command():
+    done = subprocess.run([sys.executable, "-m", "splitlearn", "serve", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: splitlearn serve") and "--checkpoint-every" in done.stdout
