@@ -25,7 +25,7 @@ messages carry, counted in one more in-process epoch, untimed; all runs exchange
 messages, bit for bit. Targets: <= 1.5x time, <= 1.02x bytes.
 
     python benchmarks/grpc_overhead.py [--dataset fashion_mnist|digits] [--epochs 4] [--batch-size 64]
-                                       [--settings own,shared]
+                                       [--settings own,shared] [--device cpu]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+
+import torch
 
 from _two_threads import on_threads
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (6400 training images) or digits")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...: where every party computes")
     parser.add_argument("--settings", default=f"{OWN},{SHARED}",
                         help=f"{OWN} (each side on cores of its own), {SHARED} (both sides on every core), or both")
     parser.add_argument("--in-process-only", metavar="CONFIG", help=argparse.SUPPRESS)  # a child run of the own-cores setting
@@ -77,7 +80,11 @@ def main() -> None:
     settings = [s.strip() for s in args.settings.split(",")]
     if not settings or set(settings) - {OWN, SHARED}:
         parser.error(f"--settings takes {OWN}, {SHARED} or both, got {args.settings!r}")
-    cores = sorted(os.sched_getaffinity(0))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if OWN in settings and not hasattr(os, "sched_setaffinity"):
+        parser.error(f"the {OWN} setting pins processes to cores, which needs Linux; use --settings {SHARED}")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if OWN in settings and len(cores) < 2:
         parser.error(f"the {OWN} setting needs 2 or more cores; this process may use {len(cores)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +92,7 @@ def main() -> None:
         config = RunConfig(
             data=DataConfig(name=args.dataset, limit_train=6400, limit_test=1000), model=ModelConfig(name="small_cnn"),
             split=SplitConfig(configuration="vanilla", clients=1),
-            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size), out=str(tmp / "runs"),
+            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device), out=str(tmp / "runs"),
         )
         steps = len(experiment.simulation(experiment.build(config)).coordinator.schedule(1))
         deploy.make_certs(tmp / "certs", server_name="localhost", clients=["client"])
@@ -96,7 +103,8 @@ def main() -> None:
             results[SHARED] = _shared_cores(config, tmp / SHARED, steps)
         raw, wire = _bytes(config)
 
-    print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs")
+    print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs, "
+          f"on {args.device}")
     for setting, (title, local, arms) in results.items():
         in_process = statistics.median(local)
         print(f"\n{title}\n{'ms per training step':<58} {'ms':>8} {'ratio':>7}")
@@ -185,7 +193,7 @@ def _shared_cores(config: RunConfig, tmp: Path, steps: int) -> tuple[str, list[f
         "gRPC + TLS, checkpoints every step": _over_grpc(config, tmp / "every-1", 1),
     }
     local += _in_process(config)  # once more, after: a fairer median on a busy machine
-    n = len(os.sched_getaffinity(0))
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     title = f"Both sides sharing every core (a trial on one machine): {n} cores, two threads of one process"
     return title, local, arms
 
