@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
 from splitlearn.baselines import compare, compression_costs, summary
 from splitlearn.cli._format import codec_label, human_bytes
 from splitlearn.config import COMPRESSION_CODECS, load_config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LABELS = {"split": "split learning", "fedavg": "FedAvg", "large_batch_sgd": "large-batch SGD"}
 COLUMNS = {  # summary key -> (title, format)
@@ -51,6 +54,8 @@ def add_parser(sub) -> None:
 
 
 def _figure(rows: dict[str, dict[str, float]], topk_ratio: float) -> Figure:
+    from matplotlib.figure import Figure  # here: matplotlib takes 0.3 s to import
+
     fig = Figure(figsize=(12 + 1.5 * max(len(rows) - 3, 0), 3.4), layout="constrained")
     names = [_label(m, topk_ratio) for m in rows]
     for ax, (key, (title, _)) in zip(fig.subplots(1, len(COLUMNS)), COLUMNS.items()):

@@ -14,10 +14,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["RunEvidence", "write_report"]
 
@@ -39,8 +41,14 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _new_figure(**kw) -> Figure:
+    from matplotlib.figure import Figure  # here: matplotlib takes 0.3 s to import
+
+    return Figure(**kw)
+
+
 def _curve(runs: Sequence[RunEvidence], key: str, ylabel: str) -> str:
-    fig = Figure(figsize=(5, 3.2))
+    fig = _new_figure(figsize=(5, 3.2))
     ax = fig.subplots()
     for run in runs:
         xs = [e["epoch"] for e in run.epochs if key in e]
@@ -56,7 +64,7 @@ def _grid(runs: Sequence[RunEvidence]) -> str:
     shown = [r for r in runs if r.originals is not None]
     n = min(len(r.originals) for r in shown)
     rows = [("private input", shown[0].originals)] + [(f"{r.name}: reconstructed", r.reconstructions) for r in shown]
-    fig = Figure(figsize=(1.1 * n, 1.2 * len(rows)))
+    fig = _new_figure(figsize=(1.1 * n, 1.2 * len(rows)))
     axes = fig.subplots(len(rows), n, squeeze=False)
     for i, (label, images) in enumerate(rows):
         for j in range(n):
@@ -72,7 +80,7 @@ def _grid(runs: Sequence[RunEvidence]) -> str:
 
 def _tradeoff(sweep: Sequence[Mapping[str, float]]) -> str:
     keys = [k for k in ("dcor", "ssim") if all(k in p for p in sweep)]
-    fig = Figure(figsize=(4.5 * len(keys), 3.2))
+    fig = _new_figure(figsize=(4.5 * len(keys), 3.2))
     axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         ax.plot([p[key] for p in sweep], [p["test_accuracy"] for p in sweep], marker="o")

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import roc_auc_score
 
 from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Gradient, Message, StartStep
@@ -65,6 +64,8 @@ def leak_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     labels = labels.cpu().numpy()
     if len(np.unique(labels)) != 2:
         raise ValueError(f"leak AUC needs binary labels with both classes present, got classes {np.unique(labels)}")
+    from sklearn.metrics import roc_auc_score  # here: sklearn takes long to import
+
     auc = roc_auc_score(labels, scores.double().cpu().numpy())
     return float(max(auc, 1 - auc))
 
