@@ -235,7 +235,9 @@ class Simulation:
             c.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
             train_seconds = time.perf_counter() - start
             losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
+            record: dict[str, Any] = {"epoch": epoch}
+            if losses:  # none where the loss is computed by a party that runs elsewhere
+                record["train_loss"] = sum(losses) / len(losses)
             if "test" in self.coordinator.manifests[self.coordinator.data_parties[0]]:
                 record |= {f"test_{k}": v for k, v in self.evaluate().items()}
             record["seconds"] = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """``splitlearn serve`` + ``splitlearn join`` as separate processes over mutual TLS train exactly
 what ``splitlearn train`` trains in one process, and refuse clients with bad credentials."""
 
+import json
 import shutil
 import threading
 
@@ -33,6 +34,11 @@ def _check_matches_in_process(config, tmp_path) -> None:
     for party, tensors in expected.items():
         assert list(tensors) == list(remote[party])
         assert all(torch.equal(t, remote[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
+    # Where the server computes the loss (labels sent to it), it reports the same train loss.
+    served = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+    trained = json.loads((local.run_dir / "metrics.json").read_text())["epochs"]
+    if config.split.configuration == "vanilla":
+        assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
 
 
 def _join(spawn, config, target, party, certs, out):

@@ -208,8 +208,6 @@ def serve(
         sim.coordinator.restart()  # every party back to the last step all finished (step 0 when new)
 
         def epoch_done(record: dict[str, Any]) -> None:
-            if not sim.label_owners():  # the loss is computed by the remote label owners
-                record.pop("train_loss", None)
             commit()
             _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
             if on_epoch is not None:
