@@ -22,8 +22,10 @@ def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
     return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
-def _check_matches_in_process(config, tmp_path) -> None:
-    """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``."""
+def _check_matches_in_process(config, tmp_path, *, losses: bool = True) -> None:
+    """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``;
+    with ``losses``, so do the train losses the server reports (a server restarted mid-epoch
+    averages only the steps since: see docs/deploying.md, Limits)."""
     run_dir = next((tmp_path / "runs").iterdir())
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "status.json", "weights"}
     remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
@@ -37,7 +39,7 @@ def _check_matches_in_process(config, tmp_path) -> None:
     # Where the server computes the loss (labels sent to it), it reports the same train loss.
     served = json.loads((run_dir / "metrics.json").read_text())["epochs"]
     trained = json.loads((local.run_dir / "metrics.json").read_text())["epochs"]
-    if config.split.configuration == "vanilla":
+    if losses and config.split.configuration == "vanilla":
         assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
 
 

@@ -89,7 +89,8 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
     else:
         assert code == 0 and "Run the same command to resume" in out, out
         run_dir = next((tmp_path / "runs").iterdir())
-        assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["state"] == "stopped" and status["connected"] == [], status
     assert all(j.poll() is None for j in joins)  # the clients wait for the server to come back
     server = _serve(spawn, config, target, certs, tmp_path, "--log-format", "json", "--checkpoint-every", every)
     code, out = finish(server)
@@ -102,10 +103,11 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
     for proc in joins:
         code, client_out = finish(proc)
         assert code == 0 and "reconnecting" in client_out, client_out
-    _check_matches_in_process(config, tmp_path)
+    _check_matches_in_process(config, tmp_path, losses=False)
     run_dir = next((tmp_path / "runs").iterdir())
     assert main(["status", str(run_dir)]) == 0
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["connected"] == [], status
 
 
 def test_a_client_from_another_config_is_refused_its_checkpoints(tmp_path, certs, capsys):

@@ -223,12 +223,13 @@ def serve(
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         seconds = save_position(finished=True)
         metrics = _write_metrics(run_dir, sim, remote, seconds, finished=True)
+        hub.stop()  # the last status shows the streams ended
         _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:
         seconds = time.perf_counter() - start
         metrics = _write_metrics(run_dir, sim, remote, seconds, finished=False)
-        _write_status(run_dir, sim, hub, remote, seconds, "stopped")
         hub.stop(resume=True)
+        _write_status(run_dir, sim, hub, remote, seconds, "stopped")
         return ServeResult(run_dir, metrics, {}, finished=False)
     except (TimeoutError, ConnectionError, ProtocolError, CheckpointError) as e:
         raise DeployError(str(e)) from None

@@ -126,9 +126,9 @@ class HubTransport(InboxTransport):
     # -- sending -------------------------------------------------------------------------------
 
     def connected(self) -> list[str]:
-        """The remote parties connected now."""
+        """The remote parties connected now (none once :meth:`stop` has begun ending the streams)."""
         with self._lock:
-            return sorted(self._streams)
+            return [] if self._stopping else sorted(self._streams)
 
     def send(self, message: Message) -> None:
         if message.receiver in self._handlers:
