@@ -12,7 +12,7 @@ from splitlearn import experiment
 from splitlearn.config import RunConfig
 from splitlearn.simulation import Simulation, build_parties
 from splitlearn.transport.grpc._inbox import END, InboxTransport
-from splitlearn.transport.serde import message_from_proto, message_to_proto
+from splitlearn.transport.serde import decode, message_to_proto
 
 
 class Side(InboxTransport):
@@ -31,8 +31,8 @@ class Side(InboxTransport):
         if message.receiver in self._handlers:
             self._inbox.put(message)
             return
-        if self.encode:
-            message = message_from_proto(message_to_proto(message))
+        if self.encode:  # to the bytes gRPC would send, and back, with every check of the receiving side
+            message = decode(message_to_proto(message).SerializeToString())
         if self.latency:
             self._wire.put((time.monotonic() + self.latency, message))
         else:
