@@ -23,7 +23,7 @@ from splitlearn.data.partition import deal, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import Message
-from splitlearn.split.party import Party, Penalty, Shard
+from splitlearn.split.party import EvalTotals, Party, Penalty, Shard
 from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
@@ -249,15 +249,22 @@ class Simulation:
         return self.history
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Accuracy and loss per task, scored by each label owner on its own labels."""
+        """Accuracy and loss per task, scored by each label owner on its own labels. A label owner
+        that runs elsewhere reports its totals over the pass, if it shares them."""
+        names = self._label_owner_names()
         owners = self.label_owners()
         for p in owners.values():
             p.eval_totals.pop(split, None)
-        self.coordinator.evaluate(split, batch_size=self.eval_batch_size)
+        remote = sorted({n for n in names.values() if n not in self.parties})
+        reported = self.coordinator.evaluate(split, batch_size=self.eval_batch_size, ask=remote)
         out: dict[str, float] = {}
-        single = len(owners) == 1
-        for task, p in owners.items():
-            t = p.eval_totals.get(split, {}).get(task)
+        single = len(names) == 1
+        for task, name in names.items():
+            if task in owners:
+                t = owners[task].eval_totals.get(split, {}).get(task)
+            else:
+                t = reported.get(name, {}).get(task)
+                t = None if t is None else EvalTotals(t["correct"], t["count"], t["loss_sum"])
             if t is None:
                 continue
             suffix = "" if single else f"_{task}"
@@ -284,9 +291,12 @@ class Simulation:
 
     def label_owners(self) -> dict[str, Party]:
         """The party scoring each task, among the parties that run here."""
+        return {task: self.parties[n] for task, n in self._label_owner_names().items() if n in self.parties}
+
+    def _label_owner_names(self) -> dict[str, str]:
+        """The party scoring each task: task -> party name (here or elsewhere)."""
         group, holder = self.coordinator.group_role, self.coordinator.holder
-        names = {h.task: holder if h.label_role == group else h.label_role for h in self.plan.root.heads}
-        return {task: self.parties[n] for task, n in names.items() if n in self.parties}
+        return {h.task: holder if h.label_role == group else h.label_role for h in self.plan.root.heads}
 
     # -- weights on disk -----------------------------------------------------------------------
 

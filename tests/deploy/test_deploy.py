@@ -22,10 +22,11 @@ def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
     return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
-def _check_matches_in_process(config, tmp_path, *, losses: bool = True) -> None:
+def _check_matches_in_process(config, tmp_path, *, losses: bool = True, shared_scores: bool = False) -> None:
     """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``;
     with ``losses``, so do the train losses the server reports (a server restarted mid-epoch
-    averages only the steps since: see docs/deploying.md, Limits)."""
+    averages only the steps since: see docs/deploying.md, Limits); so are its test scores, which
+    a U-shaped client keeps to itself unless ``shared_scores``."""
     run_dir = next((tmp_path / "runs").iterdir())
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "status.json", "weights"}
     remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
@@ -41,6 +42,11 @@ def _check_matches_in_process(config, tmp_path, *, losses: bool = True) -> None:
     trained = json.loads((local.run_dir / "metrics.json").read_text())["epochs"]
     if losses and config.split.configuration == "vanilla":
         assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
+    scores = lambda epochs: [{k: v for k, v in e.items() if k.startswith("test_")} for e in epochs]  # noqa: E731
+    if config.split.configuration != "ushaped" or shared_scores:  # scored at the server, or reported by the client
+        assert scores(served) == scores(trained) and scores(served)[-1]["test_accuracy"] > 0
+    else:
+        assert scores(served) == [{}] * len(served)
 
 
 def _join(spawn, config, target, party, certs, out):
@@ -105,7 +111,8 @@ def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):
     _check_matches_in_process(config, tmp_path)
 
 
-def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, certs):
+@pytest.mark.parametrize("share", [None, True])
+def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, certs, share):
     """``deploy.serve`` and ``deploy.join`` on threads of one process, each with its own parties,
     without TLS (loopback): tokens only; int8 at both cuts, both ways."""
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 64, "limit_test": 32},
@@ -122,7 +129,8 @@ def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, c
 
     threads = [
         threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, timeout=20), daemon=True),
-        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client"), daemon=True),
+        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client",
+                                                                                 share_scores=share), daemon=True),
     ]
     for t in threads:
         t.start()
@@ -131,7 +139,7 @@ def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, c
     assert isinstance(results["server"], deploy.ServeResult) and isinstance(results["client"], deploy.JoinResult), results
     assert results["client"].losses  # the client owns the labels: it scored every step
     assert "train_loss" not in results["server"].metrics["epochs"][0]
-    _check_matches_in_process(config, tmp_path)
+    _check_matches_in_process(config, tmp_path, shared_scores=bool(share))
 
 
 def test_server_exits_with_a_message_when_nobody_joins(tmp_path, certs, capsys):

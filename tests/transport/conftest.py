@@ -71,6 +71,8 @@ messages = st.one_of(
     _message(m.RelayRequest, destination=names, route=st.sampled_from(["peer", "server"])),
     _message(m.Weights, destination=names, state=st.dictionaries(names, tensors(), max_size=3),
              meta=st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+    _message(m.ScoreRequest, split=names),
+    _message(m.Scores, split=names, meta=st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
 )
 
 

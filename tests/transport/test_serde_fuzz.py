@@ -26,6 +26,8 @@ VALID = [
     m.RelayRequest("k", "c", 4, destination="c2", route="peer"),
     m.Weights("c", "c2", 4, destination="c2", state={"w": torch.randn(3, 2), "n": torch.tensor(5)}, meta={"lr": 0.1}),
     m.Abort("k", "c", 9, restore_to=0),
+    m.ScoreRequest("k", "c", 9, split="test"),
+    m.Scores("c", "k", 9, split="test", meta={"y": {"count": 4, "correct": 3, "loss_sum": 1.5}}),
 ]
 COMPRESSED = {  # Gradients whose tensor travels compressed, by codec (topk: 2 of 3 values a sample, 8 in all)
     codec: m.Gradient("s", "c", 3, src="top", dst="bottom", tensor=compress(torch.randn(4, 3), codec, ratio=0.5))

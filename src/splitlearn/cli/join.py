@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
     p.add_argument("--reconnect-timeout", type=float, default=600.0,
                    help="seconds to keep reconnecting after the connection broke (the server restarting)")
+    scores = p.add_mutually_exclusive_group()
+    scores.add_argument("--share-scores", dest="share_scores", action="store_const", const=True,
+                        help="report test accuracy and loss totals to the server even where the labels never leave "
+                             "this party (U-shaped); the default where they are sent for training (vanilla)")
+    scores.add_argument("--keep-scores", dest="share_scores", action="store_const", const=False,
+                        help="report no test scores to the server")
     add_log_argument(p)
 
 
@@ -35,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     with operational(args.log_format, terminate):
         result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
-                      connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout)
+                      connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
+                      share_scores=args.share_scores)
         last = f", last loss it scored {result.losses[-1][1]:.4f}" if result.losses else ""
         log_event("finished", f"{args.party}: session ended; "
                   + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,

@@ -314,6 +314,7 @@ def join(
     insecure: bool = False,
     connect_timeout: float = 60.0,
     reconnect_timeout: float = 600.0,
+    share_scores: bool | None = None,
 ) -> JoinResult:
     """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
@@ -321,7 +322,12 @@ def join(
 
     The party checkpoints when the server says so in ``<out>/checkpoints/<party>`` and starts from its
     newest checkpoint; the server rolls it back as needed. If the connection breaks (the server
-    restarts), it reconnects with exponential backoff for up to ``reconnect_timeout`` s."""
+    restarts), it reconnects with exponential backoff for up to ``reconnect_timeout`` s.
+
+    A party that scores the test split reports its totals over each pass (counts and summed loss,
+    nothing per sample) to the server if ``share_scores``; by default (``None``) it does when it
+    sends its labels to the server for training anyway (vanilla), and not when they never leave
+    it (U-shaped)."""
     if insecure and not is_loopback(server):
         raise DeployError(f"--insecure is refused for {server}: only a loopback address may go without TLS")
     _, cast, remote = _remote(config)
@@ -330,6 +336,8 @@ def join(
     token = read_token(certs, party)
     credentials = None if insecure else client_credentials(certs, party)
     me = cast.parties[party]
+    if share_scores is not None:
+        me.share_scores = share_scores
     try:
         me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
         if step := me.resume():

@@ -13,12 +13,13 @@ a network, one message delay less per step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from splitlearn.split.messages import Abort, Manifest, Message, ProtocolError, RelayRequest, StartStep, StepDone
+from splitlearn.split.messages import Abort, Manifest, Message, ProtocolError, RelayRequest, ScoreRequest, Scores, StartStep, StepDone
 from splitlearn.split.plan import Plan
 from splitlearn.split.transport import PartyLost, Transport
 
@@ -108,6 +109,8 @@ class Coordinator:
         self._aborted: set[str] = set()
         self._relayed = False
         self._relay_target: str | None = None
+        self._asked: tuple[str, int] | None = None  # (split, step) of the ScoreRequests out
+        self._scores: dict[str, dict[str, dict[str, int | float]]] = {}  # label owner -> task -> its totals
         # fault tolerance
         self._committed_holder = self.holder
         self.rejoin: Callable[[str], None] | None = None
@@ -141,6 +144,10 @@ class Coordinator:
                 self._aborted.add(msg.sender)
         elif isinstance(msg, StepDone) and 0 < msg.step < self.floor:
             pass  # from the attempt of a step that was aborted
+        elif isinstance(msg, Scores) and self._asked == (msg.split, msg.step) and msg.sender not in self._scores:
+            self._scores[msg.sender] = self._check_scores(msg)
+        elif isinstance(msg, Scores) and 0 < msg.step < self.floor:
+            pass  # the answer to a request of an aborted evaluation pass
         else:
             raise ProtocolError(f"coordinator: unexpected {msg.kind} from {msg.sender} (step {msg.step})")
 
@@ -258,8 +265,12 @@ class Coordinator:
             if on_step is not None:
                 on_step(i, len(batches))
 
-    def evaluate(self, split: str = "test", *, batch_size: int = 512) -> None:
-        """Run ``split`` forward through the protocol; the label owner scores it locally.
+    def evaluate(self, split: str = "test", *, batch_size: int = 512,
+                 ask: Collection[str] = ()) -> dict[str, dict[str, dict[str, int | float]]]:
+        """Run ``split`` forward through the protocol; the label owner scores it locally. Then ask
+        each party in ``ask`` (label owners that run elsewhere) for its totals over the pass;
+        return them: party -> task -> ``{"count", "correct", "loss_sum"}`` (no tasks from a party
+        that keeps its scores).
 
         In round robin the current holder of the shared segments evaluates on its own copy. A
         lost party restarts the evaluation from its first batch (scores are reset by the roll back).
@@ -271,9 +282,30 @@ class Coordinator:
             try:
                 for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
                     self.run_step(Batch(bindings, b), mode="eval", split=split)
-                return
+                return self._collect_scores(split, ask)
             except PartyLost as lost:
                 self.recover(lost)
+
+    def _collect_scores(self, split: str, parties: Collection[str]) -> dict[str, dict[str, dict[str, int | float]]]:
+        self._asked, self._scores = (split, self.step), {}
+        try:
+            for party in parties:
+                self.transport.send(ScoreRequest(self.name, party, self.step, split=split))
+            self.transport.run_until(lambda: self._scores.keys() >= set(parties))
+            return self._scores
+        finally:
+            self._asked = None
+
+    def _check_scores(self, msg: Scores) -> dict[str, dict[str, int | float]]:
+        """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan."""
+        tasks = {h.task for h in self.plan.root.heads}
+        for task, t in msg.meta.items():
+            ok = (task in tasks and isinstance(t, dict) and set(t) == {"count", "correct", "loss_sum"}
+                  and all(type(t[k]) is int for k in ("count", "correct")) and 0 <= t["correct"] <= t["count"]
+                  and type(t["loss_sum"]) in (int, float) and 0 <= t["loss_sum"] < math.inf)
+            if not ok:
+                raise ProtocolError(f"coordinator: {msg.sender} reported scores that are not totals of a task here: {task!r}: {t!r}")
+        return msg.meta
 
     # -- fault tolerance -----------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ __all__ = [
     "Output",
     "ProtocolError",
     "RelayRequest",
+    "ScoreRequest",
+    "Scores",
     "StartStep",
     "StepDone",
     "Weights",
@@ -165,4 +167,22 @@ class Weights(Message):
 
     destination: str
     state: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest(Message):
+    """Coordinator to a label owner that runs elsewhere, after an evaluation pass over ``split``:
+    report the pass's totals in :class:`Scores`, and start the next pass from zero."""
+
+    split: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scores(Message):
+    """A label owner's totals over one evaluation pass of ``split``, per task, in ``meta``:
+    ``{task: {"count": n, "correct": k, "loss_sum": s}}``; nothing per sample or per batch. Empty
+    when the owner keeps its scores to itself."""
+
+    split: str
     meta: dict[str, Any] = field(default_factory=dict)

@@ -28,6 +28,8 @@ from splitlearn.split.messages import (
     Output,
     ProtocolError,
     RelayRequest,
+    ScoreRequest,
+    Scores,
     StartStep,
     StepDone,
     Weights,
@@ -128,6 +130,11 @@ class Party:
     computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
     (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
 
+    A label owner that runs elsewhere than the coordinator reports its evaluation totals over each
+    pass when asked (:class:`~splitlearn.split.messages.ScoreRequest`), if ``share_scores``; by
+    default it does when it sends its labels away for training anyway, and not when they never
+    leave it (U-shaped).
+
     With ``checkpoints`` set, the party saves its segments and optimiser state after each step
     the coordinator marks for a checkpoint (before it says it has finished), and an :class:`~splitlearn.split.messages.Abort` rolls it
     back to the newest of them at or before the step every party finished; see :meth:`resume`.
@@ -149,6 +156,7 @@ class Party:
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Callable[[Message], Message] | None = None,
         checkpoints: CheckpointStore | None = None,
+        share_scores: bool | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
         self.device = torch.device(device)
@@ -176,6 +184,8 @@ class Party:
         self._next: StartStep | None = None  # the coordinator's next step, begun once this one is finished
         self._edges: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}  # per-sample shape, dtype
         self.checkpoints = checkpoints
+        sends_labels = plan.root.role != role and any(h.label_role == role for h in plan.root.heads)
+        self.share_scores = sends_labels if share_scores is None else share_scores
         self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
         self.fenced = False  # restarted from a checkpoint: no part in any step until the coordinator's Abort
 
@@ -219,6 +229,8 @@ class Party:
             return self._relay(msg)
         if isinstance(msg, Weights):
             return self._on_weights(msg)
+        if isinstance(msg, ScoreRequest):
+            return self._report_scores(msg)
         if isinstance(msg, StartStep):
             if msg.sender != self.plan.coordinator:
                 raise ProtocolError(f"{self.name}: StartStep from {msg.sender}, not the coordinator")
@@ -475,6 +487,15 @@ class Party:
         if (following := self._next) is not None:
             self._next = None
             self.handle(following)
+
+    def _report_scores(self, msg: ScoreRequest) -> None:
+        """Send the coordinator this pass's totals over ``msg.split`` (none unless
+        :attr:`share_scores`) and forget them: the next pass counts from zero."""
+        if msg.sender != self.plan.coordinator:
+            raise ProtocolError(f"{self.name}: ScoreRequest from {msg.sender}, not the coordinator")
+        totals = self.eval_totals.pop(msg.split, {})
+        meta = {task: {"count": t.count, "correct": t.correct, "loss_sum": t.loss_sum} for task, t in totals.items()}
+        self._send(Scores(self.name, msg.sender, msg.step, split=msg.split, meta=meta if self.share_scores else {}))
 
     # -- round-robin relay ---------------------------------------------------------------------
 

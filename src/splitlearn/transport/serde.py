@@ -89,7 +89,8 @@ _ENCODINGS = {"fp16": pb.ENCODING_FLOAT16, "int8": pb.ENCODING_INT8, "topk": pb.
 _CODECS = {v: k for k, v in _ENCODINGS.items()}
 _KINDS = {
     cls.__name__: cls
-    for cls in (m.Manifest, m.StartStep, m.Activation, m.Gradient, m.Labels, m.Output, m.StepDone, m.RelayRequest, m.Weights, m.Abort)
+    for cls in (m.Manifest, m.StartStep, m.Activation, m.Gradient, m.Labels, m.Output, m.StepDone, m.RelayRequest, m.Weights, m.Abort,
+                m.ScoreRequest, m.Scores)
 }
 _BODIES = {f.message_type.name: f.name for f in pb.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields}
 _HEADER = ("sender", "receiver", "step")

@@ -214,8 +214,22 @@ class Abort(_message.Message):
     restore_to: int
     def __init__(self, restore_to: _Optional[int] = ...) -> None: ...
 
+class ScoreRequest(_message.Message):
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: str
+    def __init__(self, split: _Optional[str] = ...) -> None: ...
+
+class Scores(_message.Message):
+    __slots__ = ("split", "meta")
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    split: str
+    meta: str
+    def __init__(self, split: _Optional[str] = ..., meta: _Optional[str] = ...) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("header", "manifest", "start_step", "activation", "gradient", "labels", "output", "step_done", "relay_request", "weights", "abort")
+    __slots__ = ("header", "manifest", "start_step", "activation", "gradient", "labels", "output", "step_done", "relay_request", "weights", "abort", "score_request", "scores")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     START_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +241,8 @@ class Envelope(_message.Message):
     RELAY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     header: Header
     manifest: Manifest
     start_step: StartStep
@@ -238,4 +254,6 @@ class Envelope(_message.Message):
     relay_request: RelayRequest
     weights: Weights
     abort: Abort
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., start_step: _Optional[_Union[StartStep, _Mapping]] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., gradient: _Optional[_Union[Gradient, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., step_done: _Optional[_Union[StepDone, _Mapping]] = ..., relay_request: _Optional[_Union[RelayRequest, _Mapping]] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ...) -> None: ...
+    score_request: ScoreRequest
+    scores: Scores
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., start_step: _Optional[_Union[StartStep, _Mapping]] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., gradient: _Optional[_Union[Gradient, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., step_done: _Optional[_Union[StepDone, _Mapping]] = ..., relay_request: _Optional[_Union[RelayRequest, _Mapping]] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., score_request: _Optional[_Union[ScoreRequest, _Mapping]] = ..., scores: _Optional[_Union[Scores, _Mapping]] = ...) -> None: ...
