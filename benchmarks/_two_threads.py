@@ -45,8 +45,12 @@ class Side(InboxTransport):
             self.peer._inbox.put(message)
 
     def serve(self) -> None:
-        while (item := self._inbox.get()) is not END:
-            self._dispatch(item)
+        try:
+            while (item := self._inbox.get()) is not END:
+                self._dispatch(item)
+        except BaseException as e:  # the other side raises it at once, rather than after its timeout
+            self.peer._inbox.put(e)
+            raise
 
     def close(self) -> None:
         self._wire.put(END)
