@@ -217,6 +217,7 @@ class Simulation:
         )
         self.eval_batch_size = eval_batch_size
         self.history: list[dict[str, Any]] = []
+        self.epoch_first_step: int | None = None  # the coordinator's step when the epoch in progress began
         for name in cast.data_parties:
             if name in self.parties:
                 self.parties[name].announce()
@@ -230,8 +231,11 @@ class Simulation:
         for _ in range(epochs):
             epoch = len(self.history) + 1
             start = time.perf_counter()
-            first_step = self.coordinator.step
             c = self.coordinator  # after a restart from a checkpoint, go on where it stood
+            resuming = c.epoch == epoch and c.next_batch > 0
+            if not resuming or self.epoch_first_step is None:
+                self.epoch_first_step = c.step
+            first_step = self.epoch_first_step
             c.train_epoch(epoch, on_step=on_step, start=c.next_batch if c.epoch == epoch else 0)
             train_seconds = time.perf_counter() - start
             losses = [l for p in self.parties.values() for s, l in p.losses if s > first_step]

@@ -22,11 +22,10 @@ def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
     return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
-def _check_matches_in_process(config, tmp_path, *, losses: bool = True, shared_scores: bool = False) -> None:
+def _check_matches_in_process(config, tmp_path, *, shared_scores: bool = False) -> None:
     """The weights the server and the clients wrote equal, bit for bit, those of ``splitlearn train``;
-    with ``losses``, so do the train losses the server reports (a server restarted mid-epoch
-    averages only the steps since: see docs/deploying.md, Limits); so are its test scores, which
-    a U-shaped client keeps to itself unless ``shared_scores``."""
+    so do the train losses the server reports in vanilla (also across its restarts), and its test
+    scores, which a U-shaped client keeps to itself unless ``shared_scores``."""
     run_dir = next((tmp_path / "runs").iterdir())
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "status.json", "weights"}
     remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
@@ -40,7 +39,7 @@ def _check_matches_in_process(config, tmp_path, *, losses: bool = True, shared_s
     # Where the server computes the loss (labels sent to it), it reports the same train loss.
     served = json.loads((run_dir / "metrics.json").read_text())["epochs"]
     trained = json.loads((local.run_dir / "metrics.json").read_text())["epochs"]
-    if losses and config.split.configuration == "vanilla":
+    if config.split.configuration == "vanilla":
         assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
     scores = lambda epochs: [{k: v for k, v in e.items() if k.startswith("test_")} for e in epochs]  # noqa: E731
     if config.split.configuration != "ushaped" or shared_scores:  # scored at the server, or reported by the client

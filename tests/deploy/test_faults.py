@@ -103,7 +103,7 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
     for proc in joins:
         code, client_out = finish(proc)
         assert code == 0 and "reconnecting" in client_out, client_out
-    _check_matches_in_process(config, tmp_path, losses=False)
+    _check_matches_in_process(config, tmp_path)
     run_dir = next((tmp_path / "runs").iterdir())
     assert main(["status", str(run_dir)]) == 0
     status = json.loads((run_dir / "status.json").read_text())

@@ -162,6 +162,9 @@ def serve(
     if state is not None:
         sim.coordinator.load_state_dict(state["coordinator"])
         sim.history = state["history"]
+        sim.epoch_first_step = state.get("epoch_first_step")
+        for name, party in sim.parties.items():  # this epoch's losses so far: its train loss averages them all
+            party.losses = [(int(s), float(v)) for s, v in state.get("epoch_losses", {}).get(name, [])]
         run_dir = Path(state["run_dir"])
         co = sim.coordinator
         log_event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
@@ -173,8 +176,11 @@ def serve(
 
     def save_position(*, finished: bool) -> float:
         seconds = time.perf_counter() - start
+        first, committed = sim.epoch_first_step, sim.coordinator.committed
+        losses = {n: [[s, v] for s, v in p.losses if first is not None and first < s <= committed] for n, p in sim.parties.items()}
         write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
-                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history})
+                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history,
+                                          "epoch_first_step": first, "epoch_losses": losses})
         return seconds
 
     def commit() -> None:
