@@ -23,6 +23,7 @@ from torch import nn
 
 from splitlearn import __version__
 from splitlearn.accounting import FlopMeter, account
+from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import load_dataset
@@ -261,9 +262,7 @@ def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, se
         "messages": len(sim.log.records),
         "accounting": account(sim, meter),
     }
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 
