@@ -28,12 +28,25 @@ class DataConfig:
     alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
     limit_train: int = 0  # use a seeded random subset of this many training samples (0: all)
     limit_test: int = 0  # likewise for the test split
+    # dealt: every process loads the data set and keeps the shard dealt to it (a simulation of sites);
+    # own: each client of a deployment loads its own files (splitlearn join --data-root); no process
+    # needs anyone else's, and the model is built from sample_shape and num_classes.
+    sites: str = "dealt"
+    sample_shape: tuple[int, ...] = ()  # sites = "own": the shape of one sample, e.g. [1, 28, 28]
+    num_classes: int = 0  # sites = "own": the number of classes
 
     def __post_init__(self) -> None:
         if self.partition not in ("iid", "dirichlet"):
             raise ValueError(f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
         if not self.alpha > 0:
             raise ValueError(f"data.alpha must be > 0, got {self.alpha}")
+        if self.sites not in ("dealt", "own"):
+            raise ValueError(f"data.sites must be 'dealt' or 'own', got {self.sites!r}")
+        if self.sites == "own":
+            if not self.sample_shape or not all(type(d) is int and d > 0 for d in self.sample_shape):
+                raise ValueError(f"data.sites = 'own' needs data.sample_shape, positive ints such as [1, 28, 28]; got {list(self.sample_shape)}")
+            if type(self.num_classes) is not int or self.num_classes < 2:
+                raise ValueError(f"data.sites = 'own' needs data.num_classes >= 2, got {self.num_classes!r}")
 
 
 @dataclass(frozen=True)

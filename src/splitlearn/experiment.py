@@ -25,11 +25,13 @@ from splitlearn import __version__
 from splitlearn.accounting import FlopMeter, account
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
+from splitlearn.data.dataset import ArrayDataset
 from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation
+from splitlearn.split.party import Shard
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
@@ -78,13 +80,20 @@ _BUILD_LOCK = threading.Lock()
 
 
 def build(config: RunConfig) -> Built:
-    """Load the data set and build the configured split, seeded by ``config.train.seed``."""
-    train_ds, test_ds = load_dataset(config.data.name, root=config.data.root, seed=config.train.seed)
-    g = torch.Generator().manual_seed(config.train.seed)
-    if 0 < config.data.limit_train < len(train_ds):
-        train_ds = train_ds.subset(torch.randperm(len(train_ds), generator=g)[: config.data.limit_train])
-    if 0 < config.data.limit_test < len(test_ds):
-        test_ds = test_ds.subset(torch.randperm(len(test_ds), generator=g)[: config.data.limit_test])
+    """Load the data set and build the configured split, seeded by ``config.train.seed``. With
+    ``data.sites = "own"`` nothing is loaded: the clients bring their own data
+    (:func:`own_shards`), and ``train`` and ``test`` are empty data sets of the declared shape."""
+    if config.data.sites == "own":
+        if config.split.configuration == "vertical":
+            raise ValueError("data.sites = 'own' is not supported for a vertical split yet: its parties must hold the same samples")
+        d = config.data
+        empty = ArrayDataset(torch.empty(0, *d.sample_shape), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
+                             classes=tuple(str(c) for c in range(d.num_classes)), name=d.name)
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train.seed)
+            split, targets = _build_split(config, tuple(d.sample_shape), d.num_classes)
+        return Built(config, split, empty, None, targets)
+    train_ds, test_ds = _load(config, config.data.root)
     in_shape, num_classes = tuple(train_ds.sample_shape), train_ds.num_classes
     # Initial weights come from the global RNG: seed it in private (the caller's RNG state is
     # kept), and one build at a time, so that builds on several threads stay deterministic.
@@ -92,6 +101,40 @@ def build(config: RunConfig) -> Built:
         torch.manual_seed(config.train.seed)
         split, targets = _build_split(config, in_shape, num_classes)
     return Built(config, split, train_ds, test_ds, targets)
+
+
+def _load(config: RunConfig, root) -> tuple[ArrayDataset, ArrayDataset]:
+    """The configured data set from ``root``, cut to the configured seeded subsets."""
+    train_ds, test_ds = load_dataset(config.data.name, root=root, seed=config.train.seed)
+    g = torch.Generator().manual_seed(config.train.seed)
+    if 0 < config.data.limit_train < len(train_ds):
+        train_ds = train_ds.subset(torch.randperm(len(train_ds), generator=g)[: config.data.limit_train])
+    if 0 < config.data.limit_test < len(test_ds):
+        test_ds = test_ds.subset(torch.randperm(len(test_ds), generator=g)[: config.data.limit_test])
+    return train_ds, test_ds
+
+
+def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
+    """With ``data.sites = "own"``: the shards of a party of data role ``role`` from its own files
+    at ``root`` (the configured data set's format, the configured subsets), with the labels of
+    the tasks whose labels this role holds. ``ValueError`` if they do not fit the declared
+    ``data.sample_shape`` and ``data.num_classes``."""
+    d = built.config.data
+    train_ds, test_ds = _load(built.config, root)
+    for name, ds in (("train", train_ds), ("test", test_ds)):
+        if len(ds) and tuple(ds.sample_shape) != tuple(d.sample_shape):
+            raise ValueError(f"{root}: {name} samples have shape {list(ds.sample_shape)}, but data.sample_shape is {list(d.sample_shape)}")
+        if len(ds) and int(ds.labels.max()) >= d.num_classes:
+            raise ValueError(f"{root}: {name} labels go up to {int(ds.labels.max())}, but data.num_classes is {d.num_classes}")
+    if not len(train_ds):
+        raise ValueError(f"{root}: no training samples")
+    heads = [h for h in built.split.plan.root.heads if h.label_role == role]
+    targets = built.targets or {h.task: (lambda y: y) for h in heads}
+
+    def shard(ds: ArrayDataset) -> Shard:
+        return Shard(ds.sample_ids, ds.features, {h.task: targets[h.task](ds.labels) for h in heads})
+
+    return {"train": shard(train_ds)} | ({"test": shard(test_ds)} if len(test_ds) else {})
 
 
 def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int):
@@ -169,6 +212,9 @@ def party_options(built: Built) -> dict[str, Any]:
 def simulation(built: Built, **kw) -> Simulation:
     """The configured split with all parties in this process (``kw`` overrides options)."""
     c = built.config
+    if c.data.sites == "own":
+        raise ValueError("data.sites = 'own': each client brings its own data to splitlearn join --data-root; "
+                         "to train in one process, use data.sites = 'dealt'")
     options = party_options(built) | dict(relay=c.split.relay, batch_size=c.train.batch_size) | kw
     return Simulation(built.split, **options)
 

@@ -114,7 +114,8 @@ def build_parties(
     if len(data_roles) == 1:
         role = data_roles[0]
         names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]
-        parts = deal(train.labels, clients, partition=partition, alpha=alpha, seed=seed)
+        parts = (deal(train.labels, clients, partition=partition, alpha=alpha, seed=seed) if len(train.labels)
+                 else [torch.empty(0, dtype=torch.long)] * clients)  # no data here: the clients bring their own
         test_shard = None if test is None else Shard(test.sample_ids, test.features, labels(test, role))
         template = copy.deepcopy(split.modules_of(role))
         for k, (name, idx) in enumerate(zip(names, parts)):

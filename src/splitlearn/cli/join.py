@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep retrying an unreachable server")
     p.add_argument("--reconnect-timeout", type=float, default=600.0,
                    help="seconds to keep reconnecting after the connection broke (the server restarting)")
+    p.add_argument("--data-root", help="this site's own data files (configs with data.sites = \"own\"), in the format "
+                                        "of the config's data set; no other process reads them")
     scores = p.add_mutually_exclusive_group()
     scores.add_argument("--share-scores", dest="share_scores", action="store_const", const=True,
                         help="report test accuracy and loss totals to the server even where the labels never leave "
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     with operational(args.log_format, terminate):
         result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
                       connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
-                      share_scores=args.share_scores)
+                      share_scores=args.share_scores, data_root=args.data_root)
         last = f", last loss it scored {result.losses[-1][1]:.4f}" if result.losses else ""
         log_event("finished", f"{args.party}: session ended; "
                   + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,

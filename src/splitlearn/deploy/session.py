@@ -321,6 +321,7 @@ def join(
     connect_timeout: float = 60.0,
     reconnect_timeout: float = 600.0,
     share_scores: bool | None = None,
+    data_root: str | Path | None = None,
 ) -> JoinResult:
     """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
@@ -333,12 +334,26 @@ def join(
     A party that scores the test split reports its totals over each pass (counts and summed loss,
     nothing per sample) to the server if ``share_scores``; by default (``None``) it does when it
     sends its labels to the server for training anyway (vanilla), and not when they never leave
-    it (U-shaped)."""
+    it (U-shaped).
+
+    With ``data.sites = "own"`` the party trains on its own files at ``data_root`` (the configured
+    data set's format), which no other process sees; otherwise it keeps the shard of the
+    configured data set dealt to it, and ``data_root`` must be ``None``."""
     if insecure and not is_loopback(server):
         raise DeployError(f"--insecure is refused for {server}: only a loopback address may go without TLS")
-    _, cast, remote = _remote(config)
+    built, cast, remote = _remote(config)
     if party not in remote:
         raise DeployError(f"unknown party {party!r}: this config's client parties are {', '.join(remote)}")
+    if config.data.sites == "own":
+        if data_root is None:
+            raise DeployError(f"data.sites = 'own': give {party} its data with --data-root (files of data set {config.data.name!r})")
+        try:
+            cast.parties[party].shards = experiment.own_shards(built, cast.parties[party].role, data_root)
+        except (ValueError, OSError) as e:
+            raise DeployError(f"{party}'s own data: {e}") from None
+    elif data_root is not None:
+        raise DeployError("--data-root is for data.sites = 'own'; with data.sites = 'dealt' every process deals itself "
+                          f"its shard of data set {config.data.name!r}")
     token = read_token(certs, party)
     credentials = None if insecure else client_credentials(certs, party)
     me = cast.parties[party]

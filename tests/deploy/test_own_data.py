@@ -1,0 +1,116 @@
+"""``data.sites = "own"``: each client of a deployment trains on its own files (``join
+--data-root``), which no other process reads; the server builds the model from the declared
+sample shape and classes. The result equals the same parties trained in one process."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from splitlearn import deploy, experiment
+from splitlearn.cli.app import main
+from splitlearn.config import load_config
+from splitlearn.data.idx import write_idx
+from splitlearn.simulation import Simulation, build_parties
+from splitlearn.transport.local import LocalTransport
+
+from .conftest import TIMEOUT, free_port, write_config
+
+OWN = {"name": "fashion_mnist", "sites": "own", "sample_shape": [1, 28, 28], "num_classes": 10}
+
+
+def _site(folder, seed: int, n_train: int, n_test: int):
+    """A Fashion-MNIST folder (gzipped IDX) of random images and labels: one site's own data."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))
+    return folder
+
+
+def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
+    sites = {"client0": _site(tmp_path / "site0", 0, 48, 16), "client1": _site(tmp_path / "site1", 1, 40, 12)}
+    config = load_config(write_config(tmp_path / "config.json", data=OWN, model={"name": "small_cnn"},
+                                      split={"configuration": "vanilla", "clients": 2}, train={"epochs": 2, "batch_size": 16}),
+                         {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
+    loaded, load = [], experiment.load_dataset
+    monkeypatch.setattr(experiment, "load_dataset", lambda name, root=None, **kw: (loaded.append(root), load(name, root=root, **kw))[1])
+    target, results = f"localhost:{free_port()}", {}
+
+    def run(name, fn, **kw):
+        try:
+            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
+        except Exception as e:  # reported by the test thread
+            results[name] = e
+
+    threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, timeout=20))]
+    threads += [threading.Thread(target=run, args=(c, deploy.join), kwargs=dict(server=target, party=c, out=tmp_path / "clients",
+                                                                               data_root=root)) for c, root in sites.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert all(isinstance(r, deploy.ServeResult | deploy.JoinResult) for r in results.values()) and len(results) == 3, results
+    assert sorted(map(str, loaded)) == sorted(map(str, sites.values()))  # each site's files, read by that site only
+
+    # The same parties, each with the same own files, in one process.
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built))
+    for name, root in sites.items():
+        cast.parties[name].shards = experiment.own_shards(built, cast.parties[name].role, root)
+    sim = Simulation.hosting(built.split, cast, LocalTransport(), local=set(cast.parties), batch_size=16, seed=config.train.seed)
+    sim.coordinator.collect_manifests()
+    sim.fit(2)
+    sim.save_weights(tmp_path / "in-process")
+    expected = _tensors(tmp_path / "in-process")
+    got = _tensors(results["server"].run_dir / "weights") | _tensors(tmp_path / "clients")
+    assert sorted(got) == sorted(expected) == ["client1", "server"]
+    for party, tensors in expected.items():
+        assert all(torch.equal(t, got[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
+    served = results["server"].metrics["epochs"]
+    assert [e["test_accuracy"] for e in served] == [e["test_accuracy"] for e in sim.history]
+    assert [e["test_count"] for e in served] == [12, 12]  # client1 held the weights at the end of each epoch: its own test split
+
+
+@pytest.mark.parametrize(("data", "join_kw", "problem"), [
+    (OWN, {}, "give client0 its data with --data-root"),
+    (OWN | {"sample_shape": [1, 8, 8]}, {"data_root": "site"}, "train samples have shape [1, 28, 28], but data.sample_shape is [1, 8, 8]"),
+    (OWN | {"num_classes": 4}, {"data_root": "site"}, "but data.num_classes is 4"),
+    ({"name": "digits"}, {"data_root": "site"}, "--data-root is for data.sites = 'own'"),
+])
+def test_join_refuses_data_that_does_not_fit(tmp_path, data, join_kw, problem):
+    site = _site(tmp_path / "site", 0, 8, 4)
+    config = load_config(write_config(tmp_path / "config.json", data=data, split={"clients": 2}))
+    kw = {k: site if v == "site" else v for k, v in join_kw.items()}
+    with pytest.raises(deploy.DeployError) as e:
+        deploy.join(config, server="localhost:1", party="client0", certs=tmp_path, out=tmp_path / "out", insecure=True, **kw)
+    assert problem in str(e.value)
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    ({"sites": "own"}, "data.sites = 'own' needs data.sample_shape"),
+    ({"sites": "own", "sample_shape": [28, 0]}, "data.sites = 'own' needs data.sample_shape"),
+    ({"sites": "own", "sample_shape": [1, 8, 8]}, "needs data.num_classes >= 2"),
+    ({"sites": "everywhere"}, "data.sites must be 'dealt' or 'own'"),
+])
+def test_config_of_own_data_is_checked(tmp_path, data, problem):
+    with pytest.raises(ValueError) as e:
+        load_config(write_config(tmp_path / "config.json", data=data))
+    assert problem in str(e.value)
+
+
+def test_own_data_cannot_train_in_one_process_or_vertically(tmp_path, capsys):
+    config = write_config(tmp_path / "config.json", data=OWN)
+    assert main(["train", "--config", config, "--out", str(tmp_path / "runs")]) == 2
+    assert "use data.sites = 'dealt'" in capsys.readouterr().err
+    vertical = load_config(config, {"split.configuration": "vertical", "split.clients": 2})
+    with pytest.raises(ValueError, match="not supported for a vertical split"):
+        experiment.build(vertical)
