@@ -27,7 +27,7 @@ from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.data.partition import vertical_split
-from splitlearn.data.registry import load_dataset
+from splitlearn.data.registry import EMBEDDED, load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation
@@ -86,6 +86,9 @@ def build(config: RunConfig) -> Built:
     if config.data.sites == "own":
         if config.split.configuration == "vertical":
             raise ValueError("data.sites = 'own' is not supported for a vertical split yet: its parties must hold the same samples")
+        if config.data.name in EMBEDDED:
+            raise ValueError(f"data.sites = 'own' needs a data set read from files, not {config.data.name!r}, which comes with "
+                             "scikit-learn: every site would train on the same copy")
         d = config.data
         empty = ArrayDataset(torch.empty(0, *d.sample_shape), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
                              classes=tuple(str(c) for c in range(d.num_classes)), name=d.name)

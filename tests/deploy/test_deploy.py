@@ -168,3 +168,34 @@ def test_serve_refuses_insecure_on_a_public_address(tmp_path, certs, capsys):
     config = write_config(tmp_path / "config.json")
     assert main(["serve", "--config", config, "--listen", "0.0.0.0:0", "--certs", str(certs), "--insecure"]) == 2
     assert "only a loopback address" in capsys.readouterr().err
+
+
+def test_a_crashed_serve_leaves_its_clients_waiting_to_resume_not_finished(tmp_path, monkeypatch):
+    """serve failing mid-session must not end the clients' streams as if training were over."""
+    config = load_config(write_config(tmp_path / "config.json", split={"clients": 1}), {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
+    epochs = []
+
+    def crash(record):
+        epochs.append(record)
+        raise RuntimeError("disk full")
+
+    target, results = f"localhost:{free_port()}", {}
+
+    def run(name, fn, **kw):
+        try:
+            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
+        except Exception as e:  # reported by the test thread
+            results[name] = e
+
+    threads = [
+        threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, on_epoch=crash)),
+        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client",
+                                                                                 reconnect_timeout=1.0)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert len(epochs) == 1 and isinstance(results["server"], RuntimeError), results
+    assert isinstance(results["client"], deploy.DeployError), results  # it tried to reconnect, then gave up

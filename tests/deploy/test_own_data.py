@@ -107,10 +107,25 @@ def test_config_of_own_data_is_checked(tmp_path, data, problem):
     assert problem in str(e.value)
 
 
-def test_own_data_cannot_train_in_one_process_or_vertically(tmp_path, capsys):
+def test_own_data_cannot_train_in_one_process_vertically_or_from_embedded_sets(tmp_path, capsys):
     config = write_config(tmp_path / "config.json", data=OWN)
     assert main(["train", "--config", config, "--out", str(tmp_path / "runs")]) == 2
     assert "use data.sites = 'dealt'" in capsys.readouterr().err
     vertical = load_config(config, {"split.configuration": "vertical", "split.clients": 2})
     with pytest.raises(ValueError, match="not supported for a vertical split"):
         experiment.build(vertical)
+    digits = load_config(config, {"data.name": "digits", "data.sample_shape": [1, 8, 8]})
+    with pytest.raises(ValueError, match="needs a data set read from files, not 'digits', which comes with scikit-learn"):
+        experiment.build(digits)
+
+
+def test_round_robin_clients_must_hold_the_same_splits(tmp_path):
+    """A site with no test split would crash the evaluation of its turn: refused when it joins."""
+    config = load_config(write_config(tmp_path / "config.json", data=OWN, model={"name": "small_cnn"}))
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built))
+    cast.parties["client0"].shards = experiment.own_shards(built, "client", _site(tmp_path / "a", 0, 8, 4))
+    cast.parties["client1"].shards = experiment.own_shards(built, "client", _site(tmp_path / "b", 1, 8, 0))
+    sim = Simulation.hosting(built.split, cast, LocalTransport(), local=set(cast.parties))
+    with pytest.raises(ValueError, match=r"round-robin clients must hold the same splits: 'client1' holds \['train'\], 'client0' holds \['test', 'train'\]"):
+        sim.coordinator.collect_manifests()

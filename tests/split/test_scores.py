@@ -63,21 +63,32 @@ def test_remote_label_owner_reports_its_totals_if_it_shares_them(tabular, kind, 
     assert client.eval_totals == {}  # reported (or not) and forgotten
 
 
-def _tampered(meta):
-    return lambda message: dataclasses.replace(message, meta=meta) if isinstance(message, Scores) else message
+def _tampered(change):
+    """An outbox that replaces the totals of every Scores the client sends by ``change(totals)``."""
+    def outbox(message):
+        if not isinstance(message, Scores):
+            return message
+        return dataclasses.replace(message, meta=change(message.meta["y"]))
+    return outbox
 
 
-@pytest.mark.parametrize(("meta", "problem"), [
-    ({"y": {"count": 4, "correct": 5, "loss_sum": 1.0}}, "'correct': 5"),
-    ({"y": {"count": 4, "correct": 1, "loss_sum": -1.0}}, "'loss_sum': -1.0"),
-    ({"y": {"count": 4.0, "correct": 1, "loss_sum": 1.0}}, "'count': 4.0"),
-    ({"y": {"count": 4, "correct": 1}}, "'correct': 1}"),
-    ({"other": {"count": 4, "correct": 1, "loss_sum": 1.0}}, "'other'"),
-    ({"y": [4, 1, 1.0]}, "[4, 1, 1.0]"),
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda t: {"y": t | {"correct": t["count"] + 1}}, "'correct': 41"),
+    (lambda t: {"y": t | {"loss_sum": -1.0}}, "'loss_sum': -1.0"),
+    (lambda t: {"y": t | {"loss_sum": 10**400}}, "'loss_sum': 1000"),  # an int no float can hold
+    (lambda t: {"y": t | {"loss_sum": True}}, "'loss_sum': True"),
+    (lambda t: {"y": t | {"count": float(t["count"])}}, "'count': 40.0"),
+    (lambda t: {"y": t | {"count": 0, "correct": 0}}, "'count': 0"),
+    (lambda t: {"y": t | {"count": t["count"] - 1}}, "'count': 39"),  # not every sample of the pass
+    (lambda t: {"y": {"count": t["count"], "correct": 1}}, "'correct': 1}"),
+    (lambda t: {"other": t}, "'other'"),
+    (lambda t: {"y": [4, 1, 1.0]}, "[4, 1, 1.0]"),
 ])
-def test_scores_that_are_not_totals_are_refused_by_name(tabular, meta, problem):
-    sim, _ = _with_remote_client("vanilla", tabular, outbox=_tampered(meta))
-    with pytest.raises(ProtocolError, match="client reported scores that are not totals of a task here") as e:
+def test_scores_that_are_not_totals_of_the_pass_are_refused_by_name(tabular, change, problem):
+    sim, _ = _with_remote_client("vanilla", tabular, outbox=_tampered(change))
+    samples = len(sim.coordinator.manifests["client"]["test"])
+    assert samples == 40  # the counts in the problems above
+    with pytest.raises(ProtocolError, match="client reported scores that are not totals of a task here over the 40 samples") as e:
         sim.evaluate()
     assert problem in str(e.value)
 
@@ -87,3 +98,27 @@ def test_unrequested_scores_are_refused(tabular):
     client.send(Scores("client", "coordinator", 0, split="test", meta={}))
     with pytest.raises(ProtocolError, match="coordinator: unexpected Scores from client"):
         sim.transport.run_until(lambda: False)
+
+
+def test_scores_of_a_party_that_was_not_asked_are_refused(tabular):
+    """Round robin: only the holder (client0 here) is asked; client1's scores are refused."""
+    train, test = tabular
+    cast = build_parties(_split("vanilla"), train=train, test=test, clients=2)
+    transport = LocalTransport()
+    sim = Simulation.hosting(_split("vanilla"), cast, transport, local={"server"}, batch_size=16)
+    for name in ("client0", "client1"):
+        cast.parties[name].connect(transport)
+        cast.parties[name].announce()
+    sim.coordinator.collect_manifests()
+    asked = sim.coordinator.holder
+    other = next(c for c in ("client0", "client1") if c != asked)
+    send = cast.parties[asked].send
+
+    def also_the_other(message):  # when the holder answers, the other client answers first
+        if isinstance(message, Scores):
+            cast.parties[other].send(dataclasses.replace(message, sender=other))
+        send(message)
+
+    cast.parties[asked].send = also_the_other
+    with pytest.raises(ProtocolError, match=f"coordinator: unexpected Scores from {other}"):
+        sim.evaluate()

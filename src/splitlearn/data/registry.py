@@ -33,6 +33,9 @@ DATASETS: dict[str, Callable[..., Split]] = {
 }
 
 
+EMBEDDED = frozenset({"digits", "breast_cancer"})  # shipped with scikit-learn: no files of a site's own
+
+
 def load_dataset(name: str, *, root: Root = None, seed: int = 0, **kwargs) -> Split:
     """Load data set ``name`` as (train, test); ``kwargs`` go to its loader (e.g. ``label="coarse"``)."""
     try:

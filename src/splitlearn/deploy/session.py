@@ -240,7 +240,9 @@ def serve(
     except (TimeoutError, ConnectionError, ProtocolError, CheckpointError) as e:
         raise DeployError(str(e)) from None
     finally:
-        hub.stop()
+        # Unless the session ended above (the streams are closed already), the clients are told the
+        # server went away, not that training is over: they reconnect to a restarted serve.
+        hub.stop(resume=True)
     return ServeResult(run_dir, metrics, weights)
 
 

@@ -26,6 +26,14 @@ from splitlearn.split.transport import PartyLost, Transport
 __all__ = ["Batch", "Coordinator", "pipelinable", "shuffled_batches"]
 
 
+def _as_float(value: int | float) -> float:
+    """``value`` as a float; an int too large for one is infinite."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def shuffled_batches(ids: torch.Tensor, batch_size: int, *, key: tuple[int, ...] | None) -> list[torch.Tensor]:
     """``ids`` in batches, shuffled by a generator seeded from the ints in ``key`` (None: in order).
     The same key gives the same order in every process and for every method compared."""
@@ -109,7 +117,7 @@ class Coordinator:
         self._aborted: set[str] = set()
         self._relayed = False
         self._relay_target: str | None = None
-        self._asked: tuple[str, int] | None = None  # (split, step) of the ScoreRequests out
+        self._asked: tuple[str, int, frozenset[str], int] | None = None  # split, step, parties, samples of the requests out
         self._scores: dict[str, dict[str, dict[str, int | float]]] = {}  # label owner -> task -> its totals
         # fault tolerance
         self._committed_holder = self.holder
@@ -144,7 +152,8 @@ class Coordinator:
                 self._aborted.add(msg.sender)
         elif isinstance(msg, StepDone) and 0 < msg.step < self.floor:
             pass  # from the attempt of a step that was aborted
-        elif isinstance(msg, Scores) and self._asked == (msg.split, msg.step) and msg.sender not in self._scores:
+        elif (isinstance(msg, Scores) and self._asked is not None and self._asked[:2] == (msg.split, msg.step)
+              and msg.sender in self._asked[2] and msg.sender not in self._scores):
             self._scores[msg.sender] = self._check_scores(msg)
         elif isinstance(msg, Scores) and 0 < msg.step < self.floor:
             pass  # the answer to a request of an aborted evaluation pass
@@ -156,7 +165,12 @@ class Coordinator:
     def collect_manifests(self) -> None:
         """Wait for every data party's manifest; check vertical parties hold the same samples."""
         self.transport.run_until(lambda: set(self.manifests) >= set(self.data_parties))
-        if self.group_role is not None:
+        if self.group_role is not None:  # each client in turn trains and evaluates on its own shards
+            first, *others = self.clients
+            for other in others:
+                if self.manifests[other].keys() != self.manifests[first].keys():
+                    raise ValueError(f"round-robin clients must hold the same splits: {other!r} holds "
+                                     f"{sorted(self.manifests[other])}, {first!r} holds {sorted(self.manifests[first])}")
             return
         first, *others = self.data_parties
         for other in others:
@@ -282,12 +296,12 @@ class Coordinator:
             try:
                 for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
                     self.run_step(Batch(bindings, b), mode="eval", split=split)
-                return self._collect_scores(split, ask)
+                return self._collect_scores(split, ask, len(ids))
             except PartyLost as lost:
                 self.recover(lost)
 
-    def _collect_scores(self, split: str, parties: Collection[str]) -> dict[str, dict[str, dict[str, int | float]]]:
-        self._asked, self._scores = (split, self.step), {}
+    def _collect_scores(self, split: str, parties: Collection[str], samples: int) -> dict[str, dict[str, dict[str, int | float]]]:
+        self._asked, self._scores = (split, self.step, frozenset(parties), samples), {}
         try:
             for party in parties:
                 self.transport.send(ScoreRequest(self.name, party, self.step, split=split))
@@ -298,13 +312,15 @@ class Coordinator:
 
     def _check_scores(self, msg: Scores) -> dict[str, dict[str, int | float]]:
         """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan."""
-        tasks = {h.task for h in self.plan.root.heads}
+        tasks, samples = {h.task for h in self.plan.root.heads}, self._asked[3]
         for task, t in msg.meta.items():
             ok = (task in tasks and isinstance(t, dict) and set(t) == {"count", "correct", "loss_sum"}
-                  and all(type(t[k]) is int for k in ("count", "correct")) and 0 <= t["correct"] <= t["count"]
-                  and type(t["loss_sum"]) in (int, float) and 0 <= t["loss_sum"] < math.inf)
+                  and t["count"] == samples and type(t["count"]) is int  # every sample of the pass, scored once
+                  and type(t["correct"]) is int and 0 <= t["correct"] <= samples
+                  and type(t["loss_sum"]) in (int, float) and 0 <= _as_float(t["loss_sum"]) < math.inf)
             if not ok:
-                raise ProtocolError(f"coordinator: {msg.sender} reported scores that are not totals of a task here: {task!r}: {t!r}")
+                raise ProtocolError(f"coordinator: {msg.sender} reported scores that are not totals of a task here "
+                                    f"over the {samples} samples of the pass: {task!r}: {t!r}")
         return msg.meta
 
     # -- fault tolerance -----------------------------------------------------------------------
