@@ -112,7 +112,7 @@ def main() -> None:
         if SHARED in settings:
             results[SHARED] = _shared_cores(config, tmp / SHARED, steps)
         raw, wire = _bytes(config)
-        on_socket, crossed = _socket_bytes(config, tmp / "bytes", cores)
+        on_socket, crossed = _socket_bytes(config, tmp / "bytes")
 
     print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs, "
           f"on {args.device}")
@@ -139,7 +139,7 @@ def _own_cores(config: RunConfig, tmp: Path, cores: list[int], steps: int) -> tu
     def in_process() -> list[float]:
         with _children() as children:
             child = children.start([__file__, "--in-process-only", str(path)], server_cores, tmp / "in-process.log")
-            return json.loads(children.output(child, "the in-process run"))
+            return json.loads(children.output(child, "the in-process run").splitlines()[-1])  # after any warning
 
     local = in_process()
     arms = {
@@ -175,10 +175,10 @@ def _span(cores: list[int]) -> str:
     return ",".join(map(str, cores))
 
 
-# Pins itself to the CPUs in argv[1] before anything starts a thread, then runs argv[2] (a script
-# path or a module name) with the rest as its arguments.
+# Pins itself to the CPUs in argv[1] ("-": leaves them be) before anything starts a thread, then
+# runs argv[2] (a script path or a module name) with the rest as its arguments.
 _PINNED = (
-    "import os, runpy, sys; os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); "
+    "import os, runpy, sys; sys.argv[1] == '-' or os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); "
     "target = sys.argv[2]; sys.argv = sys.argv[2:]; script = target.endswith('.py'); "
     "script and sys.path.insert(0, os.path.dirname(os.path.abspath(target))); "
     "runpy.run_path(target, run_name='__main__') if script else runpy.run_module(target, run_name='__main__', alter_sys=True)"
@@ -198,12 +198,13 @@ class _children:
                 process.kill()
                 process.wait()
 
-    def start(self, argv: list[str], cores: list[int], log: Path) -> subprocess.Popen:
-        """Run ``argv`` (a script path or module, and its arguments) on ``cores`` with as many compute threads."""
-        env = dict(os.environ, OMP_NUM_THREADS=str(len(cores)), MKL_NUM_THREADS=str(len(cores)))
+    def start(self, argv: list[str], cores: list[int] | None, log: Path) -> subprocess.Popen:
+        """Run ``argv`` (a script path or module, and its arguments) on ``cores`` with as many
+        compute threads (``None``: wherever the OS likes, with the default threads)."""
+        env = dict(os.environ) if cores is None else dict(os.environ, OMP_NUM_THREADS=str(len(cores)), MKL_NUM_THREADS=str(len(cores)))
         with open(log, "w") as out:
-            process = subprocess.Popen([sys.executable, "-c", _PINNED, _span(cores), *argv], env=env, stdout=out,
-                                       stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen([sys.executable, "-c", _PINNED, "-" if cores is None else _span(cores), *argv], env=env,
+                                       stdout=out, stderr=subprocess.STDOUT, text=True)
         self.running.append((process, log))
         return process
 
@@ -244,7 +245,7 @@ def _session_argv(path: Path, tmp: Path, listen: str, *, every: int, server: str
     return serve, join
 
 
-def _socket_bytes(config: RunConfig, tmp: Path, cores: list[int]) -> tuple[int, int]:
+def _socket_bytes(config: RunConfig, tmp: Path) -> tuple[int, int]:
     """One epoch of serve and join as processes, join dialling serve through a counting TCP relay:
     the bytes that crossed the socket (TLS, HTTP/2 and gRPC framing, protobuf), and the raw
     tensor bytes of the messages that crossed it."""
@@ -256,8 +257,8 @@ def _socket_bytes(config: RunConfig, tmp: Path, cores: list[int]) -> tuple[int, 
     serve, join = _session_argv(path, tmp, f"localhost:{port}", every=10**9, server=f"localhost:{relay.port}")
     try:
         with _children() as children:
-            server = children.start(serve, cores, tmp / "serve.log")
-            client = children.start(join, cores, tmp / "join.log")
+            server = children.start(serve, None, tmp / "serve.log")
+            client = children.start(join, None, tmp / "join.log")
             children.output(server, "splitlearn serve (bytes run)")
             children.output(client, "splitlearn join (bytes run)", timeout=60)
     finally:
@@ -275,6 +276,7 @@ class _Relay:
         self.target, self.total, self._lock = target, 0, threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
+        self._pumps: list[threading.Thread] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -289,7 +291,9 @@ class _Relay:
                 inbound.close()
                 continue
             for a, b in ((inbound, outbound), (outbound, inbound)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                pump = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                pump.start()
+                self._pumps.append(pump)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         buffer = bytearray(1 << 20)
@@ -306,9 +310,14 @@ class _Relay:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            src.close()
 
     def close(self) -> None:
+        """Stop accepting; wait for the connections to end (the processes have exited), so that
+        ``total`` is complete."""
         self._listener.close()
+        for pump in self._pumps:
+            pump.join(10)
 
 
 def _shared_cores(config: RunConfig, tmp: Path, steps: int) -> tuple[str, list[float], dict[str, list[float]]]:
