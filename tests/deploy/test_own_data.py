@@ -129,3 +129,42 @@ def test_round_robin_clients_must_hold_the_same_splits(tmp_path):
     sim = Simulation.hosting(built.split, cast, LocalTransport(), local=set(cast.parties))
     with pytest.raises(ValueError, match=r"round-robin clients must hold the same splits: 'client1' holds \['train'\], 'client0' holds \['test', 'train'\]"):
         sim.coordinator.collect_manifests()
+
+
+def test_a_session_resumes_only_on_the_same_data(tmp_path):
+    """serve saves a hash of each client's sample ids with its position: a restart where a client
+    brings other data is refused by name, instead of resuming a schedule of other samples."""
+    sites = {"client0": _site(tmp_path / "site0", 0, 48, 16), "client1": _site(tmp_path / "site1", 1, 40, 12)}
+    other = _site(tmp_path / "other", 2, 32, 12)
+    config = load_config(write_config(tmp_path / "config.json", data=OWN, model={"name": "small_cnn"},
+                                      split={"configuration": "vanilla", "clients": 2}, train={"epochs": 3, "batch_size": 16}),
+                         {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
+
+    def session(roots, **serve_kw):
+        target, results = f"localhost:{free_port()}", {}
+
+        def run(name, fn, **kw):
+            try:
+                results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
+            except Exception as e:  # reported by the test thread
+                results[name] = e
+
+        threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, **serve_kw))]
+        threads += [threading.Thread(target=run, args=(c, deploy.join), kwargs=dict(
+            server=target, party=c, out=tmp_path / c, data_root=root, reconnect_timeout=1.0)) for c, root in roots.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        return results
+
+    stop = threading.Event()
+    first = session(sites, stop=stop, on_epoch=lambda record: stop.set())
+    assert isinstance(first["server"], deploy.ServeResult) and not first["server"].finished, first
+    second = session(sites | {"client1": other})
+    assert isinstance(second["server"], deploy.DeployError), second
+    assert "client1 announced other samples than before the restart" in str(second["server"])
+    third = session(sites)  # the same data again: it resumes and finishes
+    assert isinstance(third["server"], deploy.ServeResult) and third["server"].finished, third
+    assert len(third["server"].metrics["epochs"]) == 3

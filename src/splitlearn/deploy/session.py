@@ -50,6 +50,17 @@ def fingerprint(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _manifest_digests(sim: Simulation) -> dict[str, str]:
+    """Per data party, a hash of the sample ids it announced: a session resumes only on the same data."""
+    out = {}
+    for party, splits in sorted(sim.coordinator.manifests.items()):
+        h = hashlib.sha256()
+        for split, ids in sorted(splits.items()):
+            h.update(split.encode() + b"\0" + torch.sort(ids).values.numpy().tobytes())
+        out[party] = h.hexdigest()[:16]
+    return out
+
+
 class _Stopped(Exception):
     """Raised between steps when the server was asked to stop (SIGTERM)."""
 
@@ -180,7 +191,7 @@ def serve(
         losses = {n: [[s, v] for s, v in p.losses if first is not None and first < s <= committed] for n, p in sim.parties.items()}
         write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
                                           "coordinator": sim.coordinator.state_dict(), "history": sim.history,
-                                          "epoch_first_step": first, "epoch_losses": losses})
+                                          "epoch_first_step": first, "epoch_losses": losses, "data": _manifest_digests(sim)})
         return seconds
 
     def commit() -> None:
@@ -209,6 +220,11 @@ def serve(
             on_ready(port, remote)
         hub.wait_for_parties(remote, timeout=join_timeout)
         sim.coordinator.collect_manifests()
+        if state is not None and "data" in state:
+            changed = sorted(p for p, d in _manifest_digests(sim).items() if state["data"].get(p) != d)
+            if changed:
+                raise DeployError(f"{', '.join(changed)} announced other samples than before the restart: their data changed, "
+                                  f"so the saved position means nothing now; to start afresh, remove {folder}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         sim.coordinator.restart()  # every party back to the last step all finished (step 0 when new)
