@@ -37,8 +37,12 @@ def _check_matches_in_process(config, tmp_path, *, shared_scores: bool = False) 
         assert list(tensors) == list(remote[party])
         assert all(torch.equal(t, remote[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
     # Where the server computes the loss (labels sent to it), it reports the same train loss.
-    served = json.loads((run_dir / "metrics.json").read_text())["epochs"]
-    trained = json.loads((local.run_dir / "metrics.json").read_text())["epochs"]
+    served_metrics = json.loads((run_dir / "metrics.json").read_text())
+    trained_metrics = json.loads((local.run_dir / "metrics.json").read_text())
+    # Every message of a client crossed at least once (more where steps were run again), counted across restarts too.
+    sent, clients = served_metrics["bytes_sent"], served_metrics["remote_parties"]
+    assert all(sent[c] >= trained_metrics["bytes_sent"][c] > 0 for c in clients), (sent, trained_metrics["bytes_sent"])
+    served, trained = served_metrics["epochs"], trained_metrics["epochs"]
     if config.split.configuration == "vanilla":
         assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
     scores = lambda epochs: [{k: v for k, v in e.items() if k.startswith("test_")} for e in epochs]  # noqa: E731

@@ -26,7 +26,7 @@ from splitlearn.deploy.certs import DeployError, client_credentials, read_token,
 from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
 from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
-from splitlearn.split.transport import PartyLost
+from splitlearn.split.transport import ByteTotals, PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
 from splitlearn.transport.serde import Limits
 
@@ -153,6 +153,9 @@ def serve(
     c = built.config
     sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                              batch_size=c.train.batch_size, seed=c.train.seed)
+    hub.observers.remove(sim.log)  # a record per message would grow without bound: running totals instead
+    sim.log = ByteTotals()
+    hub.observers.append(sim.log)
     tag = fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
@@ -174,6 +177,8 @@ def serve(
         sim.coordinator.load_state_dict(state["coordinator"])
         sim.history = state["history"]
         sim.epoch_first_step = state.get("epoch_first_step")
+        if "bytes" in state:  # the byte counts go on from where the crashed process left them
+            sim.log.carry(state["bytes"])
         for name, party in sim.parties.items():  # this epoch's losses so far: its train loss averages them all
             party.losses = [(int(s), float(v)) for s, v in state.get("epoch_losses", {}).get(name, [])]
         run_dir = Path(state["run_dir"])
@@ -191,7 +196,8 @@ def serve(
         losses = {n: [[s, v] for s, v in p.losses if first is not None and first < s <= committed] for n, p in sim.parties.items()}
         write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
                                           "coordinator": sim.coordinator.state_dict(), "history": sim.history,
-                                          "epoch_first_step": first, "epoch_losses": losses, "data": _manifest_digests(sim)})
+                                          "epoch_first_step": first, "epoch_losses": losses, "data": _manifest_digests(sim),
+                                          "bytes": sim.log.state()})
         return seconds
 
     def commit() -> None:
@@ -288,7 +294,7 @@ def _write_metrics(run_dir: Path, sim: Simulation, remote: Sequence[str], second
         "splitlearn_version": __version__, "finished": finished, "seconds": seconds, "epochs": sim.history,
         "parties": sorted(sim.parties), "remote_parties": list(remote),
         "bytes_sent": sim.log.bytes_by("sender"), "bytes_received": sim.log.bytes_by("receiver"),
-        "bytes_by_kind": sim.log.bytes_by("kind"), "messages": len(sim.log.records),
+        "bytes_by_kind": sim.log.bytes_by("kind"), "messages": sim.log.messages,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics

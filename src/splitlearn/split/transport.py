@@ -80,3 +80,39 @@ class MessageLog:
 
     def total_bytes(self, *, kind: str | None = None) -> int:
         return sum(r.payload_bytes for r in self.records if kind is None or r.kind == kind)
+
+
+class ByteTotals:
+    """Observer that keeps running totals of payload bytes by sender, receiver and kind, and the
+    message count, in constant memory (a long deployment sends millions of messages). Same
+    queries as :class:`MessageLog`; :meth:`state` and :meth:`carry` take the totals across a
+    restart."""
+
+    KEYS = ("sender", "receiver", "kind")
+
+    def __init__(self) -> None:
+        self._totals: dict[str, dict[str, int]] = {key: defaultdict(int) for key in self.KEYS}
+        self.messages = 0
+
+    def __call__(self, message: Message) -> None:
+        self.messages += 1
+        for key in self.KEYS:
+            self._totals[key][getattr(message, key)] += message.payload_bytes
+
+    def bytes_by(self, key: str = "sender") -> dict[str, int]:
+        """Total payload bytes grouped by ``sender``, ``receiver`` or ``kind``."""
+        return dict(self._totals[key])
+
+    def total_bytes(self, *, kind: str | None = None) -> int:
+        return sum(self._totals["kind"].values()) if kind is None else self._totals["kind"].get(kind, 0)
+
+    def state(self) -> dict:
+        """The totals as JSON."""
+        return {"messages": self.messages} | {key: dict(t) for key, t in self._totals.items()}
+
+    def carry(self, state: dict) -> None:
+        """Add the totals of :meth:`state` (of an earlier process) to these."""
+        self.messages += int(state["messages"])
+        for key in self.KEYS:
+            for name, n in state[key].items():
+                self._totals[key][name] += int(n)
