@@ -163,7 +163,8 @@ class Coordinator:
     # -- setup ---------------------------------------------------------------------------------
 
     def collect_manifests(self) -> None:
-        """Wait for every data party's manifest; check vertical parties hold the same samples."""
+        """Wait for every data party's manifest; check vertical parties hold the same samples, and
+        round-robin clients the same splits."""
         self.transport.run_until(lambda: set(self.manifests) >= set(self.data_parties))
         if self.group_role is not None:  # each client in turn trains and evaluates on its own shards
             first, *others = self.clients
