@@ -55,7 +55,6 @@ from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, T
 from splitlearn.transport.serde import wire_size
 
 OWN, SHARED = "own", "shared"
-_CERTS = Path()  # set by main: the development CA and certificates of every session
 
 
 def _free_port() -> int:
@@ -103,16 +102,15 @@ def main() -> None:
             train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device), out=str(tmp / "runs"),
         )
         steps = len(experiment.simulation(experiment.build(config)).coordinator.schedule(1))
-        global _CERTS
-        _CERTS = tmp / "certs"
-        deploy.make_certs(_CERTS, server_name="localhost", clients=["client"])
+        certs = tmp / "certs"  # the development CA and certificates of every session
+        deploy.make_certs(certs, server_name="localhost", clients=["client"])
         results = {}
         if OWN in settings:
-            results[OWN] = _own_cores(config, tmp / OWN, cores, steps)
+            results[OWN] = _own_cores(config, tmp / OWN, certs, cores, steps)
         if SHARED in settings:
-            results[SHARED] = _shared_cores(config, tmp / SHARED, steps)
+            results[SHARED] = _shared_cores(config, tmp / SHARED, certs, steps)
         raw, wire = _bytes(config)
-        on_socket, crossed = _socket_bytes(config, tmp / "bytes")
+        on_socket, crossed = _socket_bytes(config, tmp / "bytes", certs)
 
     print(f"{args.dataset}, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch, {args.epochs} epochs, "
           f"on {args.device}")
@@ -129,7 +127,7 @@ def main() -> None:
           f"{on_socket / crossed:>7.4f}")
 
 
-def _own_cores(config: RunConfig, tmp: Path, cores: list[int], steps: int) -> tuple[str, list[float], dict[str, list[float]]]:
+def _own_cores(config: RunConfig, tmp: Path, certs: Path, cores: list[int], steps: int) -> tuple[str, list[float], dict[str, list[float]]]:
     """In-process on one half of the cores, against serve and join as processes on a half each."""
     server_cores, client_cores = _halves(cores)
     tmp.mkdir(parents=True)
@@ -143,9 +141,9 @@ def _own_cores(config: RunConfig, tmp: Path, cores: list[int], steps: int) -> tu
 
     local = in_process()
     arms = {
-        "gRPC + TLS, checkpoints every 20 steps (serve's default)": _processes(path, tmp / "every-20", server_cores, client_cores, 20),
-        "gRPC + TLS, checkpoints at epoch ends": _processes(path, tmp / "every-epoch", server_cores, client_cores, steps),
-        "gRPC + TLS, every 20 steps, both on the in-process CPUs": _processes(path, tmp / "same-cores", server_cores,
+        "gRPC + TLS, checkpoints every 20 steps (serve's default)": _processes(path, tmp / "every-20", certs, server_cores, client_cores, 20),
+        "gRPC + TLS, checkpoints at epoch ends": _processes(path, tmp / "every-epoch", certs, server_cores, client_cores, steps),
+        "gRPC + TLS, every 20 steps, both on the in-process CPUs": _processes(path, tmp / "same-cores", certs, server_cores,
                                                                                server_cores, 20),
     }
     local += in_process()
@@ -220,11 +218,11 @@ class _children:
         return log.read_text()
 
 
-def _processes(path: Path, tmp: Path, server_cores: list[int], client_cores: list[int], every: int) -> list[float]:
+def _processes(path: Path, tmp: Path, certs: Path, server_cores: list[int], client_cores: list[int], every: int) -> list[float]:
     """Training seconds per epoch (after the first) of ``splitlearn serve`` and ``splitlearn join``
     as processes on their cores, checkpointing every ``every`` steps."""
     tmp.mkdir(parents=True)
-    serve, join = _session_argv(path, tmp, f"localhost:{_free_port()}", every=every)
+    serve, join = _session_argv(path, tmp, certs, f"localhost:{_free_port()}", every=every)
     with _children() as children:
         server = children.start(serve, server_cores, tmp / "serve.log")
         client = children.start(join, client_cores, tmp / "join.log")
@@ -234,10 +232,10 @@ def _processes(path: Path, tmp: Path, server_cores: list[int], client_cores: lis
     return [r["train_seconds"] for r in json.loads(metrics.read_text())["epochs"]][1:]
 
 
-def _session_argv(path: Path, tmp: Path, listen: str, *, every: int, server: str | None = None) -> tuple[list[str], list[str]]:
+def _session_argv(path: Path, tmp: Path, certs: Path, listen: str, *, every: int, server: str | None = None) -> tuple[list[str], list[str]]:
     """The serve and join command lines of a one-client session in ``tmp`` (join dials ``server``,
     by default the address serve listens on); join gives up soon if serve goes away."""
-    common = ["--config", str(path), "--certs", str(_CERTS), "--log-format", "json"]
+    common = ["--config", str(path), "--certs", str(certs), "--log-format", "json"]
     serve = ["splitlearn", "serve", *common, "--listen", listen, "--out", str(tmp / "runs"),
              "--checkpoints", str(tmp / "checkpoints"), "--checkpoint-every", str(every), "--join-timeout", "120"]
     join = ["splitlearn", "join", *common, "--server", server or listen, "--party", "client", "--out", str(tmp / "client"),
@@ -245,7 +243,7 @@ def _session_argv(path: Path, tmp: Path, listen: str, *, every: int, server: str
     return serve, join
 
 
-def _socket_bytes(config: RunConfig, tmp: Path) -> tuple[int, int]:
+def _socket_bytes(config: RunConfig, tmp: Path, certs: Path) -> tuple[int, int]:
     """One epoch of serve and join as processes, join dialling serve through a counting TCP relay:
     the bytes that crossed the socket (TLS, HTTP/2 and gRPC framing, protobuf), and the raw
     tensor bytes of the messages that crossed it."""
@@ -254,7 +252,7 @@ def _socket_bytes(config: RunConfig, tmp: Path) -> tuple[int, int]:
     path.write_text(json.dumps(config.override({"out": str(tmp / "runs"), "train": {"epochs": 1}}).to_dict()))
     port = _free_port()
     relay = _Relay(("127.0.0.1", port))
-    serve, join = _session_argv(path, tmp, f"localhost:{port}", every=10**9, server=f"localhost:{relay.port}")
+    serve, join = _session_argv(path, tmp, certs, f"localhost:{port}", every=10**9, server=f"localhost:{relay.port}")
     try:
         with _children() as children:
             server = children.start(serve, None, tmp / "serve.log")
@@ -320,16 +318,16 @@ class _Relay:
             pump.join(10)
 
 
-def _shared_cores(config: RunConfig, tmp: Path, steps: int) -> tuple[str, list[float], dict[str, list[float]]]:
+def _shared_cores(config: RunConfig, tmp: Path, certs: Path, steps: int) -> tuple[str, list[float], dict[str, list[float]]]:
     """Every arm on every core: in-process, then the two sides on two threads of this process."""
     local = _in_process(config)
     arms = {
         "two threads, messages by reference": on_threads(config, encode=False),
         "two threads, wire encoding, no network": on_threads(config, encode=True),
-        "gRPC without TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "insecure", steps, insecure=True),
-        "gRPC + TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "every-epoch", steps),
-        "gRPC + TLS, checkpoints every 20 steps": _over_grpc(config, tmp / "every-20", 20),
-        "gRPC + TLS, checkpoints every step": _over_grpc(config, tmp / "every-1", 1),
+        "gRPC without TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "insecure", certs, steps, insecure=True),
+        "gRPC + TLS, checkpoints at epoch ends": _over_grpc(config, tmp / "every-epoch", certs, steps),
+        "gRPC + TLS, checkpoints every 20 steps": _over_grpc(config, tmp / "every-20", certs, 20),
+        "gRPC + TLS, checkpoints every step": _over_grpc(config, tmp / "every-1", certs, 1),
     }
     local += _in_process(config)  # once more, after: a fairer median on a busy machine
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -352,7 +350,7 @@ def _bytes(config: RunConfig) -> tuple[int, int]:
     return raw, wire
 
 
-def _over_grpc(config: RunConfig, tmp: Path, every: int, *, insecure: bool = False) -> list[float]:
+def _over_grpc(config: RunConfig, tmp: Path, certs: Path, every: int, *, insecure: bool = False) -> list[float]:
     """Training seconds per epoch (after the first) of ``config`` as serve + join on two threads,
     checkpointing every ``every`` steps."""
     target, seconds, errors = f"localhost:{_free_port()}", [], []
@@ -360,7 +358,7 @@ def _over_grpc(config: RunConfig, tmp: Path, every: int, *, insecure: bool = Fal
 
     def run(fn, **kw) -> None:
         try:
-            fn(config, certs=_CERTS, insecure=insecure, **kw)
+            fn(config, certs=certs, insecure=insecure, **kw)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 

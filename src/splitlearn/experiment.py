@@ -30,12 +30,12 @@ from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import EMBEDDED, load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
-from splitlearn.simulation import Simulation
-from splitlearn.split.party import Shard
+from splitlearn.simulation import Simulation, role_labels
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.messages import Message
+from splitlearn.split.party import Shard
 from splitlearn.split.segments import CutError, check_segments, split_model
 from splitlearn.split.state import OptimizerSpec
 
@@ -131,11 +131,8 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
             raise ValueError(f"{root}: {name} labels go up to {int(ds.labels.max())}, but data.num_classes is {d.num_classes}")
     if not len(train_ds):
         raise ValueError(f"{root}: no training samples")
-    heads = [h for h in built.split.plan.root.heads if h.label_role == role]
-    targets = built.targets or {h.task: (lambda y: y) for h in heads}
-
     def shard(ds: ArrayDataset) -> Shard:
-        return Shard(ds.sample_ids, ds.features, {h.task: targets[h.task](ds.labels) for h in heads})
+        return Shard(ds.sample_ids, ds.features, role_labels(built.split.plan, role, ds.labels, built.targets))
 
     return {"train": shard(train_ds)} | ({"test": shard(test_ds)} if len(test_ds) else {})
 

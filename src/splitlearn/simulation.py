@@ -24,11 +24,12 @@ from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import Message
 from splitlearn.split.party import EvalTotals, Party, Penalty, Shard
+from splitlearn.split.plan import Plan
 from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
-__all__ = ["Cast", "Simulation", "build_parties", "save_party_weights"]
+__all__ = ["Cast", "Simulation", "build_parties", "role_labels", "save_party_weights"]
 
 
 class _Data(Protocol):
@@ -64,6 +65,13 @@ class Cast:
     clients: list[str]  # the parties taking turns at the single data role (empty when vertical)
 
 
+def role_labels(plan: Plan, role: str, labels: torch.Tensor,
+                targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """The targets of each task whose labels ``role`` holds, from class ``labels`` (``targets``
+    maps a task to how its target derives from them; by default the labels themselves)."""
+    return {h.task: (targets[h.task] if targets else (lambda y: y))(labels) for h in plan.root.heads if h.label_role == role}
+
+
 def build_parties(
     split: Split,
     *,
@@ -94,7 +102,7 @@ def build_parties(
     label_roles = {h.label_role for h in plan.root.heads}
 
     def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
-        return {h.task: targets[h.task](ds.labels[index]) for h in plan.root.heads if h.label_role == role}
+        return role_labels(plan, role, ds.labels[index], targets)
 
     unknown_roles = set(outbox or {}) - set(plan.roles)
     if unknown_roles:

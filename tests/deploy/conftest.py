@@ -2,9 +2,11 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from splitlearn import deploy
 from splitlearn.cli.app import main
 
 TIMEOUT = 60  # bounds every wait on a process, so a failing test fails instead of hanging
@@ -55,3 +57,26 @@ def write_config(path, **sections) -> str:
         config[key] = config.get(key, {}) | value
     path.write_text(json.dumps(config))
     return str(path)
+
+
+def in_threads(config, certs, joins, **serve_kw) -> dict:
+    """``deploy.serve`` and one ``deploy.join`` per party of ``joins`` (party -> its extra keyword
+    arguments) on threads of this process, without TLS (loopback). Returns each one's result or
+    exception, by party (``"server"`` for serve)."""
+    target, results = f"localhost:{free_port()}", {}
+
+    def run(name, fn, **kw):
+        try:
+            results[name] = fn(config, certs=certs, insecure=True, **kw)
+        except Exception as e:  # reported to the test
+            results[name] = e
+
+    threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20) | serve_kw,
+                                daemon=True)]
+    threads += [threading.Thread(target=run, args=(party, deploy.join), kwargs=dict(server=target, party=party) | kw, daemon=True)
+                for party, kw in joins.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    return results

@@ -3,7 +3,6 @@ what ``splitlearn train`` trains in one process, and refuse clients with bad cre
 
 import json
 import shutil
-import threading
 
 import grpc
 import pytest
@@ -15,7 +14,7 @@ from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.transport.grpc import ClientTransport, StreamClosed
 
-from .conftest import TIMEOUT, finish, free_port, write_config
+from .conftest import finish, free_port, in_threads, write_config
 
 
 def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
@@ -122,23 +121,7 @@ def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, c
                                       model={"name": "small_cnn"}, split={"configuration": "ushaped", "clients": 1},
                                       train={"epochs": 1}, compression={"codec": "int8"}), {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
-    target, results = f"localhost:{free_port()}", {}
-
-    def run(name, fn, **kw):
-        try:
-            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
-        except Exception as e:  # reported by the test thread
-            results[name] = e
-
-    threads = [
-        threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, timeout=20), daemon=True),
-        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client",
-                                                                                 share_scores=share), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
+    results = in_threads(config, tmp_path / "certs", {"client": dict(out=tmp_path / "client", share_scores=share)}, timeout=20)
     assert isinstance(results["server"], deploy.ServeResult) and isinstance(results["client"], deploy.JoinResult), results
     assert results["client"].losses  # the client owns the labels: it scored every step
     assert "train_loss" not in results["server"].metrics["epochs"][0]
@@ -174,7 +157,7 @@ def test_serve_refuses_insecure_on_a_public_address(tmp_path, certs, capsys):
     assert "only a loopback address" in capsys.readouterr().err
 
 
-def test_a_crashed_serve_leaves_its_clients_waiting_to_resume_not_finished(tmp_path, monkeypatch):
+def test_a_crashed_serve_leaves_its_clients_waiting_to_resume_not_finished(tmp_path):
     """serve failing mid-session must not end the clients' streams as if training were over."""
     config = load_config(write_config(tmp_path / "config.json", split={"clients": 1}), {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
@@ -184,22 +167,6 @@ def test_a_crashed_serve_leaves_its_clients_waiting_to_resume_not_finished(tmp_p
         epochs.append(record)
         raise RuntimeError("disk full")
 
-    target, results = f"localhost:{free_port()}", {}
-
-    def run(name, fn, **kw):
-        try:
-            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
-        except Exception as e:  # reported by the test thread
-            results[name] = e
-
-    threads = [
-        threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, on_epoch=crash)),
-        threading.Thread(target=run, args=("client", deploy.join), kwargs=dict(server=target, party="client", out=tmp_path / "client",
-                                                                                 reconnect_timeout=1.0)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
+    results = in_threads(config, tmp_path / "certs", {"client": dict(out=tmp_path / "client", reconnect_timeout=1.0)}, on_epoch=crash)
     assert len(epochs) == 1 and isinstance(results["server"], RuntimeError), results
     assert isinstance(results["client"], deploy.DeployError), results  # it tried to reconnect, then gave up

@@ -16,7 +16,7 @@ from splitlearn.data.idx import write_idx
 from splitlearn.simulation import Simulation, build_parties
 from splitlearn.transport.local import LocalTransport
 
-from .conftest import TIMEOUT, free_port, write_config
+from .conftest import in_threads, write_config
 
 OWN = {"name": "fashion_mnist", "sites": "own", "sample_shape": [1, 28, 28], "num_classes": 10}
 
@@ -43,21 +43,8 @@ def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
     loaded, load = [], experiment.load_dataset
     monkeypatch.setattr(experiment, "load_dataset", lambda name, root=None, **kw: (loaded.append(root), load(name, root=root, **kw))[1])
-    target, results = f"localhost:{free_port()}", {}
-
-    def run(name, fn, **kw):
-        try:
-            results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
-        except Exception as e:  # reported by the test thread
-            results[name] = e
-
-    threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, timeout=20))]
-    threads += [threading.Thread(target=run, args=(c, deploy.join), kwargs=dict(server=target, party=c, out=tmp_path / "clients",
-                                                                               data_root=root)) for c, root in sites.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
+    results = in_threads(config, tmp_path / "certs", {c: dict(out=tmp_path / "clients", data_root=root) for c, root in sites.items()},
+                         timeout=20)
     assert all(isinstance(r, deploy.ServeResult | deploy.JoinResult) for r in results.values()) and len(results) == 3, results
     assert sorted(map(str, loaded)) == sorted(map(str, sites.values()))  # each site's files, read by that site only
 
@@ -142,22 +129,8 @@ def test_a_session_resumes_only_on_the_same_data(tmp_path):
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
 
     def session(roots, **serve_kw):
-        target, results = f"localhost:{free_port()}", {}
-
-        def run(name, fn, **kw):
-            try:
-                results[name] = fn(config, certs=tmp_path / "certs", insecure=True, **kw)
-            except Exception as e:  # reported by the test thread
-                results[name] = e
-
-        threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20, **serve_kw))]
-        threads += [threading.Thread(target=run, args=(c, deploy.join), kwargs=dict(
-            server=target, party=c, out=tmp_path / c, data_root=root, reconnect_timeout=1.0)) for c, root in roots.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT)
-        return results
+        joins = {c: dict(out=tmp_path / c, data_root=root, reconnect_timeout=1.0) for c, root in roots.items()}
+        return in_threads(config, tmp_path / "certs", joins, **serve_kw)
 
     stop = threading.Event()
     first = session(sites, stop=stop, on_epoch=lambda record: stop.set())

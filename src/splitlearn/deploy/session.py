@@ -61,6 +61,17 @@ def _manifest_digests(sim: Simulation) -> dict[str, str]:
     return out
 
 
+def _epoch_losses(losses: list[tuple[int, float]], first: int | None) -> list[tuple[int, float]]:
+    """The (step, loss) pairs after step ``first`` of a party's list, which is in step order: read
+    from its end, so that saving the position does not grow with the session."""
+    if first is None:
+        return []
+    i = len(losses)
+    while i and losses[i - 1][0] > first:
+        i -= 1
+    return losses[i:]
+
+
 class _Stopped(Exception):
     """Raised between steps when the server was asked to stop (SIGTERM)."""
 
@@ -189,14 +200,15 @@ def serve(
         run_dir = experiment.new_run_dir(config)
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
     last_status = [0.0]
+    data: dict[str, str] = {}  # the clients' manifest digests, once they have announced
 
     def save_position(*, finished: bool) -> float:
         seconds = time.perf_counter() - start
         first, committed = sim.epoch_first_step, sim.coordinator.committed
-        losses = {n: [[s, v] for s, v in p.losses if first is not None and first < s <= committed] for n, p in sim.parties.items()}
+        losses = {n: [[s, v] for s, v in _epoch_losses(p.losses, first) if s <= committed] for n, p in sim.parties.items()}
         write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
                                           "coordinator": sim.coordinator.state_dict(), "history": sim.history,
-                                          "epoch_first_step": first, "epoch_losses": losses, "data": _manifest_digests(sim),
+                                          "epoch_first_step": first, "epoch_losses": losses, "data": data,
                                           "bytes": sim.log.state()})
         return seconds
 
@@ -226,8 +238,9 @@ def serve(
             on_ready(port, remote)
         hub.wait_for_parties(remote, timeout=join_timeout)
         sim.coordinator.collect_manifests()
+        data.update(_manifest_digests(sim))
         if state is not None and "data" in state:
-            changed = sorted(p for p, d in _manifest_digests(sim).items() if state["data"].get(p) != d)
+            changed = sorted(p for p, d in data.items() if state["data"].get(p) != d)
             if changed:
                 raise DeployError(f"{', '.join(changed)} announced other samples than before the restart: their data changed, "
                                   f"so the saved position means nothing now; to start afresh, remove {folder}")

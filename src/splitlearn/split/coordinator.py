@@ -64,6 +64,16 @@ def pipelinable(plan: Plan) -> bool:
 
 
 @dataclass(frozen=True)
+class _Asked:
+    """The ScoreRequests out: for which pass (split, step), to whom, over how many samples."""
+
+    split: str
+    step: int
+    parties: frozenset[str]
+    samples: int
+
+
+@dataclass(frozen=True)
 class Batch:
     """One step of the schedule: which party plays each role, and the sample ids of the batch."""
 
@@ -117,7 +127,7 @@ class Coordinator:
         self._aborted: set[str] = set()
         self._relayed = False
         self._relay_target: str | None = None
-        self._asked: tuple[str, int, frozenset[str], int] | None = None  # split, step, parties, samples of the requests out
+        self._asked: _Asked | None = None
         self._scores: dict[str, dict[str, dict[str, int | float]]] = {}  # label owner -> task -> its totals
         # fault tolerance
         self._committed_holder = self.holder
@@ -152,8 +162,8 @@ class Coordinator:
                 self._aborted.add(msg.sender)
         elif isinstance(msg, StepDone) and 0 < msg.step < self.floor:
             pass  # from the attempt of a step that was aborted
-        elif (isinstance(msg, Scores) and self._asked is not None and self._asked[:2] == (msg.split, msg.step)
-              and msg.sender in self._asked[2] and msg.sender not in self._scores):
+        elif (isinstance(msg, Scores) and (asked := self._asked) is not None and (asked.split, asked.step) == (msg.split, msg.step)
+              and msg.sender in asked.parties and msg.sender not in self._scores):
             self._scores[msg.sender] = self._check_scores(msg)
         elif isinstance(msg, Scores) and 0 < msg.step < self.floor:
             pass  # the answer to a request of an aborted evaluation pass
@@ -302,7 +312,7 @@ class Coordinator:
                 self.recover(lost)
 
     def _collect_scores(self, split: str, parties: Collection[str], samples: int) -> dict[str, dict[str, dict[str, int | float]]]:
-        self._asked, self._scores = (split, self.step, frozenset(parties), samples), {}
+        self._asked, self._scores = _Asked(split, self.step, frozenset(parties), samples), {}
         try:
             for party in parties:
                 self.transport.send(ScoreRequest(self.name, party, self.step, split=split))
@@ -313,7 +323,7 @@ class Coordinator:
 
     def _check_scores(self, msg: Scores) -> dict[str, dict[str, int | float]]:
         """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan."""
-        tasks, samples = {h.task for h in self.plan.root.heads}, self._asked[3]
+        tasks, samples = {h.task for h in self.plan.root.heads}, self._asked.samples
         for task, t in msg.meta.items():
             ok = (task in tasks and isinstance(t, dict) and set(t) == {"count", "correct", "loss_sum"}
                   and t["count"] == samples and type(t["count"]) is int  # every sample of the pass, scored once
