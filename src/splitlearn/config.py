@@ -28,6 +28,7 @@ class DataConfig:
     alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
     limit_train: int = 0  # use a seeded random subset of this many training samples (0: all)
     limit_test: int = 0  # likewise for the test split
+    image_size: int = 0  # resize image samples to image_size x image_size (bilinear) after loading; 0: as stored
     # dealt: every process loads the data set and keeps the shard dealt to it (a simulation of sites);
     # own: each client of a deployment loads its own files (splitlearn join --data-root); no process
     # needs anyone else's, and the model is built from sample_shape and num_classes.
@@ -40,6 +41,8 @@ class DataConfig:
             raise ValueError(f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
         if not self.alpha > 0:
             raise ValueError(f"data.alpha must be > 0, got {self.alpha}")
+        if type(self.image_size) is not int or self.image_size < 0:
+            raise ValueError(f"data.image_size must be an int >= 0 (0: as stored), got {self.image_size!r}")
         if self.sites not in ("dealt", "own"):
             raise ValueError(f"data.sites must be 'dealt' or 'own', got {self.sites!r}")
         if self.sites == "own":
@@ -51,8 +54,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "small_cnn"  # a name from splitlearn.models.MODELS
-    cut: tuple[int | str, ...] = ()  # layer names or indices to cut after; empty: a default per configuration
+    name: str = "small_cnn"  # a name from splitlearn.models.MODELS, or a factory package.module:name
+    cut: tuple[int | str, ...] = ()  # module names (or, for nn.Sequential models, indices) to cut after; empty: a default
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model's builder or factory
 
 
 @dataclass(frozen=True)

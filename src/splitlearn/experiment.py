@@ -8,6 +8,7 @@ per party); ``predict`` reloads a run folder and predicts through the protocol.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from splitlearn import __version__
@@ -36,7 +38,7 @@ from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.messages import Message
 from splitlearn.split.party import Shard
-from splitlearn.split.segments import CutError, check_segments, split_model
+from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
 from splitlearn.split.state import OptimizerSpec
 
 __all__ = ["Built", "TrainedRun", "build", "client_leakage", "load_run", "new_run_dir", "party_options", "predict", "simulation", "train"]
@@ -114,7 +116,21 @@ def _load(config: RunConfig, root) -> tuple[ArrayDataset, ArrayDataset]:
         train_ds = train_ds.subset(torch.randperm(len(train_ds), generator=g)[: config.data.limit_train])
     if 0 < config.data.limit_test < len(test_ds):
         test_ds = test_ds.subset(torch.randperm(len(test_ds), generator=g)[: config.data.limit_test])
+    if config.data.image_size:
+        train_ds, test_ds = (_resized(ds, config.data.image_size, config.data.name) for ds in (train_ds, test_ds))
     return train_ds, test_ds
+
+
+def _resized(ds: ArrayDataset, size: int, name: str) -> ArrayDataset:
+    """``ds`` with its images resized to ``size`` x ``size`` (bilinear; antialiased when shrinking)."""
+    if len(ds.sample_shape) != 3:
+        raise ValueError(f"data.image_size applies to images (C, H, W); {name} samples have shape {list(ds.sample_shape)}")
+    if not len(ds) or tuple(ds.sample_shape[1:]) == (size, size):
+        return ds
+    shrink = size < min(ds.sample_shape[1:])
+    chunks = [F.interpolate(c, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+              for c in ds.features.split(4096)]
+    return dataclasses.replace(ds, features=torch.cat(chunks).contiguous())
 
 
 def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
@@ -137,18 +153,38 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
     return {"train": shard(train_ds)} | ({"test": shard(test_ds)} if len(test_ds) else {})
 
 
+def _graph_cut_needed(kind: str, model: nn.Module, name: str) -> CutError:
+    tops = ", ".join(n for n, _ in model.named_children())
+    how = {"ushaped": "two", "multihop": "two or more"}.get(kind, "one")
+    return CutError(f"{name} is not an nn.Sequential, so it has no default cut: give --cut ({how} module names of "
+                    f"{type(model).__name__}, as in model.named_modules()); its top-level modules are {tops}")
+
+
 def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int):
     kind, cut = config.split.configuration, list(config.model.cut)
-    model = build_model(config.model.name, in_shape=in_shape, num_classes=num_classes)
+    name, kwargs = config.model.name, config.model.kwargs
+    model = build_model(name, in_shape=in_shape, num_classes=num_classes, **kwargs)
+    sequential = is_plain_sequential(model)
     targets = None
     if kind in ("vanilla", "ushaped", "multihop"):
+        if not cut and not sequential:
+            raise _graph_cut_needed(kind, model, name)
         cut = cut or _default_cut(kind, flatten_layers(model))
-        split = configs.CONFIGURATIONS[kind](model, cut, in_shape=in_shape)
+        try:
+            split = configs.CONFIGURATIONS[kind](model, cut, in_shape=in_shape)
+        except CutError as exc:
+            if "cannot take inputs" in str(exc) and len(in_shape) == 3 and not config.data.image_size:
+                raise CutError(f"{exc}; if the images are too small for this model, resize them "
+                               "(--image-size N, data.image_size)") from None
+            raise
     elif kind == "multitask":
+        if not sequential:
+            raise ValueError(f"multitask from a config builds its heads from an nn.Sequential's last Linear; {name} is "
+                             "not one: build sl.MultiHead(trunk, heads) in Python and pass it to sl.multitask")
         layers = flatten_layers(model)
         last = layers[-1][1]
         if not isinstance(last, nn.Linear):
-            raise ValueError(f"multitask needs a model ending in nn.Linear, {config.model.name} ends in {last}")
+            raise ValueError(f"multitask needs a model ending in nn.Linear, {name} ends in {last}")
         trunk = nn.Sequential(*(m for _, m in layers[:-1]))
         heads = {"label": last, "upper": nn.Linear(last.in_features, 2)}
         cut = cut or _default_cut(kind, layers[:-1])
@@ -162,20 +198,21 @@ def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int)
     return split, targets
 
 
-def _vertical(config: RunConfig, model: nn.Sequential, in_shape, num_classes, cut) -> Split:
+def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut) -> Split:
     """Each client gets its own copy of the layers before the cut, on its chunk of the features
     (image width, or table columns); the server runs the rest of the model on the merged output."""
     k = config.split.clients
     image = len(in_shape) == 3
     dim = -1 if image else 1
-    layers = flatten_layers(model)
-    cut = cut or _default_cut("vertical", layers)
+    if not cut and not is_plain_sequential(model):
+        raise _graph_cut_needed("vertical", model, config.model.name)
+    cut = cut or _default_cut("vertical", flatten_layers(model))
     if len(cut) != 1:
         raise CutError(f"vertical split takes exactly one cut, got {cut}")
     chunk_shapes = [p.shape[1:] for p in vertical_split(torch.zeros(1, *in_shape), k, dim=dim)]
     bottoms = []
     for shape in chunk_shapes:
-        part = build_model(config.model.name, in_shape=tuple(shape), num_classes=num_classes)
+        part = build_model(config.model.name, in_shape=tuple(shape), num_classes=num_classes, **config.model.kwargs)
         bottoms.append(split_model(part, cut)[0])
     out = check_segments([bottoms[0]], chunk_shapes[0])[0]
     merge = config.split.merge

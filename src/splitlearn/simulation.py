@@ -330,3 +330,23 @@ class Simulation:
             with safe_open(str(path), "pt") as f:
                 meta = json.loads(f.metadata()["meta"])
             unpack_state(load_file(str(path)), meta, p.modules, p.optimizer)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained weights under the keys of the model the split was cut from, so that
+        ``model.load_state_dict(sim.state_dict())`` gives back the trained model. Entries no
+        segment holds (a module the forward never runs) keep the source model's values."""
+        split = self.split
+        if split.source is None:
+            raise ValueError("this split was built without its source model (Split(source=...)), so its keys are unknown")
+        held = {node: m for p in self.parties.values() if p.modules for node, m in p.modules.items()}
+        elsewhere = sorted(set(split.keys) - set(held))
+        if elsewhere:
+            raise ValueError(f"the segments of {elsewhere} are held by parties in other processes; "
+                             "each party's weights stay in its own folder")
+        out = {k: v.detach().clone() for k, v in split.source.state_dict().items()}
+        for node, keys in split.keys.items():
+            state = held[node].state_dict()
+            for k, originals in keys.items():
+                for original in originals:
+                    out[original] = state[k].detach().clone()
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,7 +16,8 @@ from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_conf
 # flag -> dotted config key
 FLAGS = {
     "dataset": "data.name", "data_root": "data.root", "partition": "data.partition", "alpha": "data.alpha",
-    "model": "model.name", "cut": "model.cut",
+    "image_size": "data.image_size",
+    "model": "model.name", "cut": "model.cut", "model_kwargs": "model.kwargs",
     "configuration": "split.configuration", "clients": "split.clients", "relay": "split.relay", "merge": "split.merge",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
     "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
@@ -28,16 +30,32 @@ def _cut(text: str) -> list[int | str]:
     return [int(c) if c.lstrip("-").isdigit() else c for c in text.split(",") if c]
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as {{\"in_channels\": 1}}, got {text}")
+    return value
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a split network (default: digits, small CNN, vanilla, 4 clients)")
     p.add_argument("--config", help="JSON or TOML file with data/model/split/train sections")
     p.add_argument("--configuration", choices=CONFIGURATION_KINDS, help="vanilla, ushaped, vertical, multihop or multitask")
     p.add_argument("--dataset", help="digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology")
     p.add_argument("--data-root", help="folder with the data set's files (non-embedded data sets)")
+    p.add_argument("--image-size", type=int, metavar="N", help="resize images to N x N after loading (a model that needs "
+                                                                "larger inputs than the data set's, e.g. DenseNet121 on 28x28)")
     p.add_argument("--partition", choices=["iid", "dirichlet"])
     p.add_argument("--alpha", type=float, help="Dirichlet alpha for --partition dirichlet")
-    p.add_argument("--model", help="mlp, small_cnn, vgg11, vgg16, resnet18, resnet50, alexnet")
-    p.add_argument("--cut", type=_cut, help="comma-separated layer names or indices to cut after, e.g. features.4 or 3,7")
+    p.add_argument("--model", help="mlp, small_cnn, vgg11, vgg16, resnet18, resnet50, alexnet, or a factory "
+                                   "package.module:name such as monai.networks.nets:DenseNet121")
+    p.add_argument("--model-kwargs", type=_json_object, metavar="JSON",
+                   help='keyword arguments of the model, as a JSON object, e.g. \'{"spatial_dims": 2, "in_channels": 1}\'')
+    p.add_argument("--cut", type=_cut, help="comma-separated module names to cut after (e.g. features.denseblock2, or "
+                                            "layer2,layer4); indices such as 3,7 for nn.Sequential models")
     p.add_argument("--clients", type=int, help="round-robin clients (vertical: feature-holding clients)")
     p.add_argument("--relay", choices=["peer", "server"], help="how client weights reach the next client")
     p.add_argument("--merge", choices=["auto", "concat", "sum", "mean"], help="vertical merge at the server")

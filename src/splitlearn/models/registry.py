@@ -1,5 +1,7 @@
 """Name registry of model builders keyed by the per-sample input shape."""
 
+import importlib
+import json
 import math
 from collections.abc import Callable
 from functools import partial
@@ -34,18 +36,50 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
-def build_model(name: str, *, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Sequential:
+def build_model(name: str, *, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
     """Build model ``name`` for per-sample inputs of shape ``in_shape`` (e.g. ``(1, 8, 8)`` or ``(30,)``).
 
     Image models need ``(C, H, W)``; the mlp takes ``prod(in_shape)`` features. ``kwargs`` go to
     the model function (e.g. ``hidden`` for mlp, ``width`` for small_cnn, ``batch_norm`` for VGG).
+    A name ``"package.module:factory"`` (``"monai.networks.nets:DenseNet121"``) imports the
+    factory and calls it with ``kwargs`` alone: the user's model, with the user's arguments.
     """
+    if ":" in name:
+        return import_model(name, kwargs)
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}, "
+                         "or a factory as package.module:name")
     if not isinstance(in_shape, tuple) or not in_shape:
         raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
     in_shape = tuple(positive_int(f"in_shape[{i}]", d) for i, d in enumerate(in_shape))
     return _MODELS[name](in_shape=in_shape, num_classes=num_classes, **kwargs)
+
+
+def import_model(spec: str, kwargs: dict | None = None) -> nn.Module:
+    """Call the factory ``"package.module:name"`` with ``kwargs``; every failure is one line
+    naming the spec (the module that cannot be imported, the missing name, the call that failed)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model {spec!r} must be package.module:factory, e.g. monai.networks.nets:DenseNet121")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"model {spec!r}: cannot import {module_name!r} ({exc}); is it installed?") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise ValueError(f"model {spec!r}: {module_name} has no {attr!r}")
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {attr!r} is not callable")
+    try:
+        model = factory(**dict(kwargs or {}))
+    except Exception as exc:  # the user's factory: report its complaint, not our stack
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ValueError(f"model {spec!r} with arguments {json.dumps(kwargs or {})} failed: {type(exc).__name__}: {text}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _image(name: str, in_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,16 +24,31 @@ Cut = int | str | Sequence[int | str]
 
 @dataclass
 class Split:
-    """A plan and the module of each of its nodes."""
+    """A plan and the module of each of its nodes; ``source`` is the model they were cut from.
+
+    ``keys`` maps each node to ``{segment state_dict key: the source's state_dict keys}`` (a tied
+    weight has several), found by tensor identity when the split is made, so trained segments can
+    be put back under the source model's own keys.
+    """
 
     plan: Plan
     modules: dict[str, nn.Module]
     feature_dim: int | None = None  # vertical: the batched-feature dim cut between data roles
+    source: nn.Module | None = None
+    keys: dict[str, dict[str, list[str]]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         names = {n.name for n in self.plan.nodes}
         if set(self.modules) != names:
             raise ValueError(f"modules {sorted(self.modules)} do not match plan nodes {sorted(names)}")
+        if self.source is not None:
+            original: dict[int, list[str]] = {}
+            for k, t in self.source.state_dict(keep_vars=True).items():
+                original.setdefault(id(t), []).append(k)
+            self.keys = {
+                node: {k: original[id(t)] for k, t in m.state_dict(keep_vars=True).items() if id(t) in original}
+                for node, m in self.modules.items()
+            }
 
     def modules_of(self, role: str) -> dict[str, nn.Module]:
         return {n.name: self.modules[n.name] for n in self.plan.nodes_of(role)}
@@ -50,7 +65,7 @@ def vanilla(model: nn.Module, cut: Cut, *, in_shape: Sequence[int] | None = None
         raise CutError(f"vanilla split takes exactly one cut, got {_cuts(cut)}")
     client, server = split_model(model, cut, in_shape=in_shape)
     plan = Plan((Node("client", "client"), Node("server", "server", ("client",), heads=(Head(task, "client"),))))
-    return Split(plan, {"client": client, "server": server})
+    return Split(plan, {"client": client, "server": server}, source=model)
 
 
 def ushaped(model: nn.Module, cut: Cut, *, in_shape: Sequence[int] | None = None, task: str = "y") -> Split:
@@ -65,7 +80,7 @@ def ushaped(model: nn.Module, cut: Cut, *, in_shape: Sequence[int] | None = None
             Node("client/tail", "client", ("server/body",), heads=(Head(task, "client"),)),
         )
     )
-    return Split(plan, {"client/head": head, "server/body": body, "client/tail": tail})
+    return Split(plan, {"client/head": head, "server/body": body, "client/tail": tail}, source=model)
 
 
 def multihop(
@@ -89,7 +104,7 @@ def multihop(
     for prev, role in zip(roles, roles[1:]):
         nodes.append(Node(role, role, (prev,)))
     nodes[-1] = Node(roles[-1], roles[-1], (roles[-2],), heads=(Head(task, roles[0]),))
-    return Split(Plan(tuple(nodes)), dict(zip(roles, segments)))
+    return Split(Plan(tuple(nodes)), dict(zip(roles, segments)), source=model)
 
 
 class MultiHead(nn.Module):
@@ -124,7 +139,7 @@ def multitask(
     server = MultiHead(rest, model.heads)
     heads = tuple(Head(task, "client", weights.get(task, 1.0)) for task in model.heads)
     plan = Plan((Node("client", "client"), Node("server", "server", ("client",), heads=heads)))
-    return Split(plan, {"client": client, "server": server})
+    return Split(plan, {"client": client, "server": server}, source=model)
 
 
 class Vertical(nn.Module):
@@ -172,7 +187,7 @@ def vertical(
         check_segments([model.top], merged.shape[1:], cut_names=["merge"])
     modules = {r: b for r, b in zip(roles, model.bottoms)}
     modules["server"] = model.top
-    return Split(Plan(tuple(nodes)), modules, feature_dim=model.dim)
+    return Split(Plan(tuple(nodes)), modules, feature_dim=model.dim, source=model)
 
 
 CONFIGURATIONS = OrderedDict(

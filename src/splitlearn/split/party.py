@@ -35,6 +35,7 @@ from splitlearn.split.messages import (
     Weights,
 )
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
+from splitlearn.split.segments import writes_in_place
 from splitlearn.split.state import OptimizerSpec, pack_state, unpack_state
 
 __all__ = ["CheckpointStore", "EvalTotals", "Party", "Penalty", "Shard"]
@@ -165,6 +166,7 @@ class Party:
         self.optimizer_spec = optimizer
         self.make_modules = make_modules
         self.modules: dict[str, nn.Module] | None = None
+        self._copy_input: set[str] = set()  # nodes whose segment may write in place: fed a copy
         self.optimizer: torch.optim.Optimizer | None = None
         if modules is not None:
             self._install(dict(modules))
@@ -204,6 +206,7 @@ class Party:
         if set(modules) != set(self.nodes):
             raise ValueError(f"party {self.name!r} owns nodes {sorted(self.nodes)}, got modules {sorted(modules)}")
         self.modules = {k: m.to(self.device) for k, m in modules.items()}
+        self._copy_input = {k for k, m in self.modules.items() if writes_in_place(m)}
         params = [p for m in self.modules.values() for p in m.parameters()]
         for p in params:
             p.grad = None  # a fresh optimiser starts from no gradient (a rolled-back step may have left some)
@@ -384,7 +387,10 @@ class Party:
         module = self.modules[node.name]
         module.train(st.mode == "train")
         with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name, len(st.sample_ids)):
-            out = module(x)
+            # A segment that may write in place (ReLU(inplace=True) right after the cut) gets a copy of
+            # the leaf it received, whose .grad goes back; any other runs on the sender's storage.
+            copy = x.requires_grad and x.is_leaf and node.name in self._copy_input
+            out = module(x.clone() if copy else x)
             penalty = self.penalties.get(node.name)
             if penalty is not None and st.mode == "train":
                 st.penalties[node.name] = value = penalty(x, out)
