@@ -11,7 +11,7 @@ cost. So by default the script re-runs itself with glibc told to keep freed memo
 (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, applied to both arms alike); pass
 ``--allocator default`` to measure with the stock settings.
 
-    python benchmarks/overhead.py [--steps 20] [--rounds 8] [--device cpu] [--allocator default]
+    python benchmarks/overhead.py [--steps 20] [--rounds 8] [--device cpu] [--models small_cnn,vgg11,densenet121]
 """
 
 from __future__ import annotations
@@ -40,14 +40,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _model(name: str):
+    """A built-in nn.Sequential cut a third of the way in, or MONAI's DenseNet121 (a graph model,
+    cut by module name after its second dense block)."""
+    if name == "densenet121":
+        from monai.networks.nets import DenseNet121
+
+        return DenseNet121(spatial_dims=2, in_channels=3, out_channels=10), "features.denseblock2"
+    model = build_model(name, in_shape=(3, 32, 32), num_classes=10)
+    return model, [len(flatten_layers(model)) // 3]
+
+
 def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: int = 64) -> tuple[float, float]:
     torch.manual_seed(0)
     n = steps * batch
     data = ArrayDataset(torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,)))
-    model = build_model(name, in_shape=(3, 32, 32), num_classes=10)
+    model, cut = _model(name)
     reference = copy.deepcopy(model).to(device)
     spec = OptimizerSpec("sgd", lr=0.01, momentum=0.9)
-    cut = [len(flatten_layers(model)) // 3]
     sim = Simulation(configs.vanilla(model, cut, in_shape=(3, 32, 32)), train=data, optimizer=spec, batch_size=batch, device=device)
     opt = spec.build(reference.parameters())
     x_all, y_all = data.features, data.labels
@@ -85,7 +95,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--models", default="small_cnn,vgg11")
+    parser.add_argument("--models", default="small_cnn,vgg11,densenet121",
+                        help="comma-separated; densenet121 is MONAI's (pip install -e '.[monai]'), cut at features.denseblock2")
     parser.add_argument("--allocator", choices=["keep", "default"], default="keep",
                         help="keep: glibc keeps freed memory (default); default: stock malloc settings")
     args = parser.parse_args()
