@@ -50,6 +50,18 @@ class Net(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 2).view(b, -1))
 
 
+class ShapeBranch(Net):
+    """torch.fx cannot trace this forward (an ``if`` on the input's rank) and it branches on
+    self.training: the split falls back to torch.export, one graph per mode."""
+
+    def forward(self, x):
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        x = self.relu(self.stem(x))
+        x = self.block(x) * (0.5 if self.training else 1.0)
+        return self.head(F.adaptive_avg_pool2d(x, 2).flatten(1))
+
+
 def _monai(name):
     nets = pytest.importorskip("monai.networks.nets")
     if name == "densenet121":
@@ -60,6 +72,8 @@ def _monai(name):
 CASES = [
     ("custom", "vanilla", "stem"),
     ("custom", "ushaped", ["stem", "block"]),
+    ("export", "vanilla", "stem"),
+    ("export", "ushaped", ["stem", "block"]),
     ("densenet121", "vanilla", "features.denseblock2"),
     ("densenet121", "ushaped", ["features.denseblock2", "features.norm5"]),
     ("resnet18", "vanilla", "layer2"),
@@ -77,11 +91,11 @@ def _data():
 
 def _build(name):
     torch.manual_seed(1)
-    return Net() if name == "custom" else _monai(name)
+    return {"custom": Net, "export": ShapeBranch}[name]() if name in ("custom", "export") else _monai(name)
 
 
 @pytest.mark.parametrize(("name", "kind", "cut"), CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
-def test_split_trains_like_the_model_and_gives_it_back(name, kind, cut):
+def test_split_trains_like_the_model_and_gives_it_back(name, kind, cut, tmp_path):
     model = _build(name)
     reference, initial = copy.deepcopy(model), copy.deepcopy(model.state_dict())
     x, y, train, test = _data()
@@ -102,6 +116,7 @@ def test_split_trains_like_the_model_and_gives_it_back(name, kind, cut):
 
     trained = sim.state_dict()
     assert set(trained) == set(reference.state_dict())
+    assert {p.name for p in sim.save_weights(tmp_path).values()} == {"client.safetensors", "server.safetensors"}
     moved = max(float((trained[k] - v).abs().max()) for k, v in initial.items() if v.is_floating_point())
     assert moved > 1e-3  # it really trained
     for k, v in reference.state_dict().items():
@@ -177,8 +192,9 @@ def test_two_tensors_over_a_cut_are_refused_by_name():
     assert msg.endswith("before and after it: 'relu', 'block'")  # the nearest single-tensor cuts, before and after
 
 
-def test_batch_size_is_rederived_after_the_cut():
-    client, server = split_model(Net().eval(), "stem", in_shape=SHAPE)
+@pytest.mark.parametrize("model", [Net, ShapeBranch])
+def test_batch_size_is_rederived_after_the_cut(model):
+    client, server = split_model(model().eval(), "stem", in_shape=SHAPE)
     for n in (1, 5):
         x = torch.randn(n, *SHAPE)
         assert server(client(x)).shape == (n, 10)
@@ -196,12 +212,6 @@ class Branchy(nn.Module):
         return self.b(h)
 
 
-class ModeBranch(Branchy):
-    def forward(self, x):
-        h = self.a(x)
-        return self.b(h * 0.5 if self.training else h)
-
-
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -213,8 +223,8 @@ class Tied(nn.Module):
 
 
 @pytest.mark.parametrize(("model", "cut", "message"), [
-    (Branchy(), "a", r"^cannot cut Branchy: torch.fx cannot trace its forward \(.*\); this usually means Python control flow"),
-    (ModeBranch(), "a", r"runs different code in train and eval mode"),
+    (Branchy(), "a", r"^cannot cut Branchy: torch.fx cannot trace its forward \(.*\); this usually means Python "
+                     r"control flow on tensor values .*, and torch.export cannot capture it either"),
     (Tied(), "a", r"'(a|b)\.weight' of Tied is used both before and after cut 'a'"),
     (Net(), "block.conv", r"names no module of Net; close names: block.conv2, block.conv1"),
     (Net(), "head", r"is the end of Net"),
@@ -233,6 +243,11 @@ def test_a_fault_deep_in_a_segment_names_the_layer_not_the_cut():
     with pytest.raises(CutError, match=r"^layer '4' \(Linear\) in segment 1 failed on input of shape \(2, 8, 4, 4\)") as err:
         split_model(model, 2, in_shape=(1, 8, 8))
     assert "do not fit" not in str(err.value)
+
+
+def test_untraceable_without_in_shape_says_what_to_give():
+    with pytest.raises(CutError, match="give in_shape so torch.export can try"):
+        split_model(ShapeBranch(), "stem")
 
 
 def test_check_compares_gradients_and_names_the_piece():

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["GraphCut", "cut_graph", "trace"]
+__all__ = ["CutError", "GraphCut", "ModePiece", "capture", "cut_graph", "export", "trace"]
 
 
 class CutError(ValueError):
@@ -31,9 +31,14 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _Untraceable(Exception):
+    """torch.fx cannot capture the forward (the reason is the message)."""
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Capture ``model.forward`` with ``torch.fx.symbolic_trace``, refusing a forward that runs
-    different code in train and eval mode or that cannot be traced, in one line saying why."""
+    """Capture ``model.forward`` with ``torch.fx.symbolic_trace``: one graph, exact in train and
+    eval mode and at any batch size. ``_Untraceable`` (saying why) for a forward with Python
+    control flow on tensors, or one that runs different code in train and eval mode."""
     kind = type(model).__name__
     mode = model.training
     code = {}
@@ -42,20 +47,54 @@ def trace(model: nn.Module) -> fx.GraphModule:
             model.train(train)
             code[train] = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError... from the user's code
-        raise CutError(
-            f"cannot cut {kind}: torch.fx cannot trace its forward ({_first_line(exc)}); this usually "
-            "means Python control flow on tensor values (an `if` or loop over a tensor). Move that part "
-            "into a submodule and cut before or after it, or pass an nn.Sequential"
+        raise _Untraceable(
+            f"torch.fx cannot trace its forward ({_first_line(exc)}); this usually means Python control flow "
+            "on tensor values (an `if` or loop over a tensor)"
         ) from None
     finally:
         model.train(mode)
     if code[True].code != code[False].code:
-        raise CutError(
-            f"cannot cut {kind}: its forward runs different code in train and eval mode (it branches on "
-            "self.training), so a split captured in one mode would be wrong in the other; move the branch "
-            "into a submodule or pass an nn.Sequential"
-        )
+        raise _Untraceable("its forward runs different code in train and eval mode (it branches on self.training)")
     return code[True]
+
+
+def export(model: nn.Module, in_shape: Sequence[int]) -> dict[bool, fx.GraphModule]:
+    """Capture ``model`` with ``torch.export`` (batch dimension dynamic), once in train mode and
+    once in eval mode: the graphs hold the mode's behaviour (BatchNorm statistics, dropout)."""
+    param = next(model.parameters(), None)
+    x = torch.zeros(2, *in_shape, device=param.device if param is not None else "cpu",
+                    dtype=param.dtype if param is not None and param.is_floating_point() else None)
+    mode = model.training
+    graphs = {}
+    try:
+        for train in (True, False):
+            model.train(train)
+            program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), strict=False)
+            graphs[train] = program.module()
+    except Exception as exc:  # export raises many kinds (UserError, GuardOnDataDependentSymNode, ...)
+        raise _Untraceable(f"torch.export cannot capture it either ({_first_line(exc)})") from None
+    finally:
+        model.train(mode)
+    return graphs
+
+
+def capture(model: nn.Module, in_shape: Sequence[int] | None) -> dict[bool, fx.GraphModule]:
+    """The model's graph per mode: ``torch.fx`` where it captures the forward exactly (one graph
+    for both modes), else ``torch.export`` on a sample of ``in_shape``. One-line ``CutError``
+    saying why and what to do where neither can."""
+    kind = type(model).__name__
+    try:
+        gm = trace(model)
+        return {True: gm, False: gm}
+    except _Untraceable as fx_failure:
+        if in_shape is None:
+            raise CutError(f"cannot cut {kind}: {fx_failure}; give in_shape so torch.export can try, move that part "
+                           "into a submodule and cut before or after it, or pass an nn.Sequential") from None
+        try:
+            return export(model, in_shape)
+        except _Untraceable as export_failure:
+            raise CutError(f"cannot cut {kind}: {fx_failure}, and {export_failure}. Move that part into a submodule "
+                           "and cut before or after it, or pass an nn.Sequential") from None
 
 
 def _stack(node: fx.Node) -> list[str]:
@@ -74,6 +113,8 @@ def _inside(node: fx.Node, name: str) -> bool:
 def _batch_size(node: fx.Node) -> fx.Node | None:
     """The tensor whose batch size ``node`` is (``t.size(0)``, ``t.shape[0]``), else None."""
     if node.op == "call_method" and node.target == "size" and len(node.args) == 2 and node.args[1] == 0:
+        return node.args[0]
+    if node.op == "call_function" and node.target is torch.ops.aten.sym_size.int and node.args[1:] == (0,):
         return node.args[0]
     if node.op == "call_function" and node.target is operator.getitem and len(node.args) == 2 and node.args[1] == 0:
         src = node.args[0]
@@ -100,7 +141,20 @@ class GraphCut:
     crossing: list[str]
 
 
-def cut_graph(model: nn.Module, cuts: Sequence[str]) -> GraphCut:
+class ModePiece(nn.Module):
+    """A piece of a model captured by ``torch.export``, which records one mode per graph: the
+    train-mode graph owns the parameters and buffers, and the eval-mode graph's code runs on them."""
+
+    def __init__(self, train: fx.GraphModule, eval_: fx.GraphModule) -> None:
+        super().__init__()
+        self.graph = train
+        object.__setattr__(self, "_eval_forward", type(eval_).forward)  # not a submodule: no second copy of the weights
+
+    def forward(self, x):
+        return self.graph(x) if self.training else self._eval_forward(self.graph, x)
+
+
+def cut_graph(model: nn.Module, cuts: Sequence[str], *, in_shape: Sequence[int] | None = None) -> GraphCut:
     """Cut ``model`` after each named submodule in ``cuts`` (in forward order)."""
     kind = type(model).__name__
     for c in cuts:
@@ -109,17 +163,33 @@ def cut_graph(model: nn.Module, cuts: Sequence[str]) -> GraphCut:
                 f"cut {c!r} must be a module name of {kind} (as in model.named_modules()); "
                 "layer indices cut nn.Sequential models only"
             )
+    graphs = capture(model, in_shape)
+    train = _cut_one(graphs[True], model, cuts)
+    if graphs[False] is graphs[True]:
+        return train
+    evaluate = _cut_one(graphs[False], model, cuts)
+    pieces = [ModePiece(t, e) for t, e in zip(train.pieces, evaluate.pieces)]
+    _check_owned(pieces, model, cuts)
+    return GraphCut(pieces, train.crossing)
+
+
+def _cut_one(gm: fx.GraphModule, model: nn.Module, cuts: Sequence[str]) -> GraphCut:
+    kind = type(model).__name__
     names = [n for n, _ in model.named_modules() if n]
-    gm = trace(model)
     graph = gm.graph
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise CutError(f"cannot cut {kind}: its forward takes {len(inputs)} inputs; a split model takes one tensor")
-    body = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    # torch.export adds a call checking the input's shape; each piece checks its own input instead
+    body = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")
+            and not (n.op == "call_module" and str(n.target).startswith("_guards"))]
     index = {n: i for i, n in enumerate(body)}
     index[inputs[0]] = -1
     output = next(n for n in graph.nodes if n.op == "output")
     index[output] = len(body)
+    result = output.args[0]
+    if isinstance(result, (tuple, list)) and len(result) == 1 and type(graph._codegen) is not fx.graph.CodeGen:
+        result = result[0]  # torch.export's flat outputs: the model's one tensor
 
     def boundary(name: str) -> int:
         inside = [i for i, n in enumerate(body) if _inside(n, name)]
@@ -141,7 +211,7 @@ def cut_graph(model: nn.Module, cuts: Sequence[str]) -> GraphCut:
         """Values made before boundary ``b`` and used after it: (tensors, batch sizes)."""
         tensors, sizes = [], []
         for v in (inputs[0], *body[:b]):
-            if any(index[u] >= b for u in v.users if u.op != "get_attr"):
+            if any(index.get(u, -2) >= b for u in v.users if u.op != "get_attr"):
                 (sizes if _batch_size(v) is not None else tensors).append(v)
         return tensors, sizes
 
@@ -157,7 +227,7 @@ def cut_graph(model: nn.Module, cuts: Sequence[str]) -> GraphCut:
             if len(tensors) != 1:
                 raise CutError(_many_crossing(kind, cuts[k], tensors, names, body, crossing, b))
             leaving = tensors[0]
-        pieces.append(_piece(gm, body[a:b], entering, entering_sizes, output.args[0] if last else leaving, f"{kind}Piece{k}"))
+        pieces.append(_piece(gm, body[a:b], entering, entering_sizes, result if last else leaving, f"{kind}Piece{k}"))
         if not last:
             crossed.append(leaving.name)
             entering, entering_sizes = leaving, sizes

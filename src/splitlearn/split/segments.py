@@ -74,6 +74,8 @@ def writes_in_place(module: nn.Module) -> bool:
             for n in graph.nodes:
                 if n.kwargs.get("inplace") is True:
                     return True
+                if isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable:
+                    return True  # an aten op of a torch.export graph that writes into an argument
                 name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
                 if n.op in ("call_method", "call_function") and name.endswith("_") and not name.endswith("__"):
                     return True
@@ -108,7 +110,7 @@ def split_model(
     cuts = list(cut) if isinstance(cut, (list, tuple)) else [cut]
     if not cuts:
         raise CutError("no cut given: name at least one module to cut after")
-    pieces = cut_graph(model, cuts).pieces
+    pieces = cut_graph(model, cuts, in_shape=in_shape).pieces
     if in_shape is not None:
         check_equivalence(model, pieces, in_shape)
     return pieces
