@@ -127,7 +127,7 @@ def test_missing_values_refused_by_row_and_column_or_imputed_from_training_rows(
     "edit,kwargs,message",
     [
         (lambda f: f.assign(outcome=f.outcome.where(f.index != 4)), {}, "row 6 has no value in label column 'outcome'"),
-        (lambda f: f.assign(pid=f.pid.where(f.index != 0, f.pid[3])), {}, f"row 5 repeats id {{pid3}} of row 2 in id column 'pid'"),
+        (lambda f: f.assign(pid=f.pid.where(f.index != 0, f.pid[3])), {}, "row 5 repeats id {pid3} of row 2 in id column 'pid'"),
         (lambda f: f.assign(age=f.age.where(f.index != 2, np.inf)), {}, "row 4, column 'age' holds inf, not a finite number"),
         (lambda f: f.assign(outcome="remission"), {}, "label column 'outcome' holds one class ('remission'); training needs two or more"),
         (lambda f: f.assign(outcome=f.index % 2 + np.where(f.index == 4, 0.25, 0)), {}, "label column 'outcome' holds 0.25 in row 6; labels must be classes"),
