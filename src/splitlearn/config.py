@@ -22,27 +22,48 @@ COMPRESSION_CODECS = ("none", "fp16", "int8", "topk")
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology
-    root: str | None = None  # folder of the data files, for data sets that are not embedded
+    name: str = "digits"  # digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology, csv, imagefolder
+    root: str | None = None  # folder of the data files, for data sets that are not embedded (csv: the CSV file)
     partition: str = "iid"  # how training samples are dealt to round-robin clients: iid or dirichlet
     alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
     limit_train: int = 0  # use a seeded random subset of this many training samples (0: all)
     limit_test: int = 0  # likewise for the test split
-    image_size: int = 0  # resize image samples to image_size x image_size (bilinear) after loading; 0: as stored
     # dealt: every process loads the data set and keeps the shard dealt to it (a simulation of sites);
     # own: each client of a deployment loads its own files (splitlearn join --data-root); no process
     # needs anyone else's, and the model is built from sample_shape and num_classes.
     sites: str = "dealt"
     sample_shape: tuple[int, ...] = ()  # sites = "own": the shape of one sample, e.g. [1, 28, 28]
     num_classes: int = 0  # sites = "own": the number of classes
+    label_column: str = ""  # csv: the column holding each row's class (required)
+    id_column: str = ""  # csv: a column of unique sample ids, not a feature (integer ids become the sample ids)
+    categorical: str = "refuse"  # csv: non-numeric feature columns are refused by name, or "onehot" encoded
+    impute: str = "none"  # csv: missing feature values are refused by row and column, or "mean" (training split's)
+    image_size: int = 0  # resize images to image_size x image_size: image folders as they are read, other image sets after loading (0: keep; histology 64)
+    image_mode: str = "rgb"  # imagefolder: rgb (3 channels) or grayscale (1)
+
+    def loader_options(self) -> dict[str, Any]:
+        """Keyword arguments of this data set's loader (:func:`splitlearn.data.load_dataset`) from the keys above."""
+        if self.name == "csv":
+            return dict(label_column=self.label_column, id_column=self.id_column or None, categorical=self.categorical, impute=self.impute)
+        if self.name == "imagefolder":
+            return dict(image_size=self.image_size or None, mode=self.image_mode)
+        if self.name == "histology" and self.image_size:
+            return dict(image_size=self.image_size)
+        return {}
 
     def __post_init__(self) -> None:
         if self.partition not in ("iid", "dirichlet"):
             raise ValueError(f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
         if not self.alpha > 0:
             raise ValueError(f"data.alpha must be > 0, got {self.alpha}")
+        if self.categorical not in ("refuse", "onehot"):
+            raise ValueError(f"data.categorical must be 'refuse' or 'onehot', got {self.categorical!r}")
+        if self.impute not in ("none", "mean"):
+            raise ValueError(f"data.impute must be 'none' or 'mean', got {self.impute!r}")
+        if self.image_mode not in ("rgb", "grayscale"):
+            raise ValueError(f"data.image_mode must be 'rgb' or 'grayscale', got {self.image_mode!r}")
         if type(self.image_size) is not int or self.image_size < 0:
-            raise ValueError(f"data.image_size must be an int >= 0 (0: as stored), got {self.image_size!r}")
+            raise ValueError(f"data.image_size must be an int >= 0 (0: keep each image's size), got {self.image_size!r}")
         if self.sites not in ("dealt", "own"):
             raise ValueError(f"data.sites must be 'dealt' or 'own', got {self.sites!r}")
         if self.sites == "own":

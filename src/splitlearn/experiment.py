@@ -110,7 +110,7 @@ def build(config: RunConfig) -> Built:
 
 def _load(config: RunConfig, root) -> tuple[ArrayDataset, ArrayDataset]:
     """The configured data set from ``root``, cut to the configured seeded subsets."""
-    train_ds, test_ds = load_dataset(config.data.name, root=root, seed=config.train.seed)
+    train_ds, test_ds = load_dataset(config.data.name, root=root, seed=config.train.seed, **config.data.loader_options())
     g = torch.Generator().manual_seed(config.train.seed)
     if 0 < config.data.limit_train < len(train_ds):
         train_ds = train_ds.subset(torch.randperm(len(train_ds), generator=g)[: config.data.limit_train])

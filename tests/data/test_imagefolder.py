@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from splitlearn.data import DataError, load_histology, load_image_folder
+from splitlearn.data import DataError, load_dataset, load_histology, load_image_folder
 
 from .conftest import TILE_CLASSES
 
@@ -86,3 +86,54 @@ def test_histology_accepts_extracted_folder_or_its_parent(tiles_dir, tmp_path):
     assert load_histology(kather)[0].sample_shape == (3, 64, 64)
     with pytest.raises(DataError, match="does not exist; download .*zenodo.53169"):
         load_histology(tmp_path / "nope")
+
+
+def test_png_jpeg_and_tiff_as_grayscale_or_rgb(tmp_path):
+    """One folder mixing formats and modes: Pillow converts each file to the declared mode and size."""
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 256, (5, 5), dtype=np.uint8)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(grey, "L").save(tmp_path / "a" / "1.png")
+    Image.new("RGB", (5, 5), (255, 0, 0)).save(tmp_path / "a" / "2.JPG")
+    Image.new("RGBA", (5, 5), (0, 0, 255, 255)).save(tmp_path / "b" / "3.png")
+    Image.new("RGB", (10, 10), (30, 30, 30)).save(tmp_path / "b" / "4.tiff")
+    for mode, channels in (("grayscale", 1), ("rgb", 3)):
+        train, test = load_image_folder(tmp_path, image_size=5, mode=mode, test_fraction=0.5, seed=0)
+        ds = {i: x for d in (train, test) for i, x in zip(d.sample_ids.tolist(), d.features)}
+        assert train.sample_shape == (channels, 5, 5) and train.classes == ("a", "b")
+        pixels = {i: (x * 255).round().to(torch.uint8) for i, x in ds.items()}
+        if mode == "grayscale":
+            assert torch.equal(pixels[0][0], torch.from_numpy(grey))  # a grayscale PNG, exactly
+            assert abs(int(pixels[1].float().mean()) - 76) <= 2  # pure red in Pillow's L = R * 299/1000
+            assert torch.equal(pixels[3], torch.full((1, 5, 5), 30, dtype=torch.uint8))  # TIFF, resized from 10x10
+        else:
+            assert all(torch.equal(pixels[0][c], torch.from_numpy(grey)) for c in range(3))
+            assert pixels[2][:, 2, 2].tolist() == [0, 0, 255]  # RGBA PNG loses its alpha
+    with pytest.raises(ValueError, match="mode must be one of rgb, grayscale, got 'cmyk'"):
+        load_image_folder(tmp_path, mode="cmyk")
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        load_image_folder(tmp_path, image_size=0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+@pytest.mark.parametrize("keep", [0.5, 0.1])  # cut in the pixel data, and in the header chunks
+def test_truncated_png_is_named_in_one_line(tmp_path, keep):
+    for c in ("benign", "malignant"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16), dtype=np.uint8), "L").save(tmp_path / c / f"{i}.png")
+    path = tmp_path / "malignant" / "1.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(DataError, match=f"^cannot read image {re.escape(str(path))}: ") as error:
+        load_image_folder(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_image_folder_through_the_registry(tiles_dir):
+    root, _ = tiles_dir
+    train, test = load_dataset("imagefolder", root=root, seed=3, image_size=8, mode="grayscale")
+    assert (train.name, train.sample_shape, len(train) + len(test)) == ("tiles", (1, 8, 8), 15)
+    with pytest.raises(DataError, match="data set 'imagefolder' is read from a folder of your own .* pass its path as root"):
+        load_dataset("imagefolder")

@@ -5,7 +5,7 @@ from splitlearn.data import DATASETS, DataError, load_dataset, load_digits
 
 
 def test_known_names():
-    assert set(DATASETS) == {"digits", "breast_cancer", "fashion_mnist", "cifar10", "cifar100", "histology"}
+    assert set(DATASETS) == {"digits", "breast_cancer", "fashion_mnist", "cifar10", "cifar100", "histology", "csv", "imagefolder"}
 
 
 def test_unknown_name_lists_known_ones():

@@ -16,7 +16,8 @@ from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_conf
 # flag -> dotted config key
 FLAGS = {
     "dataset": "data.name", "data_root": "data.root", "partition": "data.partition", "alpha": "data.alpha",
-    "image_size": "data.image_size",
+    "label_column": "data.label_column", "id_column": "data.id_column", "categorical": "data.categorical",
+    "impute": "data.impute", "image_size": "data.image_size", "image_mode": "data.image_mode",
     "model": "model.name", "cut": "model.cut", "model_kwargs": "model.kwargs",
     "configuration": "split.configuration", "clients": "split.clients", "relay": "split.relay", "merge": "split.merge",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
@@ -44,10 +45,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a split network (default: digits, small CNN, vanilla, 4 clients)")
     p.add_argument("--config", help="JSON or TOML file with data/model/split/train sections")
     p.add_argument("--configuration", choices=CONFIGURATION_KINDS, help="vanilla, ushaped, vertical, multihop or multitask")
-    p.add_argument("--dataset", help="digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology")
-    p.add_argument("--data-root", help="folder with the data set's files (non-embedded data sets)")
-    p.add_argument("--image-size", type=int, metavar="N", help="resize images to N x N after loading (a model that needs "
-                                                                "larger inputs than the data set's, e.g. DenseNet121 on 28x28)")
+    p.add_argument("--dataset", help="digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology, csv, imagefolder")
+    p.add_argument("--data-root", help="folder with the data set's files (non-embedded data sets; csv: the CSV file)")
+    p.add_argument("--label-column", help="--dataset csv: the column holding each row's class")
+    p.add_argument("--id-column", help="--dataset csv: a column of unique sample ids (not a feature)")
+    p.add_argument("--categorical", choices=["refuse", "onehot"], help="--dataset csv: non-numeric feature columns (default: refuse)")
+    p.add_argument("--impute", choices=["none", "mean"], help="--dataset csv: missing values (default: none, refuse them)")
+    p.add_argument("--image-size", type=int, metavar="N", help="resize images to N x N (image folders as they are read; "
+                                                                "other image sets after loading, e.g. for DenseNet121 on 28x28)")
+    p.add_argument("--image-mode", choices=["rgb", "grayscale"], help="--dataset imagefolder: 3 channels (default) or 1")
     p.add_argument("--partition", choices=["iid", "dirichlet"])
     p.add_argument("--alpha", type=float, help="Dirichlet alpha for --partition dirichlet")
     p.add_argument("--model", help="mlp, small_cnn, vgg11, vgg16, resnet18, resnet50, alexnet, or a factory "

@@ -13,22 +13,27 @@ from splitlearn.data.partition import (
     vertical_split,
 )
 from splitlearn.data.registry import DATASETS, load_dataset
+from splitlearn.data.table import SiteTable, VerticalTables, load_csv, load_vertical_csv
 
 __all__ = [
     "DATASETS",
     "ArrayDataset",
     "DataError",
+    "SiteTable",
+    "VerticalTables",
     "dirichlet_partition",
     "feature_slices",
     "iid_partition",
     "load_breast_cancer",
     "load_cifar10",
     "load_cifar100",
+    "load_csv",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
     "load_histology",
     "load_image_folder",
+    "load_vertical_csv",
     "stratified_split",
     "vertical_split",
 ]

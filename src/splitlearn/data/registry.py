@@ -9,7 +9,8 @@ from splitlearn.data.cifar import CIFAR10_URL, CIFAR100_URL, load_cifar10, load_
 from splitlearn.data.dataset import ArrayDataset, DataError
 from splitlearn.data.embedded import load_breast_cancer, load_digits
 from splitlearn.data.idx import load_fashion_mnist
-from splitlearn.data.imagefolder import HISTOLOGY_URL, load_histology
+from splitlearn.data.imagefolder import HISTOLOGY_URL, load_histology, load_image_folder
+from splitlearn.data.table import load_csv
 
 Split = tuple[ArrayDataset, ArrayDataset]
 Root = str | os.PathLike | None
@@ -18,6 +19,12 @@ Root = str | os.PathLike | None
 def _root(name: str, root: Root, source: str) -> str | os.PathLike:
     if root is None:
         raise DataError(f"data set {name!r} is read from files: pass root (--data-root); get them from {source}")
+    return root
+
+
+def _own(name: str, root: Root, what: str) -> str | os.PathLike:
+    if root is None:
+        raise DataError(f"data set {name!r} is read from {what}: pass its path as root (--data-root)")
     return root
 
 
@@ -30,6 +37,10 @@ DATASETS: dict[str, Callable[..., Split]] = {
     "cifar10": lambda root, seed, **kw: load_cifar10(_root("cifar10", root, CIFAR10_URL), **kw),
     "cifar100": lambda root, seed, **kw: load_cifar100(_root("cifar100", root, CIFAR100_URL), **kw),
     "histology": lambda root, seed, **kw: load_histology(_root("histology", root, HISTOLOGY_URL), seed=seed, **kw),
+    # your own files: a CSV table (a row per sample; label_column=...), or a folder of class sub-folders of images
+    "csv": lambda root, seed, **kw: load_csv(_own("csv", root, "a CSV file of your own, a row per sample"), seed=seed, **kw),
+    "imagefolder": lambda root, seed, **kw: load_image_folder(
+        _own("imagefolder", root, "a folder of your own with one sub-folder of images per class"), seed=seed, **kw),
 }
 
 
