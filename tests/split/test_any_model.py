@@ -274,3 +274,41 @@ def test_check_leaves_batchnorm_statistics_and_grads_alone():
 def test_check_segments_still_names_a_misfit_at_the_cut():
     with pytest.raises(CutError, match="segments do not fit at cut '1'"):
         check_segments([nn.Sequential(nn.Flatten(), nn.Linear(64, 12)), nn.Sequential(nn.Linear(10, 3))], (1, 8, 8), cut_names=["1"])
+
+
+class Trunk(nn.Module):
+    """Net without its head: a graph trunk for multi-task heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Net()
+
+    def forward(self, x):
+        n = self.net
+        return F.adaptive_avg_pool2d(n.block(n.relu(n.stem(x))), 2).flatten(1)
+
+
+@pytest.mark.parametrize("kind", ["multihop", "multitask"])
+def test_graph_models_in_multihop_and_multitask_match_centralised(kind):
+    from .conftest import centralised
+
+    torch.manual_seed(2)
+    x, y, train, test = _data()
+    if kind == "multihop":
+        model = Net()
+        split = configs.multihop(model, ["stem", "block"], in_shape=SHAPE)
+        targets = [(1.0, lambda i: y[i])]
+    else:
+        model = configs.MultiHead(Trunk(), {"label": nn.Linear(32, 10), "odd": nn.Linear(32, 2)})
+        split = configs.multitask(model, "net.stem", in_shape=SHAPE, weights={"label": 1.0, "odd": 0.5})
+        targets = [(1.0, lambda i: y[i]), (0.5, lambda i: y[i] % 2)]
+    reference = copy.deepcopy(model)
+    spec = OptimizerSpec("sgd", lr=0.05, momentum=0.9)
+    sim_targets = None if kind == "multihop" else {"label": lambda t: t, "odd": lambda t: t % 2}
+    sim = Simulation(split, train=train, test=test, optimizer=spec, batch_size=BATCH, clients=1, targets=sim_targets)
+    batches = [b.sample_ids for b in sim.coordinator.schedule(1)]
+    sim.fit(1)
+    ref, _ = centralised(reference.train(), spec, batches, x, targets)
+    trained = sim.state_dict()
+    for k, v in ref.state_dict().items():
+        assert torch.allclose(trained[k].to(v.dtype), v, rtol=0, atol=TOL), k
