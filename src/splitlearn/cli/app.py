@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitlearn.cli import attack, certs, compare, experiment, join, predict, report, reproduce, serve, status, train
+from splitlearn.cli import attack, certs, compare, experiment, join, predict, report, reproduce, runs, serve, status, train
 
 __all__ = ["main"]
 
 COMMANDS = {
     "train": train, "predict": predict, "attack": attack, "report": report, "experiment": experiment, "reproduce": reproduce,
-    "compare": compare, "serve": serve, "join": join, "status": status, "certs": certs,
+    "compare": compare, "serve": serve, "join": join, "status": status, "runs": runs, "certs": certs,
 }
 
 
