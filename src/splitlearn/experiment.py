@@ -155,8 +155,8 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
 
 def _graph_cut_needed(kind: str, model: nn.Module, name: str) -> CutError:
     tops = ", ".join(n for n, _ in model.named_children())
-    how = {"ushaped": "two", "multihop": "two or more"}.get(kind, "one")
-    return CutError(f"{name} is not an nn.Sequential, so it has no default cut: give --cut ({how} module names of "
+    how = {"ushaped": "two module names", "multihop": "two or more module names"}.get(kind, "a module name")
+    return CutError(f"{name} is not an nn.Sequential, so it has no default cut: give --cut ({how} of "
                     f"{type(model).__name__}, as in model.named_modules()); its top-level modules are {tops}")
 
 
@@ -213,12 +213,12 @@ def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut) -
     bottoms = []
     for shape in chunk_shapes:
         part = build_model(config.model.name, in_shape=tuple(shape), num_classes=num_classes, **config.model.kwargs)
-        bottoms.append(split_model(part, cut)[0])
+        bottoms.append(split_model(part, cut, in_shape=tuple(shape))[0])
     out = check_segments([bottoms[0]], chunk_shapes[0])[0]
     merge = config.split.merge
     if merge == "auto":
         merge = "concat" if len(out) == 4 else "sum"  # feature maps side by side; vectors add up
-    top = split_model(model, cut)[1]
+    top = split_model(model, cut, in_shape=in_shape)[1]
     return configs.vertical(Vertical(bottoms, top, dim=dim, merge=merge, merge_dim=-1), in_shape=in_shape)
 
 

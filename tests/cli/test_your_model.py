@@ -91,3 +91,15 @@ def test_image_size_resizes_the_data():
     assert float(train.features.std()) > 0.1  # resized images, not zeros
     with pytest.raises(ValueError, match="applies to images"):
         experiment._load(load_config(overrides={"data.image_size": 12, "data.name": "breast_cancer"}), None)
+
+
+def test_a_model_file_in_the_working_folder_is_found(tmp_path, monkeypatch):
+    (tmp_path / "site_models_7f3a.py").write_text(
+        "from torch import nn\n"
+        "def make(width=4):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run = _train(tmp_path, "--model", "site_models_7f3a:make", "--model-kwargs", '{"width": 12}')
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["kwargs"] == {"width": 12} and json.loads((run / "metrics.json").read_text())["finished"]

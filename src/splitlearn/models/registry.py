@@ -3,6 +3,8 @@
 import importlib
 import json
 import math
+import os
+import sys
 from collections.abc import Callable
 from functools import partial
 from types import MappingProxyType
@@ -41,8 +43,9 @@ def build_model(name: str, *, in_shape: tuple[int, ...], num_classes: int, **kwa
 
     Image models need ``(C, H, W)``; the mlp takes ``prod(in_shape)`` features. ``kwargs`` go to
     the model function (e.g. ``hidden`` for mlp, ``width`` for small_cnn, ``batch_norm`` for VGG).
-    A name ``"package.module:factory"`` (``"monai.networks.nets:DenseNet121"``) imports the
-    factory and calls it with ``kwargs`` alone: the user's model, with the user's arguments.
+    A name ``"package.module:factory"`` (``"monai.networks.nets:DenseNet121"``, or
+    ``"mymodels:make_net"`` for a ``mymodels.py`` in the working folder) imports the factory and
+    calls it with ``kwargs`` alone: the user's model, with the user's arguments.
     """
     if ":" in name:
         return import_model(name, kwargs)
@@ -61,6 +64,9 @@ def import_model(spec: str, kwargs: dict | None = None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"model {spec!r} must be package.module:factory, e.g. monai.networks.nets:DenseNet121")
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # as `python -m` and uvicorn do: a module file beside the user is found
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
