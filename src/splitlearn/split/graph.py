@@ -1,11 +1,13 @@
-"""Cutting any ``nn.Module`` after named submodules, on the graph ``torch.fx`` captures of it.
+"""Cutting any ``nn.Module`` after named submodules, on the graph PyTorch captures of it.
 
-The model's forward is traced once (and once more in eval mode, to prove it runs the same code in
-both). Every node of the graph carries the stack of modules it ran inside; a cut named
-``"layer2"`` falls right after the last node inside ``layer2``. Each piece is an
-``fx.GraphModule`` over the nodes between two cuts: it holds the very submodules, parameters and
-buffers of the model that those nodes use, under the model's own qualified names, so the pieces
-chained together compute exactly what the model computes.
+``torch.fx.symbolic_trace`` captures the forward once (and once more in eval mode, to prove it
+runs the same code in both); where it cannot (Python control flow on shapes, a branch on
+``self.training``), ``torch.export`` captures it with a dynamic batch dimension, once per mode.
+Every node of a graph carries the stack of modules it ran inside; a cut named ``"layer2"`` falls
+right after the last node inside ``layer2``. Each piece is an ``fx.GraphModule`` over the nodes
+between two cuts: it holds the very submodules, parameters and buffers of the model that those
+nodes use, under the model's own qualified names, so the pieces chained together compute exactly
+what the model computes.
 """
 
 from __future__ import annotations
@@ -137,8 +139,16 @@ def _describe(node: fx.Node) -> str:
 class GraphCut:
     """The pieces of a traced model and, per cut, the graph value that crosses it."""
 
-    pieces: list[fx.GraphModule]
+    pieces: list[nn.Module]  # fx.GraphModule, or ModePiece where torch.export captured the model
     crossing: list[str]
+
+
+def _has_attr(module: nn.Module, target: str) -> bool:
+    try:
+        operator.attrgetter(target)(module)
+    except AttributeError:
+        return False
+    return True
 
 
 class ModePiece(nn.Module):
@@ -148,6 +158,19 @@ class ModePiece(nn.Module):
     def __init__(self, train: fx.GraphModule, eval_: fx.GraphModule) -> None:
         super().__init__()
         self.graph = train
+        for n in eval_.graph.nodes:  # what only the eval graph reads (a constant) joins the train graph's module
+            if n.op == "get_attr" and not _has_attr(train, n.target):
+                *path, leaf = n.target.split(".")
+                owner = train
+                for part in path:
+                    if not hasattr(owner, part):
+                        owner.add_module(part, nn.Module())
+                    owner = getattr(owner, part)
+                value = operator.attrgetter(n.target)(eval_)
+                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                    owner.register_buffer(leaf, value)
+                else:
+                    setattr(owner, leaf, value)
         object.__setattr__(self, "_eval_forward", type(eval_).forward)  # not a submodule: no second copy of the weights
 
     def forward(self, x):
