@@ -110,7 +110,7 @@ def attack_labels(run_dir: str | Path, *, device: str | None = None) -> dict[str
     sim.transport.observers.append(recorder)
     sim.fit(1)
     labels = dict(zip(built.train.sample_ids.tolist(), built.train.labels.tolist()))
-    return _merge(run_dir, label_attack(sim, recorder, labels, built.train.num_classes))
+    return _merge(run_dir, label_attack(sim, recorder, labels, built.train.num_classes) | {"classes": built.train.num_classes})
 
 
 def report(run_dir: str | Path) -> Path:
@@ -127,7 +127,9 @@ def report(run_dir: str | Path) -> Path:
     a1 = config.get("privacy", {}).get("nopeek_a1", 0)
     name = f"NoPeek a1={a1:g}" if a1 else "SplitNN"
     epochs = [{k: e[k] for k in ("epoch", "test_accuracy", "dcor") if k in e} for e in metrics["epochs"]]
-    evidence = RunEvidence(name, epochs, attacks, images.get("originals"), images.get("reconstructions"))
+    classes = attacks.pop("classes", None)
+    evidence = RunEvidence(name, epochs, attacks, images.get("originals"), images.get("reconstructions"),
+                           config=config, classes=classes if isinstance(classes, int) else None)
     notes = [f"Run folder {run_dir.name}: {config['split']['configuration']} split of {config['model']['name']} on "
              f"{config['data']['name']}." + ("" if attacks else " No attack has been run on it yet (splitlearn attack ...).")]
     return write_report(run_dir / "report.html", runs=[evidence], config=config, title=f"Leakage report: {run_dir.name}", notes=notes)

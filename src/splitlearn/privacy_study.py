@@ -46,6 +46,7 @@ PRESETS = {
 TRAIN_BATCH = 64  # training batch size of both runs, and so the n of NoPeek's DCOR term
 LABEL_STEPS = 40  # gradient batches the label attack clusters (the last ones of training)
 AUX_SAMPLES = 1000  # auxiliary samples the reconstruction attacker holds
+CLASSES = 10  # both presets' data sets (Fashion-MNIST, digits) have ten classes
 
 
 def default_dataset() -> str:
@@ -69,16 +70,16 @@ def _base_config(dataset: str, *, out: Path, seed: int, device: str, epochs: int
     )
 
 
-def _attack(run: experiment.TrainedRun, grads: GradientRecorder, *, name: str) -> RunEvidence:
+def _attack(run: experiment.TrainedRun, grads: GradientRecorder, *, name: str, config: RunConfig) -> RunEvidence:
     sim = run.sim
     recon = reconstruct(sim, aux_samples=AUX_SAMPLES)
     train = sim.parties[sim.coordinator.holder].shards["train"]
     labels = dict(zip(train.sample_ids.tolist(), train.labels["y"].tolist()))
-    leak = label_attack(sim, grads, labels, 10, steps=LABEL_STEPS)
+    leak = label_attack(sim, grads, labels, CLASSES, steps=LABEL_STEPS)
     epochs = [{k: e[k] for k in ("epoch", "test_accuracy", "dcor") if k in e} for e in run.metrics["epochs"]]
     return RunEvidence(
         name, epochs, {"reconstruction MSE": recon.mse, "reconstruction SSIM": recon.ssim, **leak},
-        recon.originals, recon.reconstructions,
+        recon.originals, recon.reconstructions, config=config.to_dict(), classes=CLASSES,
     )
 
 
@@ -91,7 +92,7 @@ def _dcor_estimates(sim: Simulation, sizes: Sequence[int]) -> dict[str, dict[str
 def _train_and_attack(config: RunConfig, name: str) -> tuple[RunEvidence, dict[str, Any]]:
     grads = GradientRecorder("server")
     run = experiment.train(config, observers=[grads])
-    evidence = _attack(run, grads, name=name)
+    evidence = _attack(run, grads, name=name, config=config)
     last = run.metrics["epochs"][-1]
     n = config.privacy.leakage_batch_size
     estimates = _dcor_estimates(run.sim, sorted({TRAIN_BATCH, n}))

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from splitlearn.report import RunEvidence, write_report
+from splitlearn.report import RunEvidence, verdicts, write_report
 
 
 class _Page(HTMLParser):
@@ -63,3 +63,33 @@ def test_report_without_optional_parts(tmp_path):
     assert set(page.figures) == {"accuracy"} and page.tables == ["attacks", "config"]
     with pytest.raises(ValueError, match="at least one run"):
         write_report(tmp_path / "x.html", runs=[], config={})
+
+
+def test_each_run_shows_its_own_configuration(tmp_path):
+    vanilla, nopeek = _runs()
+    base = {"split": {"configuration": "ushaped"}, "privacy": {"nopeek_a1": 0.0}, "train": {"epochs": 3}}
+    vanilla.config, nopeek.config = base, base | {"privacy": {"nopeek_a1": 2.0}}
+    text = write_report(tmp_path / "r.html", runs=[vanilla, nopeek], config=base).read_text()
+    table = text[text.index('data-table="config"'):]
+    assert "<th>vanilla</th><th>NoPeek a1=0.5</th>" in table
+    first_row = table[table.index("<tbody>"):].split("</tr>")[0]
+    assert "privacy.nopeek_a1" in first_row and "<td>0.0</td><td>2.0</td>" in first_row  # what differs comes first
+
+
+def test_verdicts_read_each_attack_against_chance():
+    run = RunEvidence("NoPeek", [], {"reconstruction SSIM": 0.61, "label attack accuracy": 0.888}, classes=10)
+    said = " ".join(verdicts(run))
+    assert "Inputs are still recognisable" in said and "SSIM 0.61" in said
+    assert "Labels leak" in said and "89%" in said and "against 10% chance (10 classes)" in said
+    quiet = RunEvidence("x", [], {"reconstruction SSIM": 0.05, "label attack accuracy": 0.12, "label norm AUC": 0.55}, classes=10)
+    said = " ".join(verdicts(quiet))
+    assert "little likeness" in said and "No label leakage beyond chance" in said and "Little label leakage" in said
+
+
+def test_report_reconciles_ushaped_label_leakage_and_nopeek(tmp_path):
+    run = RunEvidence("NoPeek a1=2", [{"epoch": 1, "test_accuracy": 0.9}], {"label attack accuracy": 0.88}, classes=10,
+                      config={"split": {"configuration": "ushaped"}, "privacy": {"nopeek_a1": 2.0}})
+    text = write_report(tmp_path / "r.html", runs=[run], config={}).read_text()
+    assert "<ul data-verdicts>" in text and "Labels leak" in text
+    assert "labels themselves never leave the client" in text and "predictive of Y by design" in text
+    assert "SSIM (structural similarity)" in text

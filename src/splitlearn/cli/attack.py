@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from splitlearn import audit
+from splitlearn.report import RunEvidence, verdicts
 
 
 def add_parser(sub) -> None:
@@ -23,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = audit.attack_labels(args.run_dir, device=args.device)
     console = Console()
-    for key, value in results.items():
+    metrics = {k: v for k, v in results.items() if k != "classes"}
+    for key, value in metrics.items():
         console.print(f"{key}: {value:.4f}")
+    for line in verdicts(RunEvidence(args.run_dir, [], metrics, classes=results.get("classes"))):
+        console.print(line, highlight=False)
     console.print(f"Results are in {args.run_dir}/attacks.json; `splitlearn report {args.run_dir}` draws them", soft_wrap=True, highlight=False)
     return 0

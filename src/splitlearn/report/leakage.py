@@ -21,7 +21,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RunEvidence", "write_report"]
+__all__ = ["RunEvidence", "verdicts", "write_report"]
 
 
 @dataclass
@@ -33,6 +33,52 @@ class RunEvidence:
     metrics: dict[str, float] = field(default_factory=dict)  # attack metrics: "ssim", "mse", "direction AUC", ...
     originals: torch.Tensor | None = None  # a few private inputs (n, c, h, w)
     reconstructions: torch.Tensor | None = None  # the attacker's reconstructions of them
+    config: Mapping[str, Any] | None = None  # this run's own configuration (RunConfig.to_dict())
+    classes: int | None = None  # number of classes, for the chance level of label attacks
+
+
+def verdicts(run: RunEvidence) -> list[str]:
+    """One plain sentence per attack result of ``run``, with the chance level it is read against."""
+    m, out = run.metrics, []
+    ssim = m.get("reconstruction SSIM", m.get("ssim"))
+    if ssim is not None:
+        if ssim >= 0.5:
+            out.append(f"Inputs are still recognisable from the smashed data: reconstruction SSIM {ssim:.2f}.")
+        elif ssim >= 0.2:
+            out.append(f"Inputs are partly recognisable from the smashed data: reconstruction SSIM {ssim:.2f}.")
+        else:
+            out.append(f"Reconstructions bear little likeness to the inputs: SSIM {ssim:.2f}.")
+    accuracy = m.get("label attack accuracy")
+    if accuracy is not None:
+        chance = 1 / run.classes if run.classes else None
+        against = f" against {chance:.0%} chance ({run.classes} classes)" if chance else ""
+        leaks = chance is None or accuracy > chance + 0.1
+        out.append(f"{'Labels leak' if leaks else 'No label leakage beyond chance'}: the attacker infers "
+                   f"{accuracy:.0%} of training labels from the cut gradients{against}.")
+    aucs = {k: v for k, v in m.items() if k.endswith("AUC") and "label" in k}
+    if aucs:
+        best_key = max(aucs, key=aucs.get)
+        best = aucs[best_key]
+        out.append(f"{'Labels leak' if best >= 0.7 else 'Little label leakage'}: {best_key} {best:.2f} against 0.50 chance "
+                   "(1.00 means every label is read from the gradients).")
+    return out
+
+
+def _explanations(runs: Sequence[RunEvidence]) -> list[str]:
+    """Why results that look contradictory are not, for the runs at hand."""
+    labels = any(k.startswith("label") for r in runs for k in r.metrics)
+    kinds = {(r.config or {}).get("split", {}).get("configuration") for r in runs}
+    nopeek = any((r.config or {}).get("privacy", {}).get("nopeek_a1") for r in runs)
+    out = ["SSIM (structural similarity) compares a reconstruction with the private input it came from: 1 is the "
+           "same image, about 0 is no likeness. DCOR(X, Z) is the distance correlation between the raw inputs and the "
+           "smashed data: 1 when Z determines X up to rotation and scale, 0 when they are independent."]
+    if labels and "ushaped" in kinds:
+        out.append("In a U-shaped split the labels themselves never leave the client, but the gradient it sends back "
+                   "at the cut depends on them: the label attacks read the labels from that gradient.")
+    if labels and nopeek:
+        out.append("NoPeek lowers the dependence of the smashed data on the raw input X, not on the label Y: it keeps Z "
+                   "predictive of Y by design, so it does not protect labels and can make them easier to infer.")
+    return out
 
 
 def _png(fig) -> str:
@@ -55,6 +101,7 @@ def _curve(runs: Sequence[RunEvidence], key: str, ylabel: str) -> str:
         ax.plot(xs, [e[key] for e in run.epochs if key in e], marker="o", label=run.name)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)  # from 0: small differences are not drawn large
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -88,6 +135,8 @@ def _tradeoff(sweep: Sequence[Mapping[str, float]]) -> str:
             ax.annotate(f"a1={p['a1']:g}", (p[key], p["test_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel({"dcor": "leakage DCOR(X, Z)", "ssim": "reconstruction SSIM"}[key])
         ax.set_ylabel("test accuracy")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -149,11 +198,17 @@ def write_report(
     final = lambda r, k: r.epochs[-1].get(k, float("nan")) if r.epochs else float("nan")  # noqa: E731
     parts.append(_table("attacks", ["run", "test accuracy", "DCOR(X, Z)", *keys],
                         [[r.name, final(r, "test_accuracy"), final(r, "dcor"), *(r.metrics.get(k, float("nan")) for k in keys)] for r in runs]))
+    said = [(r.name, v) for r in runs for v in verdicts(r)]
+    if said:
+        parts.append("<h3>In plain words</h3><ul data-verdicts>" + "".join(
+            f"<li>{html.escape(name if len(runs) > 1 else '')}{': ' if len(runs) > 1 else ''}{html.escape(v)}</li>"
+            for name, v in said) + "</ul>")
+    parts += [f"<p>{html.escape(e)}</p>" for e in _explanations(runs)]
     for name, sentence, header, rows in tables:
         parts.append(f"<p>{html.escape(sentence)}</p>")
         parts.append(_table(name, header, rows))
     parts.append("<h2>Configuration</h2>")
-    parts.append(_table("config", ["setting", "value"], [[k, json.dumps(v)] for k, v in _flatten(config).items()]))
+    parts.append(_config_table(runs, config))
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     path = Path(path)
@@ -162,6 +217,18 @@ def write_report(
     tmp.write_text(page)
     tmp.replace(path)
     return path
+
+
+def _config_table(runs: Sequence[RunEvidence], shared: Mapping[str, Any]) -> str:
+    """Each run's own settings (a run without one shows ``shared``): one value column when they
+    agree, one column per run when they differ, so no run is shown with another's settings."""
+    flat = [_flatten(r.config if r.config is not None else shared) for r in runs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    if len(runs) == 1 or all(f == flat[0] for f in flat):
+        return _table("config", ["setting", "value"], [[k, json.dumps(flat[0].get(k))] for k in keys])
+    rows = [[k, *(json.dumps(f.get(k)) for f in flat)] for k in keys]
+    rows.sort(key=lambda row: len(set(row[1:])) == 1)  # the settings that differ first
+    return _table("config", ["setting", *(r.name for r in runs)], rows)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
