@@ -312,3 +312,13 @@ def test_graph_models_in_multihop_and_multitask_match_centralised(kind):
     trained = sim.state_dict()
     for k, v in ref.state_dict().items():
         assert torch.allclose(trained[k].to(v.dtype), v, rtol=0, atol=TOL), k
+
+
+class TwoOutputs(Net):
+    def forward(self, x):
+        return {"logits": super().forward(x)}
+
+
+def test_a_model_returning_a_dict_is_refused_in_one_line():
+    with pytest.raises(CutError, match=r"TwoOutputs's forward returns dict, not a tensor"):
+        split_model(TwoOutputs(), "stem", in_shape=SHAPE)

@@ -241,13 +241,17 @@ def check_equivalence(model: nn.Module, pieces: Sequence[nn.Module], in_shape: S
         model.train()
         tracker = _Tracker(model, {})
         try:
-            out = _flat(model(x))
+            raw = model(x)
         except Exception as exc:
             where = f" in layer {tracker.entered[-1][0]!r} ({type(tracker.entered[-1][1]).__name__})" if tracker.entered else ""
             raise CutError(f"{kind} cannot take inputs of shape {tuple(x.shape)} (sample shape {tuple(in_shape)}): "
                            f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}{where}") from None
         finally:
             tracker.close()
+        if not isinstance(raw, torch.Tensor):
+            raise CutError(f"{kind}'s forward returns {type(raw).__name__}, not a tensor: the last party scores one "
+                           "tensor of outputs, so wrap the model to return it (e.g. the logits)")
+        out = [raw]
         weights = [torch.randn(o.shape, generator=g.manual_seed(seed + 1 + i), dtype=o.dtype).to(o.device) for i, o in enumerate(out)]
         loss = sum((o * w).sum() for o, w in zip(out, weights) if o.is_floating_point())
         params = [p for p in model.parameters() if p.requires_grad]
