@@ -46,6 +46,7 @@ _EXPORTS = {
     "GradientNoise": "splitlearn.privacy.attacks.label_leakage",
     # wire and compute
     "Compressor": "splitlearn.split.compression",
+    "Chain": "splitlearn.split.hooks",
     "CODECS": "splitlearn.split.compression",
     "FlopMeter": "splitlearn.accounting.meter",
 }
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from splitlearn.privacy.nopeek import NoPeek, detect_collapse
     from splitlearn.simulation import Simulation
     from splitlearn.split.compression import CODECS, Compressor
+    from splitlearn.split.hooks import Chain
     from splitlearn.split.configs import MultiHead, Split, Vertical, multihop, multitask, ushaped, vanilla, vertical
     from splitlearn.split.segments import CutError, split_model
     from splitlearn.split.state import OptimizerSpec

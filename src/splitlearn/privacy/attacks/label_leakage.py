@@ -134,6 +134,9 @@ class GradientNoise:
         if not isinstance(message, Gradient) or self.scale == 0:
             return message
         g = message.tensor
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"GradientNoise got an encoded gradient ({type(g).__name__}): put it before the codec, "
+                            "as in Chain(GradientNoise(...), Compressor(...))")
         flat = g.flatten(1)
         gen = torch.Generator(device=g.device).manual_seed(self.seed * 1_000_003 + message.step)
         sigma = self.scale * flat.norm(dim=1).mean() / flat.shape[1] ** 0.5
