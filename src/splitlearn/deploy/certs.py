@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["DeployError", "client_credentials", "make_certs", "read_token", "read_tokens", "server_credentials"]
+__all__ = ["DeployError", "client_credentials", "make_certs", "read_token", "read_tokens", "server_credentials", "tls_problem"]
 
 
 class DeployError(RuntimeError):
@@ -127,3 +127,51 @@ def client_credentials(certs: str | Path, party: str) -> grpc.ChannelCredentials
     """TLS trusting ``ca.pem`` only, presenting ``<party>.pem``/``<party>.key``."""
     certs = Path(certs)
     return grpc.ssl_channel_credentials(_read(certs / "ca.pem"), _read(certs / f"{party}.key"), _read(certs / f"{party}.pem"))
+
+
+def tls_problem(target: str, certs: str | Path, party: str, *, timeout: float = 3.0) -> str | None:
+    """Why the TLS handshake with the server at ``target`` (``host:port``) fails for ``party``, in
+    words: the names the server's certificate holds against the one asked for, or the reason it
+    cannot be verified. None where it does not fail, or the server cannot be reached at all (gRPC
+    reports only that the channel did not become ready)."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    host, sep, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not host:
+        return None
+    certs = Path(certs)
+
+    def context(verify: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        ctx.load_cert_chain(str(certs / f"{party}.pem"), str(certs / f"{party}.key"))
+        ctx.set_alpn_protocols(["h2"])
+        if not verify:
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return ctx
+
+    def handshake(verify: bool) -> bytes | None:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            with context(verify).wrap_socket(sock, server_hostname=host) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    try:
+        handshake(True)
+        return None
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or str(exc)
+        try:
+            cert = x509.load_der_x509_certificate(handshake(False))
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = [str(n) for n in san.get_values_for_type(x509.DNSName)] + [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            names = []
+        if "mismatch" in reason.lower() and names:
+            return (f"the server's certificate is for {', '.join(names)}, but --server asked for {host}: connect by one "
+                    f"of those names, or make the server's certificate for {host} (splitlearn certs --server-name {host})")
+        return f"the server's certificate cannot be verified against {certs / 'ca.pem'}: {reason} (issued by another CA?)"
+    except (OSError, ssl.SSLError):
+        return None

@@ -22,7 +22,7 @@ import torch
 from splitlearn import __version__, experiment
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, read_json, write_json_atomic
 from splitlearn.config import RunConfig
-from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials
+from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
 from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
 from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
@@ -327,8 +327,11 @@ _REJECTED = {grpc.StatusCode.UNAUTHENTICATED: "rejected credentials", grpc.Statu
              grpc.StatusCode.ALREADY_EXISTS: "refused"}
 
 
-def _wait_reachable(target: str, credentials: grpc.ChannelCredentials | None, timeout: float) -> None:
-    """Retry a connection (TCP and TLS handshake) with exponential backoff for ``timeout`` s."""
+def _wait_reachable(target: str, credentials: grpc.ChannelCredentials | None, timeout: float,
+                    tls: Callable[[], str | None] = lambda: None) -> None:
+    """Retry a connection (TCP and TLS handshake) with exponential backoff for ``timeout`` s. A
+    handshake that fails for a reason retrying cannot mend (the certificate names another host, or
+    another CA signed it) ends at once, saying so: ``tls`` finds that reason."""
     deadline, delay = time.monotonic() + timeout, 0.2
     while True:
         channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
@@ -336,6 +339,9 @@ def _wait_reachable(target: str, credentials: grpc.ChannelCredentials | None, ti
             grpc.channel_ready_future(channel).result(timeout=max(0.1, min(delay, deadline - time.monotonic())))
             return
         except grpc.FutureTimeoutError:
+            problem = tls() if credentials else None
+            if problem:
+                raise DeployError(f"TLS handshake with server {target} failed: {problem}") from None
             if time.monotonic() >= deadline:
                 raise DeployError(f"server {target} unreachable (or the TLS handshake failed) for {timeout:g} s") from None
         finally:
@@ -404,7 +410,7 @@ def join(
         raise DeployError(str(e)) from None
     wait = connect_timeout
     while True:
-        _wait_reachable(server, credentials, wait)
+        _wait_reachable(server, credentials, wait, tls=lambda: tls_problem(server, certs, party))
         transport = ClientTransport()
         me.connect(transport)
         try:
