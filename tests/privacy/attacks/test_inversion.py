@@ -45,8 +45,8 @@ def test_server_inverts_digits_without_auxiliary_data(undefended):
     client, victim_z, victim_x, blind = undefended
     before = {k: v.clone() for k, v in client.state_dict().items()}
     result = inversion_attack(victim_z, client, victim_x, steps=1000)
-    # Measured: SSIM 0.94 and MSE 0.013, against SSIM 0.38 / MSE 0.074 for the mean image and
-    # SSIM 0.03 for noise.
+    # Measured: SSIM 0.993 and MSE 0.0015 (seeds 1 and 2 of the attack: SSIM 0.947 and 0.855),
+    # against SSIM 0.375 / MSE 0.074 for the mean image and SSIM 0.006 / MSE 0.263 for noise.
     assert result.ssim >= blind["mean"].ssim + 0.3
     assert result.ssim >= blind["noise"].ssim + 0.6
     assert result.mse <= 0.5 * blind["mean"].mse
@@ -56,7 +56,7 @@ def test_server_inverts_digits_without_auxiliary_data(undefended):
 
 def test_inversion_of_shuffled_smashed_data_is_no_better_than_a_blind_guess(undefended):
     """Smashed data paired with other samples' inputs (Z independent of X): the attack scores no
-    better than the mean image (measured SSIM 0.25 against 0.38)."""
+    better than the mean image (measured SSIM 0.235 and MSE 0.142, against 0.375 and 0.074)."""
     client, victim_z, victim_x, blind = undefended
     shuffled = victim_z[torch.randperm(len(victim_z), generator=torch.Generator().manual_seed(1))]
     result = inversion_attack(shuffled, client, victim_x, steps=1000)
