@@ -19,7 +19,7 @@ from torch import nn
 from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Activation, Message
 
-__all__ = ["ActivationRecorder", "ReconstructionResult", "reconstruction_attack", "ssim", "train_decoder"]
+__all__ = ["ActivationRecorder", "ReconstructionResult", "reconstruction_attack", "score_reconstruction", "ssim", "train_decoder"]
 
 
 @dataclass
@@ -119,6 +119,15 @@ def reconstruction_attack(
     decoder = train_decoder(aux_z, aux_x, **decoder_kw)
     with torch.no_grad():
         recon = decoder(victim_z)
+    return score_reconstruction(recon, victim_x, show=show)
+
+
+def score_reconstruction(recon: torch.Tensor, victim_x: torch.Tensor, *, show: int = 8) -> ReconstructionResult:
+    """MSE and mean SSIM of reconstructions against the private inputs (SSIM is NaN for inputs
+    that are not images of 3x3 or more; flat features count as one row of pixels)."""
+    if recon.numel() != victim_x.numel() or len(recon) != len(victim_x):
+        raise ValueError(f"reconstructions {tuple(recon.shape)} do not match the private inputs {tuple(victim_x.shape)}")
+    recon = recon.detach().reshape(victim_x.shape)
     images = victim_x if victim_x.dim() == 4 else victim_x.reshape(len(victim_x), 1, 1, -1)
     score = ssim(recon.reshape(images.shape), images).mean() if images.shape[-1] >= 3 and images.shape[-2] >= 3 else torch.tensor(float("nan"))
     return ReconstructionResult(
