@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.utils.data import Dataset
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from splitlearn.data.dataset import as_array_dataset
 from splitlearn.data.partition import deal, vertical_split
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
@@ -163,6 +165,8 @@ class Simulation:
     ``train`` (round robin, segments relayed ``peer``-to-peer or via the ``server``); a vertical
     plan gives data role ``i`` the ``i``-th chunk of the features along ``split.feature_dim``.
     ``targets`` maps each head's task to a function of the data set's labels (default: identity).
+    ``train`` and ``test`` are :class:`~splitlearn.data.ArrayDataset` objects or any map-style
+    ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (``TensorDataset`` too), read once.
     ``penalties``, ``compute`` and ``outbox`` (by role) are passed to the parties; see :class:`Party`.
     """
 
@@ -170,8 +174,8 @@ class Simulation:
         self,
         split: Split,
         *,
-        train: _Data,
-        test: _Data | None = None,
+        train: _Data | Dataset,
+        test: _Data | Dataset | None = None,
         clients: int = 1,
         partition: str = "iid",
         alpha: float = 0.5,
@@ -187,6 +191,8 @@ class Simulation:
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     ) -> None:
+        train = as_array_dataset(train, name="train")
+        test = None if test is None else as_array_dataset(test, name="test")
         cast = build_parties(
             split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
             seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,

@@ -74,3 +74,47 @@ class ArrayDataset:
         return ArrayDataset(
             self.features[index], self.labels[index], self.sample_ids[index], self.classes, self.name
         )
+
+
+def as_array_dataset(data, *, name: str = "data") -> ArrayDataset:
+    """``data`` as an :class:`ArrayDataset`: itself if it is one, else a map-style
+    ``torch.utils.data.Dataset`` (``TensorDataset`` included) of ``(x, y)`` pairs, read once in
+    index order; ``x`` a tensor or array of one shape for every sample, ``y`` an integer class.
+    A bad sample is named by its index, in one line."""
+    if isinstance(data, ArrayDataset):
+        return data
+    try:
+        n = len(data)
+        data[0] if n else None
+    except (TypeError, NotImplementedError, KeyError):
+        raise ValueError(f"{name} must be an ArrayDataset or a map-style Dataset of (x, y) pairs (with __len__ and "
+                         f"__getitem__ by index), got {type(data).__name__}") from None
+    if n == 0:
+        raise ValueError(f"{name} is empty")
+    xs, ys = [], []
+    for i in range(n):
+        item = data[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"{name}[{i}] must be an (x, y) pair, got {type(item).__name__}"
+                             + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else ""))
+        x, y = item
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name}[{i}]: x must be a tensor or an array, got {type(x).__name__}") from None
+        if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+            raise ValueError(f"{name}[{i}]: x must hold numbers, got {x.dtype}")
+        if xs and x.shape != xs[0].shape:
+            raise ValueError(f"{name}[{i}]: x has shape {tuple(x.shape)}, but {name}[0] has {tuple(xs[0].shape)}; "
+                             "every sample must have one shape")
+        y = y.item() if isinstance(y, torch.Tensor) and y.numel() == 1 else y
+        if isinstance(y, (bool, float)) or not hasattr(y, "__index__"):
+            raise ValueError(f"{name}[{i}]: y must be an integer class, got {y!r:.40}")
+        if int(y) < 0:
+            raise ValueError(f"{name}[{i}]: y must be a class index >= 0, got {int(y)}")
+        xs.append(x)
+        ys.append(int(y))
+    features = torch.stack(xs).to(torch.float32)
+    if features.dim() == 1:
+        features = features.unsqueeze(1)
+    return ArrayDataset(features, torch.tensor(ys, dtype=torch.int64), name=name)
