@@ -38,6 +38,8 @@ _EXPORTS = {
     "ArrayDataset": "splitlearn.data.dataset",
     "load_dataset": "splitlearn.data.registry",
     "build_model": "splitlearn.models.registry",
+    "load_config": "splitlearn.config",
+    "train": "splitlearn.experiment",
     # privacy
     "NoPeek": "splitlearn.privacy.nopeek",
     "leakage": "splitlearn.privacy.dcor",
@@ -56,7 +58,9 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from splitlearn.accounting.meter import FlopMeter
     from splitlearn.data.dataset import ArrayDataset
+    from splitlearn.config import load_config
     from splitlearn.data.registry import load_dataset
+    from splitlearn.experiment import train
     from splitlearn.models.registry import build_model
     from splitlearn.privacy.attacks.label_leakage import GradientNoise
     from splitlearn.privacy.dcor import distance_correlation, leakage

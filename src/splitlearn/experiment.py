@@ -27,9 +27,9 @@ from splitlearn import __version__
 from splitlearn.accounting import FlopMeter, account
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
-from splitlearn.data.dataset import ArrayDataset
+from splitlearn.data.dataset import ArrayDataset, as_array_dataset
 from splitlearn.data.partition import vertical_split
-from splitlearn.data.registry import EMBEDDED, load_dataset
+from splitlearn.data.registry import DATASETS, EMBEDDED, load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.simulation import Simulation, role_labels
@@ -81,10 +81,19 @@ def _resolve_device(name: str) -> torch.device:
 _BUILD_LOCK = threading.Lock()
 
 
-def build(config: RunConfig) -> Built:
+def build(config: RunConfig, *, data: tuple[Any, Any] | None = None) -> Built:
     """Load the data set and build the configured split, seeded by ``config.train.seed``. With
     ``data.sites = "own"`` nothing is loaded: the clients bring their own data
-    (:func:`own_shards`), and ``train`` and ``test`` are empty data sets of the declared shape."""
+    (:func:`own_shards`), and ``train`` and ``test`` are empty data sets of the declared shape.
+    ``data`` = (train, test) gives the data instead of loading ``config.data``: ArrayDatasets or
+    any map-style Datasets of (x, y) pairs."""
+    if data is not None:
+        if config.data.sites == "own":
+            raise ValueError("data= gives every party's data in this process; it does not go with data.sites = 'own'")
+        train_ds, test_ds = (as_array_dataset(d, name=n) for d, n in zip(data, ("train", "test"), strict=True))
+        if train_ds.sample_shape != test_ds.sample_shape:
+            raise ValueError(f"train samples have shape {list(train_ds.sample_shape)}, test samples {list(test_ds.sample_shape)}")
+        return _built(config, train_ds, test_ds)
     if config.data.sites == "own":
         if config.split.configuration == "vertical":
             raise ValueError("data.sites = 'own' is not supported for a vertical split yet: its parties must hold the same samples")
@@ -98,8 +107,11 @@ def build(config: RunConfig) -> Built:
             torch.manual_seed(config.train.seed)
             split, targets = _build_split(config, tuple(d.sample_shape), d.num_classes)
         return Built(config, split, empty, None, targets)
-    train_ds, test_ds = _load(config, config.data.root)
-    in_shape, num_classes = tuple(train_ds.sample_shape), train_ds.num_classes
+    return _built(config, *_load(config, config.data.root))
+
+
+def _built(config: RunConfig, train_ds: ArrayDataset, test_ds: ArrayDataset) -> Built:
+    in_shape, num_classes = tuple(train_ds.sample_shape), max(train_ds.num_classes, test_ds.num_classes)
     # Initial weights come from the global RNG: seed it in private (the caller's RNG state is
     # kept), and one build at a time, so that builds on several threads stay deterministic.
     with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
@@ -268,12 +280,19 @@ def train(
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     observers: Sequence[Callable[[Message], None]] = (),
+    data: tuple[Any, Any] | None = None,
 ) -> TrainedRun:
     """Train as configured; write the run folder; return it with the metrics and the parties.
 
     ``observers`` see every message sent during training (e.g. an attacker's recorder).
+    ``data`` = (train, test) trains on the caller's data (ArrayDatasets, TensorDatasets or any
+    map-style Datasets of (x, y) pairs) instead of ``config.data``; the run folder, its metrics
+    (DCOR per epoch) and ``splitlearn report`` work as for any run. ``splitlearn predict`` needs
+    data it can load again, so it does not apply to such a run.
     """
-    built = build(config)
+    if data is not None and config.data.name in DATASETS:
+        config = config.override({"data.name": "own-data"})  # the run folder must not claim a data set it did not use
+    built = build(config, data=data)
     meter = FlopMeter()
     privacy = config.privacy
     data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]

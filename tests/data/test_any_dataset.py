@@ -66,3 +66,19 @@ def test_conversion_keeps_values_order_and_dtype():
 def test_bad_samples_are_named_by_index(data, message):
     with pytest.raises(ValueError, match=message):
         as_array_dataset(data, name="train")
+
+
+def test_your_data_reaches_a_run_folder_and_the_report(tmp_path):
+    import json
+
+    from splitlearn.cli.app import main
+
+    x, y = _xy()
+    config = sl.load_config(overrides={"model.name": "mlp", "train.epochs": 2, "split.clients": 2, "out": str(tmp_path),
+                                       "privacy.leakage_batch_size": 20})
+    run = sl.train(config, data=(TensorDataset(x[:120], y[:120]), Pairs(x[120:].numpy(), y[120:].numpy())))
+    assert run.run_dir.parent == tmp_path and run.run_dir.name.endswith("-vanilla-own-data")
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert metrics["finished"] and all(0 < e["dcor"] <= 1 for e in metrics["epochs"])
+    assert json.loads((run.run_dir / "config.json").read_text())["data"]["name"] == "own-data"
+    assert main(["report", str(run.run_dir)]) == 0 and (run.run_dir / "report.html").stat().st_size > 1000
