@@ -1,7 +1,10 @@
 """Checkpoint folders: which steps are kept, what is loaded, and what is refused."""
 
+import math
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, read_json, write_json_atomic
 
@@ -52,3 +55,25 @@ def test_json_is_replaced_whole(tmp_path):
     path.write_text("{")
     with pytest.raises(CheckpointError, match="position.json"):
         read_json(path)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nonfinite_state_is_never_saved(tmp_path, bad):
+    store = FolderCheckpoints(tmp_path / "p")
+    _save(store, 3)
+    w = torch.ones(2, 3)
+    w[1, 2] = bad
+    with pytest.raises(CheckpointError, match=r"step-000000000004\.safetensors: refused to save a state whose tensor 'model/w' holds NaN or Inf"):
+        store.save(4, {"n": torch.tensor(7), "model/w": w}, {})
+    assert store.steps() == [3] and not list((tmp_path / "p").glob("*.tmp"))
+
+
+def test_a_nonfinite_checkpoint_is_refused_on_load_by_file_and_key(tmp_path):
+    store = FolderCheckpoints(tmp_path / "p")
+    _save(store, 3)
+    path = tmp_path / "p" / f"step-{5:012d}.safetensors"  # written by something else: tampered, or an older version
+    save_file({"model/ok": torch.ones(2), "optim/0/exp_avg_sq": torch.tensor([1.0, math.inf])}, str(path), metadata={"meta": "{}"})
+    with pytest.raises(CheckpointError) as e:
+        store.load()
+    assert str(e.value) == f"{path}: tensor 'optim/0/exp_avg_sq' holds NaN or Inf; refusing to resume from it"
+    assert store.load(at_most=4)[0] == 3  # an earlier one still loads

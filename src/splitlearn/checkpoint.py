@@ -4,6 +4,8 @@ A party's state (segments, optimiser state, JSON metadata) is one safetensors fi
 ``step-<step>.safetensors``; the coordinator's position is ``position.json``. Every file is
 written to a temporary name, flushed to disk and renamed over the old one, so a process killed at
 any moment leaves either the old file or the new one, never half of one. Nothing here unpickles.
+No checkpoint holds NaN or Inf: a state holding any is refused on save (nothing is written) and
+on load.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-__all__ = ["CheckpointError", "FolderCheckpoints", "read_json", "write_json_atomic"]
+__all__ = ["CheckpointError", "FolderCheckpoints", "first_nonfinite", "read_json", "write_json_atomic"]
 
 _NAME = re.compile(r"^step-(\d{12})\.safetensors$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder or file that cannot be used; the text names the file and the problem."""
+
+
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The key of the first floating tensor of ``tensors`` holding NaN or Inf, or None."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            return key
+    return None
 
 
 def _replace_durably(tmp: Path, path: Path) -> None:
@@ -94,6 +104,8 @@ class FolderCheckpoints:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         path = self._path(step)
+        if (bad := first_nonfinite(tensors)) is not None:
+            raise CheckpointError(f"{path}: refused to save a state whose tensor {bad!r} holds NaN or Inf")
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "step": str(step)})
         _replace_durably(tmp, path)
@@ -111,6 +123,8 @@ class FolderCheckpoints:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        if (bad := first_nonfinite(tensors)) is not None:
+            raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf; refusing to resume from it")
         return step, tensors, meta
 
     def clear(self) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from splitlearn.checkpoint import CheckpointError, first_nonfinite
 from splitlearn.data.dataset import as_array_dataset
 from splitlearn.data.partition import deal, vertical_split
 from splitlearn.split.configs import Split
@@ -51,6 +52,8 @@ def save_party_weights(parties: Iterable[Party], folder: str | Path) -> dict[str
         if not tensors:
             continue
         path = folder / f"{p.name}.safetensors"
+        if (bad := first_nonfinite(tensors)) is not None:
+            raise CheckpointError(f"{path}: refused to save {p.name}'s weights: tensor {bad!r} holds NaN or Inf")
         tmp = path.with_suffix(".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta), "role": p.role})
         tmp.replace(path)
@@ -335,7 +338,10 @@ class Simulation:
                 raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {folder}")
             with safe_open(str(path), "pt") as f:
                 meta = json.loads(f.metadata()["meta"])
-            unpack_state(load_file(str(path)), meta, p.modules, p.optimizer)
+            tensors = load_file(str(path))
+            if (bad := first_nonfinite(tensors)) is not None:
+                raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf")
+            unpack_state(tensors, meta, p.modules, p.optimizer)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights under the keys of the model the split was cut from, so that

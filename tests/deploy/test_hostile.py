@@ -3,17 +3,26 @@ the step is rolled back, the server keeps serving, and once the client rejoins, 
 with the weights of an undisturbed run."""
 
 import dataclasses
+import logging
+import queue
+import re
 import threading
 
+import grpc
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from splitlearn import deploy
+from splitlearn import deploy, experiment
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
-from splitlearn.split.messages import Activation
+from splitlearn.deploy.session import _wait_reachable
+from splitlearn.simulation import build_parties
+from splitlearn.split.compression import compress
+from splitlearn.split.messages import Abort, Activation, Labels, Manifest, StartStep, StepDone
 from splitlearn.transport.grpc import ClientTransport
-from splitlearn.transport.serde import Limits
+from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
+from splitlearn.transport.serde import Limits, message_from_proto, message_to_proto
 
 from .conftest import TIMEOUT, free_port, write_config
 from .test_deploy import _check_matches_in_process
@@ -99,4 +108,129 @@ def test_hostile_message_is_refused_and_training_is_unchanged(tmp_path, monkeypa
         t.join(TIMEOUT)
     assert isinstance(results["server"], deploy.ServeResult), results
     assert all(isinstance(results[c], deploy.JoinResult) for c in ("client0", "client1")), results
+    _check_matches_in_process(config, tmp_path)
+
+
+# -- an insider on a raw stream poisons a step -------------------------------------------------------
+
+
+class _Insider:
+    """client0, holding a valid token, on a raw gRPC stream written from the ``.proto``: it
+    announces its shard, answers roll backs, and sends ``attack(start)``'s Envelopes for its first
+    training step. Its stream should then be cut off; if it is not within ``patience`` s, it hangs
+    up (so that on code that lets the poison through, the test fails on what was committed)."""
+
+    def __init__(self, target: str, token: str, party, attack, patience: float = 10.0) -> None:
+        self.party, self.attack, self.patience = party, attack, patience
+        self._channel = grpc.insecure_channel(target)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.call = pb_grpc.SplitLearningStub(self._channel).Session(
+            iter(self._requests.get, None), metadata=[("authorization", f"Bearer {token}")], timeout=TIMEOUT)
+        self.code = self.details = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        ids = {split: shard.sample_ids for split, shard in self.party.shards.items()}
+        self._requests.put(message_to_proto(Manifest("client0", "coordinator", -1, sample_ids=ids)))
+        try:
+            for env in self.call:
+                message = message_from_proto(env)
+                if isinstance(message, Abort):
+                    self._requests.put(message_to_proto(StepDone("client0", "coordinator", message.step, tag="abort")))
+                elif isinstance(message, StartStep) and message.mode == "train" and self.code is None:
+                    self.code = "attacked"
+                    for poisoned in self.attack(self.party, message):
+                        self._requests.put(poisoned)
+                    threading.Timer(self.patience, self.call.cancel).start()
+        except grpc.RpcError as e:
+            self.code, self.details = e.code(), e.details()
+        finally:
+            self._requests.put(None)
+            self._channel.close()
+
+
+def _honest_step(party, start):
+    """client0's honest Labels and Activation for ``start`` (computed as its own join would)."""
+    shard = party.shards[start.split]
+    rows = shard.rows(start.sample_ids)
+    (node,) = party.nodes.values()
+    task = party.plan.root.heads[0].task
+    with torch.no_grad():
+        x = party.modules[node.name](shard.features[rows])
+    labels = Labels("client0", "server", start.step, task=task, labels=shard.labels[task][rows], sample_ids=start.sample_ids)
+    activation = Activation("client0", "server", start.step, mode="train", src=node.name, dst=party.plan.consumer(node.name).name,
+                            tensor=x, sample_ids=start.sample_ids)
+    return labels, activation
+
+
+def _int8_huge_scale(party, start):
+    labels, activation = _honest_step(party, start)
+    env = message_to_proto(dataclasses.replace(activation, tensor=compress(activation.tensor, "int8")))
+    env.activation.tensor.scale = 1e300  # finite as a double; (q - zero_point) * scale is Inf in float32
+    return [message_to_proto(labels), env]
+
+
+def _nan_soft_labels(party, start):
+    labels, activation = _honest_step(party, start)
+    soft = torch.full((len(start.sample_ids), 10), 0.1)
+    soft[3, 7] = float("nan")
+    return [message_to_proto(dataclasses.replace(labels, labels=soft)), message_to_proto(activation)]
+
+
+def _huge_activations(party, start):
+    labels, activation = _honest_step(party, start)
+    return [message_to_proto(labels), message_to_proto(dataclasses.replace(activation, tensor=torch.full_like(activation.tensor, 3e38)))]
+
+
+INSIDER_ATTACKS = {
+    "int8 huge scale": (_int8_huge_scale, r"malformed message from client0: Activation\.tensor: int8 scale 1e\+300 with zero point \d+ "
+                                          r"decodes beyond the finite range of torch\.float32"),
+    "NaN soft labels": (_nan_soft_labels, r"malformed message from client0: Labels\.labels: holds NaN or Inf \(1 of 160 values"),
+    "3e38 activations": (_huge_activations, r"Activation of step \d+ refused: server: step \d+ would make .* NaN or Inf; "
+                                            r"refused and rolled back \(caused by the input of client0\)"),
+}
+
+
+@pytest.mark.parametrize("attack", list(INSIDER_ATTACKS))
+def test_an_insider_poisoning_a_step_is_cut_off_and_nothing_nonfinite_is_committed(tmp_path, certs, caplog, attack):
+    """A live serve with client1 joined honestly and client0 an insider on a raw stream: the
+    poisoned step is refused, client0 is cut off with the reason (in its status and in the serve
+    log), every checkpoint stays finite, and client0's own join on the same folders then brings
+    the session to the weights of an undisturbed run."""
+    make, why = INSIDER_ATTACKS[attack]
+    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
+                                      train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
+    built = experiment.build(config)
+    client0 = build_parties(built.split, **experiment.party_options(built)).parties["client0"]
+    target, results = f"localhost:{free_port()}", {}
+
+    def start(name, fn, **kw):
+        def run():
+            try:
+                results[name] = fn(config, certs=certs, insecure=True, **kw)
+            except Exception as e:  # reported by the test thread
+                results[name] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    caplog.set_level(logging.WARNING, logger="splitlearn.deploy")
+    server = start("server", deploy.serve, listen=target, join_timeout=20, timeout=20, rejoin_timeout=20)
+    client1 = start("client1", deploy.join, server=target, party="client1", out=tmp_path / "client")
+    _wait_reachable(target, None, TIMEOUT)
+    insider = _Insider(target, (certs / "client0.token").read_text().strip(), client0, make)
+    insider.thread.join(TIMEOUT)
+    assert insider.code is grpc.StatusCode.INVALID_ARGUMENT and re.search(why, insider.details), (insider.code, insider.details)
+    again = start("client0", deploy.join, server=target, party="client0", out=tmp_path / "client")
+    for t in (server, client1, again):
+        t.join(TIMEOUT)
+    assert isinstance(results["server"], deploy.ServeResult), results
+    assert all(isinstance(results[c], deploy.JoinResult) for c in ("client0", "client1")), results
+    cut = [r for r in caplog.records if getattr(r, "event", None) == "party_cut_off"]
+    assert [(r.fields["party"], r.fields["reason"]) for r in cut] == [("client0", insider.details)]
+    assert r"client0 was cut off: " in cut[0].getMessage()
+    tensors = [(p, k, t) for p in sorted(tmp_path.rglob("*.safetensors")) for k, t in load_file(p).items()]
+    assert len({p.parent for p, _, _ in tensors}) >= 5  # server and client checkpoints, and the weights of all three
+    assert [f"{p}: {k}" for p, k, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())] == []
     _check_matches_in_process(config, tmp_path)

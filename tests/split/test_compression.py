@@ -170,6 +170,40 @@ def test_inconsistent_parts_are_refused(parts, problem):
         Compressed(dtype=torch.float32, shape=(2, 3), **parts)
 
 
+@pytest.mark.parametrize(("dtype", "scale", "zero_point"), [
+    (torch.float32, 1e300, 0),  # finite as a Python float, Inf as a float32
+    (torch.float32, 3e36, 0),  # float32 scale, but 255 steps of it leave float32
+    (torch.float32, 3e36, 255),  # the same below zero
+    (torch.float16, 300.0, 0),  # 255 * 300 > 65504
+    (torch.bfloat16, 1e37, 128),
+    (torch.float64, 1e307, 0),
+])
+def test_int8_whose_range_leaves_the_dtype_is_refused(dtype, scale, zero_point):
+    with pytest.raises(ValueError, match=rf"int8 scale .* with zero point {zero_point} decodes beyond the finite range of {dtype}"):
+        Compressed("int8", dtype, (2, 3), torch.zeros(2, 3, dtype=torch.uint8), scale=scale, zero_point=zero_point)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_int8_of_the_dtypes_extremes_still_decodes(dtype):
+    info = torch.finfo(dtype)
+    for t in (torch.tensor([info.max, 0.0], dtype=dtype), torch.tensor([-info.max, 0.0], dtype=dtype),
+              torch.tensor([-info.max / 2, info.max / 2], dtype=dtype)):
+        back = compress(t, "int8").decode()
+        assert bool(torch.isfinite(back).all()) and back.dtype is dtype
+
+
+@pytest.mark.parametrize("codec", ["fp16", "int8", "topk"])
+def test_decode_never_yields_nan_or_inf(codec):
+    """Even a value built past the checks (as a hostile peer's decoder might) decodes bounded or not at all."""
+    c = compress(torch.ones(2, 3), codec, ratio=0.5)
+    if codec == "int8":
+        object.__setattr__(c, "scale", 1e300)
+    else:
+        c.values[0] = math.inf
+    with pytest.raises(ValueError, match=rf"{codec} data decodes to NaN or Inf \(\d+ of 6 values of torch.float32\)"):
+        c.decode()
+
+
 # -- as messages -----------------------------------------------------------------------------------
 
 

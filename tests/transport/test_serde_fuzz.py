@@ -211,6 +211,8 @@ CASES = {
     "int8 zero scale": (compressed("int8", lambda t: setattr(t, "scale", 0.0)), r"int8 scale must be finite and > 0, got 0\.0"),
     "int8 negative scale": (compressed("int8", lambda t: setattr(t, "scale", -1.0)), r"int8 scale must be finite and > 0, got -1\.0"),
     "int8 zero point": (compressed("int8", lambda t: setattr(t, "zero_point", 256)), r"int8 zero point must lie in \[0, 255\], got 256"),
+    "int8 huge scale": (compressed("int8", lambda t: setattr(t, "scale", 1e300)),
+                        r"Gradient\.tensor: int8 scale 1e\+300 with zero point \d+ decodes beyond the finite range of torch\.float32"),
     "int8 indices": (compressed("int8", lambda t: setattr(t, "indices", int32s(0))), r"Gradient\.tensor: int8 carries no positions"),
     "fp16 scale": (compressed("fp16", lambda t: setattr(t, "scale", 2.0)), r"Gradient\.tensor: fp16 carries no scale or zero point"),
     "fp16 NaN": (compressed("fp16", lambda t: setattr(t, "data", b"\x00\x7e" + t.data[2:])), r"Gradient\.tensor: holds NaN or Inf"),

@@ -227,7 +227,12 @@ def serve(
         hub.wait_for_parties([party], timeout=rejoin_timeout)
         log_event("party_back", f"{party} is back", party=party)
 
-    sim.coordinator.rejoin, sim.coordinator.on_commit = rejoin, commit
+    def lost(e: PartyLost) -> None:
+        if e.expelled:
+            log_event("party_cut_off", f"{e.party} was cut off: {e.reason}", level=logging.WARNING,
+                      party=e.party, reason=e.reason, step=sim.coordinator.committed)
+
+    sim.coordinator.rejoin, sim.coordinator.on_commit, sim.coordinator.on_lost = rejoin, commit, lost
     sim.coordinator.checkpoint_every = checkpoint_every
     try:
         try:

@@ -99,6 +99,7 @@ class Compressed:
                 raise ValueError(f"int8 scale must be finite and > 0, got {self.scale}")
             if not 0 <= self.zero_point <= _LEVELS:
                 raise ValueError(f"int8 zero point must lie in [0, {_LEVELS}], got {self.zero_point}")
+            _check_int8_range(self.scale, self.zero_point, self.dtype)
         elif self.scale or self.zero_point:
             raise ValueError(f"{self.codec} carries no scale or zero point")
 
@@ -112,15 +113,48 @@ class Compressed:
         return {"values": self.values} | ({"indices": self.indices} if self.indices is not None else {})
 
     def decode(self) -> torch.Tensor:
-        """The tensor of ``dtype`` and ``shape`` that this value stands for."""
+        """The tensor of ``dtype`` and ``shape`` that this value stands for; ``ValueError`` if
+        any of its values would be NaN or Inf (the values carried are, or int8's scale and zero
+        point reach beyond the dtype's finite range)."""
         if self.codec == "fp16":
-            return self.values.to(self.dtype)
-        if self.codec == "int8":
-            work = torch.float64 if self.dtype is torch.float64 else torch.float32
-            return ((self.values.to(work) - self.zero_point) * self.scale).to(self.dtype)
-        dense = torch.zeros(math.prod(self.shape), dtype=self.dtype, device=self.values.device)
-        dense[self.indices.long()] = self.values
-        return dense.reshape(self.shape)
+            out = self.values.to(self.dtype)
+        elif self.codec == "int8":
+            out = ((self.values.to(_work(self.dtype)) - self.zero_point) * self.scale).to(self.dtype)
+        else:
+            dense = torch.zeros(math.prod(self.shape), dtype=self.dtype, device=self.values.device)
+            dense[self.indices.long()] = self.values
+            out = dense.reshape(self.shape)
+        if out.numel() and not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).sum())
+            raise ValueError(f"{self.codec} data decodes to NaN or Inf ({bad} of {out.numel()} values of {self.dtype})")
+        return out
+
+
+def _work(dtype: torch.dtype) -> torch.dtype:
+    """The dtype int8 decodes in: float64 for float64, else float32."""
+    return torch.float64 if dtype is torch.float64 else torch.float32
+
+
+def _int8_fits(scale: float, zero_point: int, dtype: torch.dtype) -> bool:
+    """Whether ``scale * (q - zero_point)`` is finite in ``dtype`` for every q in [0, 255]."""
+    work = _work(dtype)
+    ends = (torch.tensor([0, _LEVELS], dtype=work) - zero_point) * torch.tensor(scale, dtype=work)
+    return bool(torch.isfinite(ends.to(dtype)).all())
+
+
+def _check_int8_range(scale: float, zero_point: int, dtype: torch.dtype) -> None:
+    """Refuse a scale and zero point whose decoded range, ``scale * (q - zero_point)`` for ``q`` in
+    [0, 255], computed as :meth:`Compressed.decode` computes it, leaves the finite range of
+    ``dtype`` (e.g. scale 1e300 in float32) or collapses to 0 (a scale below its resolution). The
+    extremes q = 0 and q = 255 bound every other value, so checking them bounds the decode before
+    anything of the payload's size is computed."""
+    work = _work(dtype)
+    if not _int8_fits(scale, zero_point, dtype):
+        info = torch.finfo(dtype)
+        raise ValueError(f"int8 scale {scale:.4g} with zero point {zero_point} decodes beyond the finite range of "
+                         f"{dtype} (largest: {info.max:.4g})")
+    if not float(torch.tensor(scale, dtype=work)) > 0:
+        raise ValueError(f"int8 scale {scale:.4g} is below the resolution of {work}: every value would decode to 0")
 
 
 def compress(tensor: torch.Tensor, codec: Codec, *, ratio: float = 0.1) -> Compressed:
@@ -168,6 +202,10 @@ def _quantise(t: torch.Tensor) -> Compressed:
     if not scale > 0:  # all zeros (or a range below the dtype's resolution): any scale will do
         scale = 1.0
     zero_point = min(max(round(-lo / scale), 0), _LEVELS)
+    for _ in range(4):  # a range up to the dtype's largest value may round up past it: a few ulps less
+        if not math.isfinite(scale) or _int8_fits(scale, zero_point, t.dtype):
+            break  # (an infinite range is refused by Compressed)
+        scale = float(torch.nextafter(torch.tensor(scale, dtype=work.dtype), torch.tensor(0, dtype=work.dtype)))
     q = torch.round(work / scale).add_(zero_point).clamp_(0, _LEVELS).to(torch.uint8)
     return Compressed("int8", t.dtype, tuple(t.shape), q, scale=scale, zero_point=zero_point)
 

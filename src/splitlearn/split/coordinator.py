@@ -93,7 +93,8 @@ class Coordinator:
     The step in progress is then rolled back on every connected party (:class:`Abort`, to their
     checkpoints of the last step all finished) and run again; a lost party is waited for only
     when a step needs it, and rolled back when it is back. ``on_commit()`` is called after every
-    finished training step or relay, when :meth:`state_dict` is worth saving.
+    finished training step or relay, when :meth:`state_dict` is worth saving; ``on_lost(lost)``
+    each time a party is reported lost (or cut off), with the reason.
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class Coordinator:
         self._committed_holder = self.holder
         self.rejoin: Callable[[str], None] | None = None
         self.on_commit: Callable[[], None] | None = None
+        self.on_lost: Callable[[PartyLost], None] | None = None
         self.committed = 0  # the last step after which every party checkpointed
         self.checkpoint_every = 1  # training steps between checkpoints (also at turn and epoch ends)
         self.epoch, self.next_batch = 1, 0  # where training goes on
@@ -353,12 +355,17 @@ class Coordinator:
         if self.rejoin is None:
             raise lost
         while True:
+            self._heard(lost)
             self.absent.setdefault(lost.party, self.committed)
             try:
                 self._abort([p for p in self.parties if p not in self.absent], self.committed)
                 return
             except PartyLost as again:
                 lost = again
+
+    def _heard(self, lost: PartyLost) -> None:
+        if self.on_lost is not None:
+            self.on_lost(lost)
 
     def _abort(self, parties: list[str], restore_to: int) -> None:
         self.step += 1
@@ -380,6 +387,7 @@ class Coordinator:
                 self._abort([party], self.absent[party])
                 del self.absent[party]
             except PartyLost as lost:
+                self._heard(lost)
                 self.absent.setdefault(lost.party, self.committed)
 
     def state_dict(self) -> dict:
@@ -409,4 +417,5 @@ class Coordinator:
                 self._abort(self.parties, self.committed)
                 return
             except PartyLost as lost:
+                self._heard(lost)
                 self.rejoin(lost.party)

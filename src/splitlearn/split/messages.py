@@ -27,6 +27,7 @@ __all__ = [
     "Labels",
     "Manifest",
     "Message",
+    "NonFinite",
     "Output",
     "ProtocolError",
     "RelayRequest",
@@ -46,7 +47,24 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 class ProtocolError(RuntimeError):
-    """A message broke the protocol: wrong step, unknown node, impersonation, misaligned batch."""
+    """A message broke the protocol: wrong step, unknown node, impersonation, misaligned batch.
+
+    ``party``, where set, is the party whose message is at fault when that is not the one being
+    handled (a transport that cuts off offenders cuts off that one); None: the sender of the message
+    being handled."""
+
+    def __init__(self, *args: object, party: str | None = None) -> None:
+        super().__init__(*args)
+        self.party = party
+
+
+class NonFinite(ProtocolError):
+    """A step would have made a party's state (or what it sends) hold NaN or Inf; the party refused
+    it and rolled the step back. ``party`` is the party whose input caused it (the party itself
+    when its own data or state did)."""
+
+    def __init__(self, message: str, *, party: str) -> None:
+        super().__init__(message, party=party)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,14 +4,22 @@ A party reacts to messages only. It never sees another party's modules, data or 
 learns arrives as :mod:`splitlearn.split.messages`. Gradients cross the cut as explicit messages,
 each segment's input is a fresh leaf tensor, and the party steps its own optimiser once all of its
 segments have finished the backward pass of the step.
+
+Nothing non-finite is committed: a party refuses floating inputs holding NaN or Inf (smashed data,
+gradients, soft labels, outputs, relayed weights) and checks what it computes from them (each
+segment's output, its loss, the gradients it sends, the gradients it is about to apply, and its
+parameters, optimiser state and buffers after the step) before the step is committed. A step that
+fails a check is rolled back (parameters, optimiser state and buffers as before it) and raises
+:class:`~splitlearn.split.messages.NonFinite` naming the party whose input caused it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,7 @@ from splitlearn.split.messages import (
     Labels,
     Manifest,
     Message,
+    NonFinite,
     Output,
     ProtocolError,
     RelayRequest,
@@ -119,6 +128,21 @@ class _Step:
     outputs_expected: int = 0
     penalties: dict[str, torch.Tensor] = field(default_factory=dict)
     checkpoint: bool = True
+    received: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (party, floating tensor it sent)
+    buffers: list[torch.Tensor] | None = None  # train: the segments' buffers before the step (forward updates them)
+
+
+def _finite(tensors) -> bool:
+    """Whether every floating tensor of ``tensors`` holds no NaN or Inf (one sync for all)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point() and t.numel()]
+    return not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
+
+
+def _magnitude(t: torch.Tensor) -> float:
+    """The largest magnitude in ``t``, NaN counting as infinite (0 for an empty tensor)."""
+    if not t.numel():
+        return 0.0
+    return float(torch.nan_to_num(t.detach().abs().float(), nan=math.inf).max())
 
 
 class Party:
@@ -227,7 +251,10 @@ class Party:
             return self._abort(msg)
         if self.fenced:
             return  # sent before this restarted party was rolled back
-        msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
+        try:
+            msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
+        except ValueError as e:  # a payload that decodes outside the finite range of its dtype
+            self._reject(msg, f"{msg.kind} of step {msg.step} from {msg.sender} refused: {e}")
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
         if isinstance(msg, Weights):
@@ -253,11 +280,14 @@ class Party:
                 raise ProtocolError(f"{self.name}: no edge {msg.src} -> {msg.dst} here")
             self._bind(st, self.plan.node(msg.src).role, msg.sender)
             self._check_activation(msg)
+            st.received.append((msg.sender, msg.tensor))
             return self._receive_activation(st, msg.src, node, msg.tensor, msg.sample_ids, msg.sender)
         st = self._state(msg.step, {Labels: "train", Output: "eval"}.get(type(msg)))
         if isinstance(msg, Gradient):
             if st.grad_from.pop(msg.dst, None) != msg.sender:
                 raise ProtocolError(f"{self.name}: unexpected gradient for {msg.dst!r} from {msg.sender}")
+            self._check_finite(msg, msg.tensor, f"gradient for {msg.dst}")
+            st.received.append((msg.sender, msg.tensor))
             return self._receive_gradient(st, self.nodes[msg.dst], msg.tensor)
         if isinstance(msg, Labels):
             head = next((h for h in self.plan.root.heads if h.task == msg.task), None)
@@ -267,6 +297,9 @@ class Party:
                 raise ProtocolError(f"{self.name}: labels for task {msg.task!r} arrived twice in step {st.step}")
             self._bind(st, head.label_role, msg.sender)
             self._check_ids(st, msg.sample_ids)
+            self._check_labels(msg)
+            if msg.labels.is_floating_point():
+                st.received.append((msg.sender, msg.labels))
             st.labels[msg.task] = msg.labels.to(self.device)
             return self._try_loss(st)
         if isinstance(msg, Output):
@@ -275,6 +308,7 @@ class Party:
                 raise ProtocolError(f"{self.name}: unexpected output for task {msg.task!r} in step {st.step}")
             self._bind(st, self.plan.root.role, msg.sender)
             self._check_ids(st, msg.sample_ids)
+            self._check_finite(msg, msg.tensor, f"output for task {msg.task!r}")
             self._score(st, head, msg.tensor.to(self.device))
             st.outputs_expected -= 1
             return self._maybe_finish(st)
@@ -303,6 +337,8 @@ class Party:
         if self.nodes and self.modules is None:
             raise ProtocolError(f"{self.name} does not hold its segments (they are with another client)")
         st = _Step(step=step, mode=mode, split=split, remaining=set(self.nodes))
+        if mode == "train" and self.modules:
+            st.buffers = [b.detach().clone() for m in self.modules.values() for b in m.buffers()]
         if mode == "eval":
             root = self.plan.root
             st.outputs_expected = 0 if root.role == self.role else sum(h.label_role == self.role for h in root.heads)
@@ -371,6 +407,27 @@ class Party:
         if (tuple(t.shape[1:]), t.dtype) != expected:
             raise ProtocolError(f"{where} is {t.dtype} with per-sample shape {tuple(t.shape[1:])}; "
                                 f"this edge carries {expected[1]} {expected[0]}")
+        self._check_finite(msg, t, f"activation {msg.src} -> {msg.dst}")
+
+    def _check_finite(self, msg: Message, t: torch.Tensor, what: str) -> None:
+        if not _finite([t]):
+            self._reject(msg, f"{what} of step {msg.step} from {msg.sender} holds NaN or Inf")
+
+    def _reject(self, msg: Message, problem: str) -> NoReturn:
+        """Refuse ``msg`` as its sender's fault: the step in progress is rolled back."""
+        if self._st is not None:
+            self._roll_back(self._st)
+        raise NonFinite(f"{self.name}: {problem}", party=msg.sender)
+
+    def _check_labels(self, msg: Labels) -> None:
+        """Soft (float) labels are class probabilities: finite and in [0, 1]."""
+        y = msg.labels
+        if not y.is_floating_point():
+            return
+        self._check_finite(msg, y, f"labels for task {msg.task!r}")
+        if y.numel() and not (bool((y >= 0).all()) and bool((y <= 1).all())):
+            raise ProtocolError(f"{self.name}: soft labels for task {msg.task!r} of step {msg.step} from {msg.sender} "
+                                "are not probabilities (values outside [0, 1])", party=msg.sender)
 
     def _receive_activation(self, st, src: str, node: Node, tensor, ids, sender: str) -> None:
         self._check_ids(st, ids)
@@ -395,6 +452,8 @@ class Party:
             if penalty is not None and st.mode == "train":
                 st.penalties[node.name] = value = penalty(x, out)
                 self.penalty_log.append((st.step, node.name, float(value.detach())))
+        if not _finite(out if isinstance(out, tuple) else (out,)):
+            self._refuse(st, f"the output of {node.name}")
         st.outputs[node.name] = out
         if node.heads:
             if st.mode == "train":
@@ -444,7 +503,14 @@ class Party:
         if out is None or any(h.task not in st.labels for h in root.heads):
             return
         outs = out if isinstance(out, tuple) else (out,)
+        for h, y_hat in zip(root.heads, outs, strict=True):
+            y = st.labels[h.task]
+            if not y.is_floating_point() and y.numel() and not (0 <= int(y.min()) and int(y.max()) < y_hat.shape[-1]):
+                raise ProtocolError(f"{self.name}: labels for task {h.task!r} of step {st.step} are not classes in "
+                                    f"[0, {y_hat.shape[-1]})", party=self._party_of(st, h.label_role))
         loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
+        if not _finite([loss.detach()]):
+            self._refuse(st, "its loss")
         self.losses.append((st.step, float(loss.detach())))
         with self.compute("backward", root.name, len(st.sample_ids)):
             loss.backward()
@@ -472,6 +538,8 @@ class Party:
         for src in node.inputs:
             leaf = st.leaves[node.name][src]
             grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            if not _finite([grad]):
+                self._refuse(st, f"the gradient for {src}")
             producer = self.plan.node(src)
             if producer.role == self.role:
                 self._receive_gradient(st, producer, grad)
@@ -483,9 +551,8 @@ class Party:
     def _maybe_finish(self, st: _Step) -> None:
         if self._st is not st or st.remaining or st.outputs_expected:
             return
-        if st.mode == "train" and self.optimizer is not None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        if st.mode == "train":
+            self._step_optimizer(st)
         self._st = None
         if st.mode == "train" and st.checkpoint:
             self._commit(st.step)
@@ -493,6 +560,61 @@ class Party:
         if (following := self._next) is not None:
             self._next = None
             self.handle(following)
+
+    def _step_optimizer(self, st: _Step) -> None:
+        """Step the optimiser, unless that would leave NaN or Inf in the buffers (which the forward
+        pass updated), the gradients, the parameters or the optimiser state: then roll back."""
+        if self.modules and not _finite(b for m in self.modules.values() for b in m.buffers()):
+            self._refuse(st, "its buffers (e.g. batch-norm statistics)")
+        if self.optimizer is None:
+            return
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if not _finite(p.grad for p in params if p.grad is not None):
+            self._refuse(st, "the gradients it was about to apply")
+        with torch.no_grad():
+            before = [p.detach().clone() for p in params]
+            state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                     for p, s in self.optimizer.state.items()}
+            self.optimizer.step()
+            if not _finite([*params, *(v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))]):
+                for p, old in zip(params, before, strict=True):
+                    p.copy_(old)
+                self.optimizer.state.clear()
+                self.optimizer.state.update(state)
+                self._refuse(st, "its parameters or optimiser state")
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _refuse(self, st: _Step, what: str) -> NoReturn:
+        """Roll back step ``st`` (buffers as before it, no gradients kept, the step and any step
+        begun after it forgotten) and raise :class:`NonFinite` naming whose input caused ``what``
+        to be NaN or Inf: the other party whose tensors in this step reached the largest magnitude,
+        or this party itself (its own data or state) when no other party's tensors were used."""
+        culprit = self._culprit(st)
+        self._roll_back(st)
+        cause = "its own data or state" if culprit == self.name else f"the input of {culprit}"
+        raise NonFinite(f"{self.name}: step {st.step} would make {what} NaN or Inf; refused and rolled back "
+                        f"(caused by {cause})", party=culprit)
+
+    def _roll_back(self, st: _Step) -> None:
+        """Undo what step ``st`` changed so far (the buffers its forward passes updated, the
+        gradients they accumulated) and forget it and any step begun after it."""
+        if st.buffers is not None and self.modules:
+            with torch.no_grad():
+                for b, old in zip((b for m in self.modules.values() for b in m.buffers()), st.buffers, strict=True):
+                    b.copy_(old)
+        for m in (self.modules or {}).values():
+            for p in m.parameters():
+                p.grad = None
+        self._st = self._next = None
+
+    def _culprit(self, st: _Step) -> str:
+        inputs: dict[str, float] = {}
+        for party, t in st.received:
+            if party != self.name:
+                inputs[party] = max(inputs.get(party, 0.0), _magnitude(t))
+        if not inputs:
+            return self.name
+        return max(inputs, key=inputs.__getitem__) if len(inputs) > 1 else next(iter(inputs))
 
     def _report_scores(self, msg: ScoreRequest) -> None:
         """Send the coordinator this pass's totals over ``msg.split`` (none unless
@@ -525,6 +647,9 @@ class Party:
             return
         if self.make_modules is None:
             raise ProtocolError(f"{self.name} cannot hold relayed segments")
+        bad = next((k for k, t in msg.state.items() if not _finite([t])), None)
+        if bad is not None:
+            self._reject(msg, f"relayed weights of step {msg.step} from {msg.sender} hold NaN or Inf in {bad!r}")
         modules = self.make_modules()
         self._install(modules)
         unpack_state(msg.state, msg.meta, self.modules, self.optimizer)

@@ -20,12 +20,12 @@ Handler = Callable[[Message], None]
 
 class PartyLost(ConnectionError):
     """Raised by :meth:`Transport.run_until` when a remote party's connection ended, or when one
-    of its messages broke the protocol (its connection is then closed). The step in progress
-    cannot finish; the coordinator may roll it back and go on once the party is back."""
+    of its messages broke the protocol (its connection is then closed: ``expelled``). The step in
+    progress cannot finish; the coordinator may roll it back and go on once the party is back."""
 
-    def __init__(self, party: str, reason: str) -> None:
+    def __init__(self, party: str, reason: str, *, expelled: bool = False) -> None:
         super().__init__(f"{party}: {reason}")
-        self.party, self.reason = party, reason
+        self.party, self.reason, self.expelled = party, reason, expelled
 
 
 class Transport(ABC):

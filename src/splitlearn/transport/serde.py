@@ -59,12 +59,13 @@ class WireError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """What :func:`decode` accepts. Floating tensors of ``finite_kinds`` must hold no NaN or Inf."""
+    """What :func:`decode` accepts. Floating tensors of ``finite_kinds`` must hold no NaN or Inf
+    (float labels are soft labels: class probabilities)."""
 
     max_message_bytes: int = 512 << 20  # encoded size (checked by decode only)
     max_tensor_elements: int = 1 << 27  # per tensor, and so per dimension
     max_dims: int = 8
-    finite_kinds: frozenset[str] = frozenset({"Activation", "Gradient", "Output", "Weights"})
+    finite_kinds: frozenset[str] = frozenset({"Activation", "Gradient", "Labels", "Output", "Weights"})
 
 
 _DTYPES = {

@@ -7,7 +7,7 @@ import grpc
 import pytest
 import torch
 
-from splitlearn.split.messages import Activation, Gradient, ProtocolError, StepDone
+from splitlearn.split.messages import Activation, Gradient, NonFinite, ProtocolError, StepDone
 from splitlearn.split.transport import MessageLog, PartyLost
 from splitlearn.transport.grpc import RateLimit, StreamClosed
 from splitlearn.transport.proto import splitlearn_pb2 as pb
@@ -207,3 +207,34 @@ def test_bytes_per_second_are_limited(hub, connect, numel, problem):
     assert details == f"alice exceeded its rate limit: {problem.format(size=size)}"
     _bob_still_served(hub, connect)
     assert size * len(_steps_from(hub, "alice")) <= 10_000 + 10_000 * elapsed
+
+
+def test_the_party_an_endpoint_blames_is_cut_off_not_the_sender(hub, connect):
+    """A step completed by alice's message is refused because of bob's input (e.g. smashed data
+    that made it non-finite): bob's stream is cut with the reason, alice goes on."""
+
+    why = "server: step 3 would make its loss NaN or Inf; refused and rolled back (caused by the input of bob)"
+
+    def server(message):
+        raise NonFinite(why, party="bob")
+
+    hub.register("server", server)
+    alice, bob = connect("alice"), connect("bob")
+    hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
+    alice.send(StepDone("alice", "server", 3))
+    with pytest.raises(PartyLost) as lost:
+        hub.run_until(lambda: False, timeout=TIMEOUT)
+    assert (lost.value.party, lost.value.expelled) == ("bob", True)
+    assert lost.value.reason == f"StepDone of step 3 refused: {why}"
+    assert _refused(bob, grpc.StatusCode.INVALID_ARGUMENT).details == lost.value.reason
+    alice.send(StepDone("alice", "coordinator", 4))
+    hub.run_until(lambda: hub.received, timeout=TIMEOUT)  # alice is still served, and nobody else was lost
+    assert [(m.sender, m.step) for m in hub.received] == [("alice", 4)] and hub.connected() == ["alice"]
+
+
+def test_the_coordinator_hears_why_the_hub_cut_a_party_off(hub, connect):
+    alice = connect("alice")
+    alice.send(Gradient("alice", "coordinator", 1, src="a", dst="b", tensor=torch.tensor([float("nan")])))
+    with pytest.raises(PartyLost) as lost:
+        hub.run_until(lambda: False, timeout=TIMEOUT)
+    assert lost.value.expelled and lost.value.reason.startswith("malformed message from alice: Gradient.tensor: holds NaN or Inf")

@@ -166,31 +166,41 @@ class HubTransport(InboxTransport):
         finally:
             self._lost(name, out, "its connection ended")
 
-    def _lost(self, name: str, out: queue.SimpleQueue, reason: str) -> None:
-        """Forget ``name``'s stream ``out`` (if still current) and tell the coordinator, once."""
+    def _lost(self, name: str, out: queue.SimpleQueue, reason: str, *, expelled: bool = False, report: bool = True) -> None:
+        """Forget ``name``'s stream ``out`` (if still current) and tell the coordinator, once
+        (unless not ``report``: the caller raises the :class:`PartyLost` itself)."""
         with self._lock:
             if self._streams.get(name) is not out:
                 return
             del self._streams[name]
-            if self._stopping:
+            if self._stopping or not report:
                 return
-        self._inbox.put(PartyLost(name, reason))
+        self._inbox.put(PartyLost(name, reason, expelled=expelled))
 
     def _dispatch(self, item) -> None:
-        """Deliver to a local endpoint; if it refuses a remote party's message, expel that party."""
-        if not isinstance(item, Message) or item.sender not in self._remote:
+        """Deliver to a local endpoint; if it refuses a remote party's message, expel that party,
+        or the remote party the endpoint blames (``ProtocolError.party``: e.g. the one whose
+        smashed data made the step non-finite, whichever message completed it)."""
+        if not isinstance(item, Message):
             return super()._dispatch(item)
         try:
             super()._dispatch(item)
         except (ProtocolError, ValueError, TypeError, IndexError, RuntimeError) as e:  # a PartyLost passes through
+            blamed = getattr(e, "party", None)
+            offender = blamed if blamed in self._remote else item.sender
+            if offender not in self._remote:
+                raise
             reason = f"{item.kind} of step {item.step} refused: {e}"
-            with self._lock:
-                out = self._streams.get(item.sender)
-            if out is None:
-                raise PartyLost(item.sender, reason) from None
+            self._expel(offender, reason)
+            raise PartyLost(offender, reason, expelled=True) from None
+
+    def _expel(self, name: str, reason: str) -> None:
+        """End ``name``'s stream with ``INVALID_ARGUMENT`` and ``reason``, if it is connected."""
+        with self._lock:
+            out = self._streams.get(name)
+        if out is not None:
+            self._lost(name, out, reason, expelled=True, report=False)
             out.put(_Abort(grpc.StatusCode.INVALID_ARGUMENT, reason))
-            self._lost(item.sender, out, reason)
-            raise PartyLost(item.sender, reason) from None
 
     def _authenticate(self, context: grpc.ServicerContext) -> str:
         scheme, _, token = dict(context.invocation_metadata()).get("authorization", "").partition(" ")
@@ -205,6 +215,7 @@ class HubTransport(InboxTransport):
         try:
             for received in requests:
                 if (abort := self._route(name, received)) is not None:
+                    self._lost(name, out, abort.details, expelled=True)  # before the stream's end reports no reason
                     out.put(abort)
                     return
         except grpc.RpcError:  # the client cancelled
