@@ -46,9 +46,9 @@ ATTACKS = {  # name: (kind of message poisoned, how, what the server's error say
     # The batch norm's output stays finite, but its running variance overflows in the forward pass:
     # caught at commit, and the buffers are restored.
     "1e30 activations": (Activation, _huge(1e30), r"step \d+ would make its buffers \(e\.g\. batch-norm statistics\) NaN", True),
-    # Finite loss and gradients, but Adam's second moment (g**2) overflows: caught after the optimiser
-    # step, which is undone.
-    "1e25 activations": (Activation, _huge(1e25), r"step \d+ would make its parameters or optimiser state NaN or Inf", False),
+    # Finite loss and gradients, but so large that Adam's second moment (g**2) would overflow:
+    # refused before the optimiser steps.
+    "1e25 activations": (Activation, _huge(1e25), r"step \d+ would make its optimiser state \(gradients of norm over 1.15e\+18\) NaN or Inf", False),
 }
 
 
@@ -160,3 +160,44 @@ def test_soft_labels_that_are_probabilities_train(tabular):
     server.send = lambda m: None
     _labels_then(server, torch.softmax(torch.randn(4, 3), 1))
     assert len(server.losses) == 1 and math.isfinite(server.losses[0][1])
+
+
+def _overflowing_optimiser(party):
+    """Make ``party``'s next optimiser step leave Inf in a parameter (as a faulty optimiser, or a
+    learning rate that carries the weights past float32's range, would) although the gradients
+    it applies are finite and small."""
+    step = party.optimizer.step
+
+    def overflow(*args, **kwargs):
+        step(*args, **kwargs)
+        with torch.no_grad():
+            next(p for m in party.modules.values() for p in m.parameters()).view(-1)[0] = math.inf
+
+    party.optimizer.step = overflow
+
+
+def test_a_step_that_overflows_the_parameters_goes_back_to_the_last_checkpoint(tabular, tmp_path):
+    """The optimiser has stepped already, so the party goes back to its last checkpoint (step 0)."""
+    train, _ = tabular
+    sim = Simulation(_split(), train=train, clients=1, batch_size=16, optimizer=OptimizerSpec("adam", lr=0.01))
+    for p in sim.parties.values():
+        p.checkpoints = FolderCheckpoints(tmp_path / p.name)
+        p.resume()
+    server = sim.parties["server"]
+    before = _server_state(server)
+    _overflowing_optimiser(server)
+    with pytest.raises(NonFinite, match=r"server: step 1 would make its parameters or optimiser state NaN or Inf; "
+                                        r"refused and rolled back \(caused by the input of client\)"):
+        sim.fit(1)
+    after = _server_state(server)
+    assert sorted(after) == sorted(before) and all(torch.equal(after[k], before[k]) for k in after)
+    assert server._st is None and FolderCheckpoints(tmp_path / "server").steps() == [0]
+    assert _scan(tmp_path) == []
+
+
+def test_without_a_checkpoint_an_overflowing_step_says_it_cannot_be_rolled_back(tabular):
+    train, _ = tabular
+    sim = Simulation(_split(), train=train, clients=1, batch_size=16)
+    _overflowing_optimiser(sim.parties["server"])
+    with pytest.raises(NonFinite, match=r"step 1 made its parameters or optimiser state NaN or Inf and cannot be rolled back"):
+        sim.fit(1)

@@ -133,9 +133,28 @@ class _Step:
 
 
 def _finite(tensors) -> bool:
-    """Whether every floating tensor of ``tensors`` holds no NaN or Inf (one sync for all)."""
-    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point() and t.numel()]
-    return not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
+    """Whether every floating tensor of ``tensors`` holds no NaN or Inf, with one sync for all.
+
+    A sum is finite when every element is (NaN and Inf propagate) and is the cheapest full pass
+    there is (``isfinite(t).all()`` costs ten times more on the CPU); only when some sum is not
+    finite, which finite values can also cause by overflowing, are those tensors looked at again
+    element by element."""
+    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    if not ts:
+        return True
+    sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32).to(ts[0].device) for t in ts])
+    finite = torch.isfinite(sums)
+    if bool(finite.all()):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t, ok in zip(ts, finite.tolist(), strict=True) if not ok)
+
+
+def _gradient_bound(dtype: torch.dtype) -> float:
+    """The largest gradient magnitude a step may apply: squared (as Adam does) it stays finite,
+    with room to spare. Half precision has no such room; there only finiteness is required."""
+    if dtype not in (torch.float32, torch.float64):
+        return math.inf
+    return math.sqrt(torch.finfo(dtype).max) / 16
 
 
 def _magnitude(t: torch.Tensor) -> float:
@@ -563,26 +582,38 @@ class Party:
 
     def _step_optimizer(self, st: _Step) -> None:
         """Step the optimiser, unless that would leave NaN or Inf in the buffers (which the forward
-        pass updated), the gradients, the parameters or the optimiser state: then roll back."""
+        pass updated), the gradients, the parameters or the optimiser state: then roll back.
+
+        Gradients must be finite and, in 32- and 64-bit floats, of L2 norm at most ``sqrt(max) / 16``
+        per tensor, so that no optimiser's moments (Adam keeps g**2) overflow. What the step leaves
+        is checked too; should it still hold NaN or Inf, the party goes back to its last checkpoint
+        (the step before), since keeping a copy of every parameter each step would cost more than the
+        check. Without a checkpoint store the party cannot be rolled back and says so."""
         if self.modules and not _finite(b for m in self.modules.values() for b in m.buffers()):
             self._refuse(st, "its buffers (e.g. batch-norm statistics)")
         if self.optimizer is None:
             return
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if not _finite(p.grad for p in params if p.grad is not None):
-            self._refuse(st, "the gradients it was about to apply")
-        with torch.no_grad():
-            before = [p.detach().clone() for p in params]
-            state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                     for p, s in self.optimizer.state.items()}
-            self.optimizer.step()
-            if not _finite([*params, *(v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))]):
-                for p, old in zip(params, before, strict=True):
-                    p.copy_(old)
-                self.optimizer.state.clear()
-                self.optimizer.state.update(state)
-                self._refuse(st, "its parameters or optimiser state")
+        grads = [p.grad.detach() for p in params if p.grad is not None]
+        if grads:
+            # The L2 norm bounds every element and costs a tenth of the largest magnitude's pass.
+            norms = torch.stack([torch.linalg.vector_norm(g).float().to(grads[0].device) for g in grads])
+            big = _gradient_bound(grads[0].dtype)
+            if not bool((norms <= big).all()):  # NaN compares False
+                finite = _finite(grads)  # a norm may overflow where the gradient does not
+                self._refuse(st, f"its optimiser state (gradients of norm over {big:.3g})" if finite
+                             else "the gradients it was about to apply")
+        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        state = (v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+        if not _finite([*params, *state]):
+            if self.checkpoints is None or self.checkpoints.load() is None:
+                culprit = self._culprit(st)
+                self._st = self._next = None
+                raise NonFinite(f"{self.name}: step {st.step} made its parameters or optimiser state NaN or Inf and "
+                                f"cannot be rolled back (no checkpoint) (caused by the input of {culprit})", party=culprit)
+            self._restore(None)
+            self._refuse(st, "its parameters or optimiser state")
 
     def _refuse(self, st: _Step, what: str) -> NoReturn:
         """Roll back step ``st`` (buffers as before it, no gradients kept, the step and any step
