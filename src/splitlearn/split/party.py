@@ -16,6 +16,7 @@ fails a check is rolled back (parameters, optimiser state and buffers as before 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -132,14 +133,32 @@ class _Step:
     buffers: list[torch.Tensor] | None = None  # train: the segments' buffers before the step (forward updates them)
 
 
+_verified: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its version when found finite)
+
+
+def _known_finite(t: torch.Tensor) -> bool:
+    """Whether this process has already found ``t`` finite and it has not changed since."""
+    seen = _verified.get(id(t))
+    return seen is not None and seen[0]() is t and seen[1] == t._version
+
+
+def _mark_finite(t: torch.Tensor) -> None:
+    """Remember that ``t`` (as it is now) is finite, so that a party of the same process receiving
+    this very tensor does not scan it again. Only the latest few are kept."""
+    if len(_verified) >= 64:
+        del _verified[next(iter(_verified))]
+    _verified[id(t)] = (weakref.ref(t), t._version)
+
+
 def _finite(tensors) -> bool:
     """Whether every floating tensor of ``tensors`` holds no NaN or Inf, with one sync for all.
 
     A sum is finite when every element is (NaN and Inf propagate) and is the cheapest full pass
     there is (``isfinite(t).all()`` costs ten times more on the CPU); only when some sum is not
     finite, which finite values can also cause by overflowing, are those tensors looked at again
-    element by element."""
-    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    element by element. A tensor sent within one process, unchanged since its sender checked it
+    (:func:`_mark_finite`), is not scanned twice; a copy or a tensor a hook replaced always is."""
+    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel() and not _known_finite(t)]
     if not ts:
         return True
     sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32).to(ts[0].device) for t in ts])
@@ -488,6 +507,7 @@ class Party:
             return self._maybe_finish(st)
         consumer = self.plan.consumer(node.name)
         payload = out.detach()
+        _mark_finite(payload)  # checked above, as ``out``
         if consumer.role == self.role:
             self._receive_activation(st, node.name, consumer, payload, st.sample_ids, self.name)
         else:
@@ -559,6 +579,7 @@ class Party:
             grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             if not _finite([grad]):
                 self._refuse(st, f"the gradient for {src}")
+            _mark_finite(grad)
             producer = self.plan.node(src)
             if producer.role == self.role:
                 self._receive_gradient(st, producer, grad)
