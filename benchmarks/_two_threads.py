@@ -64,7 +64,7 @@ def on_threads(config: RunConfig, *, encode: bool = False, latency: float = 0.0,
     hub, side = Side(encode=encode, latency=latency), Side(encode=encode, latency=latency)
     hub.peer, side.peer = side, hub
     cast.parties["client"].connect(side)
-    sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - {"client"},
+    sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - {"client"},
                              batch_size=config.train.batch_size, seed=config.train.seed)
     sim.coordinator.pipeline = pipeline
     thread = threading.Thread(target=side.serve, daemon=True)

@@ -303,21 +303,19 @@ def train(
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
-    history: list[dict[str, Any]] = []
 
     def epoch_done(record: dict[str, Any]) -> None:
         record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)
         if nopeek is not None:
             record["nopeek_weight"] = nopeek.weight
             nopeek.set_epoch(record["epoch"] + 1)
-        history.append(record)
-        _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=False)
+        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter))
         if on_epoch is not None:
             on_epoch(record)
 
     sim.fit(config.train.epochs, on_step=on_step, on_epoch=epoch_done)
     sim.save_weights(run_dir / "weights")
-    metrics = _write_metrics(run_dir, sim, meter, history, time.perf_counter() - start, finished=True)
+    metrics = write_metrics(run_dir, sim, time.perf_counter() - start, finished=True, accounting=account(sim, meter))
     return TrainedRun(run_dir, metrics, sim)
 
 
@@ -351,19 +349,21 @@ def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64
     return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
 
 
-def _write_metrics(run_dir: Path, sim: Simulation, meter: FlopMeter, history, seconds: float, *, finished: bool) -> dict[str, Any]:
+def write_metrics(run_dir: Path, sim: Simulation, seconds: float, *, finished: bool, **extra: Any) -> dict[str, Any]:
+    """Write ``metrics.json`` of a run folder, in-process or served alike: the epochs so far (each
+    with its leakage where measured), bytes on the wire, and ``extra`` (e.g. FLOP accounting, the
+    parties that ran elsewhere); return what was written."""
     metrics = {
         "splitlearn_version": __version__,
         "finished": finished,
         "seconds": seconds,
-        "epochs": history,
+        "epochs": sim.history,
         "parties": sorted(sim.parties),
         "bytes_sent": sim.log.bytes_by("sender"),
         "bytes_received": sim.log.bytes_by("receiver"),
         "bytes_by_kind": sim.log.bytes_by("kind"),
-        "messages": len(sim.log.records),
-        "accounting": account(sim, meter),
-    }
+        "messages": sim.log.messages,
+    } | extra
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 

@@ -29,7 +29,7 @@ from splitlearn.split.messages import Message
 from splitlearn.split.party import EvalTotals, Party, Penalty, Shard
 from splitlearn.split.plan import Plan
 from splitlearn.split.state import OptimizerSpec, unpack_state
-from splitlearn.split.transport import MessageLog, Transport
+from splitlearn.split.transport import ByteTotals, MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
 __all__ = ["Cast", "Simulation", "build_parties", "role_labels", "save_party_weights"]
@@ -171,13 +171,20 @@ class Simulation:
     ``train`` and ``test`` are :class:`~splitlearn.data.ArrayDataset` objects or any map-style
     ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (``TensorDataset`` too), read once.
     ``penalties``, ``compute`` and ``outbox`` (by role) are passed to the parties; see :class:`Party`.
+
+    Instead of data, ``parties`` may give a :class:`Cast` from :func:`build_parties` (every process
+    of a deployment builds the same one), of which only those named in ``local`` run here, on
+    ``transport``; the others are remote processes that connect, announce their data and serve
+    themselves. Once they have joined, call ``coordinator.collect_manifests()``, then train and
+    evaluate as usual. ``log`` records the messages (default: a :class:`MessageLog` of each; a
+    long deployment passes :class:`ByteTotals`).
     """
 
     def __init__(
         self,
         split: Split,
         *,
-        train: _Data | Dataset,
+        train: _Data | Dataset | None = None,
         test: _Data | Dataset | None = None,
         clients: int = 1,
         partition: str = "iid",
@@ -193,37 +200,45 @@ class Simulation:
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
+        parties: Cast | None = None,
+        local: Collection[str] | None = None,
+        log: MessageLog | ByteTotals | None = None,
     ) -> None:
-        train = as_array_dataset(train, name="train")
-        test = None if test is None else as_array_dataset(test, name="test")
-        cast = build_parties(
-            split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-            seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
-        )
-        self._wire(split, cast, transport or LocalTransport(), local=set(cast.parties), relay=relay,
-                   batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
-        self.coordinator.collect_manifests()
-
-    @classmethod
-    def hosting(
-        cls, split: Split, cast: Cast, transport: Transport, *, local: Collection[str], relay: str = "peer",
-        batch_size: int = 32, seed: int = 0, eval_batch_size: int = 512,
-    ) -> Simulation:
-        """Only the parties named in ``local`` run here, on ``transport``; the others are remote
-        processes that connect, announce their data and serve themselves. Once they have joined,
-        call ``coordinator.collect_manifests()``, then train and evaluate as usual."""
-        sim = cls.__new__(cls)
-        sim._wire(split, cast, transport, local=local, relay=relay, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
-        return sim
+        if parties is None:
+            if train is None:
+                raise TypeError("Simulation needs train data (or parties built by build_parties)")
+            if local is not None:
+                raise TypeError("local names which of the given parties run here: it needs parties")
+            train = as_array_dataset(train, name="train")
+            test = None if test is None else as_array_dataset(test, name="test")
+            parties = build_parties(
+                split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
+                seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
+            )
+            collect = True  # every party runs here and has announced its data
+        else:
+            dealt = dict(train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
+                         device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox)
+            defaults = dict(train=None, test=None, clients=1, partition="iid", alpha=0.5, optimizer=OptimizerSpec(),
+                            device="cpu", targets=None, penalties=None, compute=None, outbox=None)
+            given = sorted(k for k, v in dealt.items() if v is not defaults[k] and v != defaults[k])
+            if given:
+                raise TypeError(f"Simulation of parties built already takes no {', '.join(given)}: "
+                                "pass them to build_parties")
+            collect = False  # parties elsewhere announce their data once they have joined
+        self._wire(split, parties, transport or LocalTransport(), local=set(parties.parties) if local is None else local,
+                   relay=relay, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size, log=log)
+        if collect:
+            self.coordinator.collect_manifests()
 
     def _wire(self, split: Split, cast: Cast, transport: Transport, *, local: Collection[str], relay: str,
-              batch_size: int, seed: int, eval_batch_size: int) -> None:
+              batch_size: int, seed: int, eval_batch_size: int, log: MessageLog | ByteTotals | None) -> None:
         unknown = set(local) - set(cast.parties)
         if unknown:
             raise ValueError(f"no parties named {sorted(unknown)}; the split has {sorted(cast.parties)}")
         self.split, self.plan = split, split.plan
         self.transport = transport
-        self.log = MessageLog()
+        self.log = MessageLog() if log is None else log
         self.transport.observers.append(self.log)
         self.parties = {n: p for n, p in cast.parties.items() if n in local}
         self.device = next(iter(self.parties.values())).device if self.parties else torch.device("cpu")

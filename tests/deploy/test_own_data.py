@@ -53,7 +53,7 @@ def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
     cast = build_parties(built.split, **experiment.party_options(built))
     for name, root in sites.items():
         cast.parties[name].shards = experiment.own_shards(built, cast.parties[name].role, root)
-    sim = Simulation.hosting(built.split, cast, LocalTransport(), local=set(cast.parties), batch_size=16, seed=config.train.seed)
+    sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties), batch_size=16, seed=config.train.seed)
     sim.coordinator.collect_manifests()
     sim.fit(2)
     sim.save_weights(tmp_path / "in-process")
@@ -113,7 +113,7 @@ def test_round_robin_clients_must_hold_the_same_splits(tmp_path):
     cast = build_parties(built.split, **experiment.party_options(built))
     cast.parties["client0"].shards = experiment.own_shards(built, "client", _site(tmp_path / "a", 0, 8, 4))
     cast.parties["client1"].shards = experiment.own_shards(built, "client", _site(tmp_path / "b", 1, 8, 0))
-    sim = Simulation.hosting(built.split, cast, LocalTransport(), local=set(cast.parties))
+    sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties))
     with pytest.raises(ValueError, match=r"round-robin clients must hold the same splits: 'client1' holds \['train'\], 'client0' holds \['test', 'train'\]"):
         sim.coordinator.collect_manifests()
 

@@ -28,7 +28,7 @@ def _with_remote_client(kind, tabular, *, share=None, outbox=None):
     train, test = tabular
     cast = build_parties(_split(kind), train=train, test=test)
     transport = LocalTransport()
-    sim = Simulation.hosting(_split(kind), cast, transport, local=set(cast.parties) - {"client"}, batch_size=16)
+    sim = Simulation(_split(kind), parties=cast, transport=transport, local=set(cast.parties) - {"client"}, batch_size=16)
     client = cast.parties["client"]
     client.connect(transport)
     if outbox is not None:
@@ -105,7 +105,7 @@ def test_scores_of_a_party_that_was_not_asked_are_refused(tabular):
     train, test = tabular
     cast = build_parties(_split("vanilla"), train=train, test=test, clients=2)
     transport = LocalTransport()
-    sim = Simulation.hosting(_split("vanilla"), cast, transport, local={"server"}, batch_size=16)
+    sim = Simulation(_split("vanilla"), parties=cast, transport=transport, local={"server"}, batch_size=16)
     for name in ("client0", "client1"):
         cast.parties[name].connect(transport)
         cast.parties[name].announce()
@@ -122,3 +122,14 @@ def test_scores_of_a_party_that_was_not_asked_are_refused(tabular):
     cast.parties[asked].send = also_the_other
     with pytest.raises(ProtocolError, match=f"coordinator: unexpected Scores from {other}"):
         sim.evaluate()
+
+
+def test_a_simulation_of_built_parties_refuses_data_options_and_unknown_parties(tabular):
+    train, test = tabular
+    cast = build_parties(_split("vanilla"), train=train, test=test)
+    with pytest.raises(TypeError, match="takes no clients, train: pass them to build_parties"):
+        Simulation(_split("vanilla"), parties=cast, train=train, clients=2)
+    with pytest.raises(ValueError, match=r"no parties named \['hospital'\]"):
+        Simulation(_split("vanilla"), parties=cast, local={"hospital"})
+    with pytest.raises(TypeError, match="needs train data"):
+        Simulation(_split("vanilla"))

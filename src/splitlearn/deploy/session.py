@@ -162,11 +162,9 @@ def serve(
     credentials = None if insecure else server_credentials(certs)
     hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, timeout=timeout, limits=limits)
     c = built.config
-    sim = Simulation.hosting(built.split, cast, hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
-                             batch_size=c.train.batch_size, seed=c.train.seed)
-    hub.observers.remove(sim.log)  # a record per message would grow without bound: running totals instead
-    sim.log = ByteTotals()
-    hub.observers.append(sim.log)
+    # A record per message would grow without bound: running totals instead.
+    sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
+                     batch_size=c.train.batch_size, seed=c.train.seed, log=ByteTotals())
     tag = fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
@@ -255,7 +253,7 @@ def serve(
 
         def epoch_done(record: dict[str, Any]) -> None:
             commit()
-            _write_metrics(run_dir, sim, remote, time.perf_counter() - start, finished=False)
+            experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, remote_parties=list(remote))
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -268,12 +266,12 @@ def serve(
             sim.fit(remaining, on_step=step_done, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         seconds = save_position(finished=True)
-        metrics = _write_metrics(run_dir, sim, remote, seconds, finished=True)
+        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=True, remote_parties=list(remote))
         hub.stop()  # the last status shows the streams ended
         _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:
         seconds = time.perf_counter() - start
-        metrics = _write_metrics(run_dir, sim, remote, seconds, finished=False)
+        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, remote_parties=list(remote))
         hub.stop(resume=True)
         _write_status(run_dir, sim, hub, remote, seconds, "stopped")
         return ServeResult(run_dir, metrics, {}, finished=False)
@@ -305,17 +303,6 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         return read_json(path)
     except CheckpointError as e:
         raise DeployError(str(e)) from None
-
-
-def _write_metrics(run_dir: Path, sim: Simulation, remote: Sequence[str], seconds: float, *, finished: bool) -> dict[str, Any]:
-    metrics = {
-        "splitlearn_version": __version__, "finished": finished, "seconds": seconds, "epochs": sim.history,
-        "parties": sorted(sim.parties), "remote_parties": list(remote),
-        "bytes_sent": sim.log.bytes_by("sender"), "bytes_received": sim.log.bytes_by("receiver"),
-        "bytes_by_kind": sim.log.bytes_by("kind"), "messages": sim.log.messages,
-    }
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
 
 
 # -- client ------------------------------------------------------------------------------------

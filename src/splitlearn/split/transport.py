@@ -71,6 +71,11 @@ class MessageLog:
             MessageRecord(message.kind, message.sender, message.receiver, message.step, message.payload_bytes)
         )
 
+    @property
+    def messages(self) -> int:
+        """How many messages were sent."""
+        return len(self.records)
+
     def bytes_by(self, key: str = "sender") -> dict[str, int]:
         """Total payload bytes grouped by ``sender``, ``receiver`` or ``kind``."""
         totals: dict[str, int] = defaultdict(int)

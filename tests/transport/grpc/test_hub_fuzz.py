@@ -51,7 +51,7 @@ def _hosted(transport) -> Simulation:
     split = _split()
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
     cast = build_parties(split, train=ArrayDataset(x, (x[:, 0] > 0).long(), torch.arange(16)), clients=2)
-    return Simulation.hosting(split, cast, transport, local={"server"})
+    return Simulation(split, parties=cast, transport=transport, local={"server"})
 
 
 class _Raw:
