@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import torch
 
-from splitlearn import __version__, experiment
+from splitlearn import experiment
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, read_json, write_json_atomic
 from splitlearn.config import RunConfig
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
