@@ -160,7 +160,7 @@ def serve(
     if missing:
         raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
     credentials = None if insecure else server_credentials(certs)
-    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, timeout=timeout, limits=limits)
+    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout, limits=limits)
     c = built.config
     # A record per message would grow without bound: running totals instead.
     sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,

@@ -252,6 +252,7 @@ class Party:
         self.share_scores = sends_labels if share_scores is None else share_scores
         self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
         self.fenced = False  # restarted from a checkpoint: no part in any step until the coordinator's Abort
+        self.committed = 0  # the last step this party finished for good (checkpointed, where it keeps checkpoints)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -699,6 +700,9 @@ class Party:
             return
         if self.make_modules is None:
             raise ProtocolError(f"{self.name} cannot hold relayed segments")
+        if self.modules is not None or msg.step <= self.committed:
+            held = "it holds its segments already" if self.modules is not None else f"they would replace its checkpoint of step {self.committed}"
+            raise ProtocolError(f"{self.name}: relayed weights of step {msg.step} from {msg.sender} refused: {held}")
         bad = next((k for k, t in msg.state.items() if not _finite([t])), None)
         if bad is not None:
             self._reject(msg, f"relayed weights of step {msg.step} from {msg.sender} hold NaN or Inf in {bad!r}")
@@ -711,6 +715,7 @@ class Party:
     # -- checkpoints and roll back --------------------------------------------------------------
 
     def _commit(self, step: int) -> None:
+        self.committed = step
         if self.checkpoints is None or not self.nodes:
             return
         tensors, meta = self.state()
@@ -746,6 +751,7 @@ class Party:
     def _load(self, found: tuple[int, dict[str, torch.Tensor], dict], at_most: int | None) -> int:
         """Install checkpoint ``found``; forget later checkpoints, losses and penalties."""
         step, tensors, meta = found
+        self.committed = step
         if meta["holds"]:
             if self.modules is None and self.make_modules is None:
                 raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")

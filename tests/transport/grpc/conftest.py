@@ -2,21 +2,35 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from splitlearn.simulation import Simulation
 from splitlearn.split.coordinator import Coordinator
+from splitlearn.split.messages import StartStep
+from splitlearn.split.plan import Head, Node, Plan
 from splitlearn.split.transport import MessageLog
 from splitlearn.transport.grpc import ClientTransport, HubTransport
 
 TIMEOUT = 10.0  # bounds every wait, so a failing test fails instead of hanging
 
 
+# The hub fixture's plan: alice's node feeds bob's, which feeds the server's; alice holds the labels.
+CHAIN = Plan((Node("a", "alice"), Node("b", "bob", inputs=("a",)),
+              Node("s", "server", inputs=("b",), heads=(Head("y", label_role="alice"),))))
+BINDINGS = {"alice": "alice", "bob": "bob", "server": "server"}
+
+
+def start_step(hub, step: int, mode: str = "train") -> None:
+    """The coordinator starts ``step`` at alice (so the hub lets the plan's messages of that step through)."""
+    hub.send(StartStep("coordinator", "alice", step, mode=mode, split="train", sample_ids=torch.arange(2), bindings=BINDINGS))
+
+
 @pytest.fixture
 def hub(request):
-    """A started hub admitting alice and bob (token ``t-<name>``) with a local ``coordinator``
-    endpoint whose messages land in ``hub.received``. Parametrize it indirectly with a dict of
-    further HubTransport arguments."""
-    hub = HubTransport({"t-alice": "alice", "t-bob": "bob"}, timeout=TIMEOUT, **getattr(request, "param", {}))
+    """A started hub for :data:`CHAIN` admitting alice and bob (token ``t-<name>``) with a local
+    ``coordinator`` endpoint whose messages land in ``hub.received``. Parametrize it indirectly
+    with a dict of further HubTransport arguments."""
+    hub = HubTransport({"t-alice": "alice", "t-bob": "bob"}, plan=CHAIN, timeout=TIMEOUT, **getattr(request, "param", {}))
     hub.received = []
     hub.register("coordinator", hub.received.append)
     hub.target = f"127.0.0.1:{hub.start('127.0.0.1:0')}"
@@ -47,7 +61,7 @@ def train_over_grpc(sim: Simulation, epochs: int, *, on_epoch: Callable[[dict], 
     hub (made with ``hub_options``). ``on_epoch`` goes to ``sim.fit``. Returns the hub's log: manifests and training."""
     old, plan = sim.coordinator, sim.plan
     remote = [n for n, p in sim.parties.items() if p.role in plan.data_roles]
-    hub = HubTransport({f"t-{n}": n for n in remote}, timeout=TIMEOUT, **hub_options)
+    hub = HubTransport({f"t-{n}": n for n in remote}, plan=plan, timeout=TIMEOUT, **hub_options)
     log = MessageLog()
     hub.observers.append(log)
     clients, threads, errors = [], [], []

@@ -7,14 +7,27 @@ import grpc
 import pytest
 import torch
 
-from splitlearn.split.messages import Activation, Gradient, NonFinite, ProtocolError, StepDone
+from splitlearn.split.messages import (
+    Abort,
+    Activation,
+    Gradient,
+    Labels,
+    Manifest,
+    NonFinite,
+    ProtocolError,
+    RelayRequest,
+    StartStep,
+    StepDone,
+    Weights,
+)
+from splitlearn.split.routes import RouteError
 from splitlearn.split.transport import MessageLog, PartyLost
 from splitlearn.transport.grpc import RateLimit, StreamClosed
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import message_to_proto
 
-from .conftest import TIMEOUT, run_until_hearing
+from .conftest import TIMEOUT, run_until_hearing, start_step
 
 
 def _refused(client, code: grpc.StatusCode) -> StreamClosed:
@@ -37,6 +50,14 @@ def _bob_still_served(hub, connect, lost: str | None = "alice") -> None:
     assert [(m.sender, m.step) for m in hub.received][-1] == ("bob", 7)
 
 
+def _smashed(step: int, sender: str = "alice", receiver: str = "bob", src: str = "a", dst: str = "b") -> Activation:
+    return Activation(sender, receiver, step, mode="train", src=src, dst=dst, tensor=torch.ones(2, 3), sample_ids=torch.arange(2))
+
+
+def _labels(step: int) -> Labels:
+    return Labels("alice", "server", step, task="y", labels=torch.tensor([0, 1]), sample_ids=torch.arange(2))
+
+
 def test_routes_to_local_endpoints_remote_parties_and_peers(hub, connect):
     log = MessageLog()
     hub.observers.append(log)
@@ -46,14 +67,18 @@ def test_routes_to_local_endpoints_remote_parties_and_peers(hub, connect):
     alice.register("alice", at_alice.append)
     bob.register("bob", at_bob.append)
     alice.send(StepDone("alice", "coordinator", 1))
-    alice.send(StepDone("alice", "bob", 2))  # peer to peer, through the hub
+    start_step(hub, 2)
+    alice.run_until(lambda: at_alice)
+    peer = _smashed(2)
+    alice.send(peer)  # peer to peer along the plan's edge a -> b, through the hub
     hub.send(StepDone("coordinator", "alice", 3))
     hub.run_until(lambda: hub.received)
     bob.run_until(lambda: at_bob)
-    alice.run_until(lambda: at_alice)
+    alice.run_until(lambda: len(at_alice) == 2)
     assert [(m.sender, m.receiver, m.step) for m in hub.received] == [("alice", "coordinator", 1)]
-    assert (at_bob, at_alice) == ([StepDone("alice", "bob", 2)], [StepDone("coordinator", "alice", 3)])
-    assert sorted(r.step for r in log.records) == [1, 2, 3]  # the hub observes every message once
+    assert len(at_bob) == 1 and torch.equal(at_bob[0].tensor, peer.tensor) and at_bob[0].step == 2
+    assert [m.kind for m in at_alice] == ["StartStep", "StepDone"]
+    assert sorted(r.step for r in log.records) == [1, 2, 2, 3]  # the hub observes every message once
 
 
 def test_wrong_token_is_refused_and_the_hub_serves_others(hub, connect):
@@ -158,11 +183,19 @@ def _steps_from(hub, name: str) -> list[int]:
     return [m.step for m in hub.received if m.sender == name]
 
 
+def _admitted(hub) -> dict[str, list[int]]:
+    """The steps of the messages the hub lets through from each sender, as it routes them (what
+    a stream then cut off had queued is not delivered, but was let through the limit)."""
+    seen: dict[str, list[int]] = {}
+    hub.observers.append(lambda m: seen.setdefault(m.sender, []).append(m.step))
+    return seen
+
+
 @pytest.mark.parametrize("hub", [{"rate": RateLimit(messages_per_s=50, burst_messages=20)}], indirect=True)
 def test_a_flooding_client_is_cut_off_while_a_paced_one_goes_on(hub, connect):
     alice, bob = connect("alice"), connect("bob")
     hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
-    at_bob = []
+    at_bob, admitted = [], _admitted(hub)
     bob.register("bob", at_bob.append)
 
     def paced():  # 30 messages at 40/s: past the burst of 20, within the rate of 50/s
@@ -183,30 +216,31 @@ def test_a_flooding_client_is_cut_off_while_a_paced_one_goes_on(hub, connect):
     hub.send(StepDone("coordinator", "bob", 99))  # and the hub still reaches bob
     bob.run_until(lambda: at_bob)
     assert _steps_from(hub, "bob") == list(range(30)) and at_bob == [StepDone("coordinator", "bob", 99)]
-    from_alice = _steps_from(hub, "alice")
+    assert _steps_from(hub, "alice") == []  # cut off before they were delivered: they died with its stream
+    from_alice = admitted["alice"]
     assert from_alice == list(range(len(from_alice)))  # what got through came in order, then nothing
     assert 20 <= len(from_alice) <= 20 + 50 * elapsed
 
 
-def _gradient(step: int, numel: int) -> Gradient:
-    return Gradient("alice", "coordinator", step, src="a", dst="b", tensor=torch.ones(numel))
+def _ids(step: int, numel: int) -> Manifest:
+    return Manifest("alice", "coordinator", step, sample_ids={"train": torch.arange(numel)})
 
 
 @pytest.mark.parametrize("hub", [{"rate": RateLimit(bytes_per_s=10_000, burst_bytes=10_000)}], indirect=True)
 @pytest.mark.parametrize(("numel", "problem"), [
-    (1000, "more than 10000 bytes/s (burst 10000)"),  # 4 kB each: the third is over
-    (3000, "a message of {size} bytes is larger than the byte burst of 10000"),  # 12 kB: even the first
+    (500, "more than 10000 bytes/s (burst 10000)"),  # 4 kB each: the third is over
+    (1500, "a message of {size} bytes is larger than the byte burst of 10000"),  # 12 kB: even the first
 ])
 def test_bytes_per_second_are_limited(hub, connect, numel, problem):
-    alice, size = connect("alice"), message_to_proto(_gradient(0, numel)).ByteSize()
+    alice, size, admitted = connect("alice"), message_to_proto(_ids(0, numel)).ByteSize(), _admitted(hub)
     start = time.monotonic()
     for step in range(10):
-        alice.send(_gradient(step, numel))
+        alice.send(_ids(step, numel))
     details = _refused(alice, grpc.StatusCode.RESOURCE_EXHAUSTED).details
     elapsed = time.monotonic() - start
     assert details == f"alice exceeded its rate limit: {problem.format(size=size)}"
     _bob_still_served(hub, connect)
-    assert size * len(_steps_from(hub, "alice")) <= 10_000 + 10_000 * elapsed
+    assert size * len(admitted.get("alice", [])) <= 10_000 + 10_000 * elapsed
 
 
 def test_the_party_an_endpoint_blames_is_cut_off_not_the_sender(hub, connect):
@@ -221,11 +255,12 @@ def test_the_party_an_endpoint_blames_is_cut_off_not_the_sender(hub, connect):
     hub.register("server", server)
     alice, bob = connect("alice"), connect("bob")
     hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
-    alice.send(StepDone("alice", "server", 3))
+    start_step(hub, 3)
+    alice.send(_labels(3))
     with pytest.raises(PartyLost) as lost:
         hub.run_until(lambda: False, timeout=TIMEOUT)
     assert (lost.value.party, lost.value.expelled) == ("bob", True)
-    assert lost.value.reason == f"StepDone of step 3 refused: {why}"
+    assert lost.value.reason == f"Labels of step 3 refused: {why}"
     assert _refused(bob, grpc.StatusCode.INVALID_ARGUMENT).details == lost.value.reason
     alice.send(StepDone("alice", "coordinator", 4))
     hub.run_until(lambda: hub.received, timeout=TIMEOUT)  # alice is still served, and nobody else was lost
@@ -238,3 +273,101 @@ def test_the_coordinator_hears_why_the_hub_cut_a_party_off(hub, connect):
     with pytest.raises(PartyLost) as lost:
         hub.run_until(lambda: False, timeout=TIMEOUT)
     assert lost.value.expelled and lost.value.reason.startswith("malformed message from alice: Gradient.tensor: holds NaN or Inf")
+
+
+# -- only the plan's edges ---------------------------------------------------------------------------
+
+
+def _peers(hub, connect):
+    alice, bob = connect("alice"), connect("bob")
+    hub.wait_for_parties(["alice", "bob"], timeout=TIMEOUT)
+    at_alice, at_bob = [], []
+    alice.register("alice", at_alice.append)
+    bob.register("bob", at_bob.append)
+    return alice, bob, at_alice, at_bob
+
+
+def _weights(step: int, receiver: str = "bob") -> Weights:
+    return Weights("alice", receiver, step, destination="bob", state={"a.weight": torch.zeros(2, 2)})
+
+
+ROGUE = {  # what alice sends bob (after the coordinator started step 2 and no relay), and why it is refused
+    "Abort": (Abort("alice", "bob", 9, restore_to=0), "alice may not send Abort: only the coordinator does"),
+    "StartStep": (StartStep("alice", "bob", 9, mode="train", split="train", sample_ids=torch.arange(2)), "only the coordinator does"),
+    "RelayRequest": (RelayRequest("alice", "bob", 9, destination="alice", route="peer"), "only the coordinator does"),
+    "StepDone to a peer": (StepDone("alice", "bob", 2), "StepDone goes to the coordinator only"),
+    "weights outside a relay": (_weights(0), "alice sent weights outside any relay the coordinator started (step 0)"),
+    "a step not started": (_smashed(10_000_000), "alice sent Activation for step 10000000, which the coordinator has not started"),
+    "not an edge": (_smashed(2, src="a", dst="s"), "alice sent smashed data along a -> s, not an edge of the plan"),
+    "a gradient against the flow": (Gradient("alice", "bob", 2, src="a", dst="b", tensor=torch.ones(2, 3)), "along a -> b, not an edge"),
+    "labels to a peer": (Labels("alice", "bob", 2, task="y", labels=torch.tensor([0, 1]), sample_ids=torch.arange(2)),
+                         "the receiver should be 'server', which plays role 'server'"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROGUE))
+def test_a_message_off_the_plan_cuts_its_sender_off_and_never_arrives(hub, connect, case):
+    message, why = ROGUE[case]
+    alice, bob, _, at_bob = _peers(hub, connect)
+    start_step(hub, 2)
+    alice.send(message)
+    assert why in _refused(alice, grpc.StatusCode.PERMISSION_DENIED).details
+    hub.send(StepDone("coordinator", "bob", 3))
+    bob.run_until(lambda: at_bob, timeout=TIMEOUT)
+    assert [m.kind for m in at_bob] == ["StepDone"]  # the rogue message never reached bob
+    bob.send(StepDone("bob", "coordinator", 7))
+    assert run_until_hearing(hub, lambda: hub.received) == ["alice"]
+    assert [(m.sender, m.step) for m in hub.received] == [("bob", 7)]
+
+
+def test_weights_pass_only_in_the_relay_the_coordinator_asked_for_and_once(hub, connect):
+    alice, bob, _, at_bob = _peers(hub, connect)
+    hub.send(RelayRequest("coordinator", "alice", 5, destination="bob", route="peer"))
+    for wrong, why in ((_weights(4), "outside any relay"), (_weights(5, receiver="server"), "takes them from alice to bob via bob")):
+        with pytest.raises(RouteError, match=why):
+            hub._routes.admit(wrong)  # what the hub would cut alice off for
+    alice.send(_weights(5))
+    alice.send(_weights(5))  # a second copy: the relay is over
+    assert "outside any relay" in _refused(alice, grpc.StatusCode.PERMISSION_DENIED).details
+    bob.run_until(lambda: at_bob, timeout=TIMEOUT)
+    assert [(m.kind, m.step) for m in at_bob] == [("Weights", 5)]
+
+
+def test_messages_of_an_aborted_attempt_are_dropped_not_punished(hub, connect):
+    alice, bob, _, at_bob = _peers(hub, connect)
+    start_step(hub, 2)
+    hub.send(Abort("coordinator", "alice", 3, restore_to=0))
+    alice.send(_smashed(2))  # sent before alice heard of the abort: honest, and void
+    start_step(hub, 4)
+    alice.send(_smashed(4))
+    bob.run_until(lambda: at_bob, timeout=TIMEOUT)
+    assert [m.step for m in at_bob] == [4] and hub.connected() == ["alice", "bob"]
+
+
+def test_what_an_ended_stream_queued_is_never_delivered_or_blamed_on_the_next_connection(hub, connect):
+    """A hostile session as alice queues a message the server refuses, and hangs up before it is
+    delivered; alice's next (honest) connection is not cut off for it."""
+    refused = []
+
+    def server(message):
+        refused.append(message)
+        raise ProtocolError("server: no such step here")
+
+    hub.register("server", server)
+    start_step(hub, 2)
+    hostile = connect("alice")
+    hostile.send(_labels(2))
+    hostile.send(StepDone("alice", "coordinator", 2))
+    time.sleep(0.5)  # routed to the inbox, which nobody reads yet
+    hostile.close()
+    deadline = time.monotonic() + TIMEOUT
+    while hub.connected() and time.monotonic() < deadline:  # until the hub has seen it hang up
+        time.sleep(0.01)
+    with pytest.raises(PartyLost) as lost:
+        hub.run_until(lambda: False, timeout=TIMEOUT)
+    assert (lost.value.party, lost.value.expelled) == ("alice", False), lost.value.reason
+    assert refused == [] and hub.received == []  # died with their stream
+    honest = connect("alice")
+    honest.send(StepDone("alice", "coordinator", 5))
+    hub.run_until(lambda: hub.received, timeout=TIMEOUT)
+    assert [(m.sender, m.step) for m in hub.received] == [("alice", 5)] and hub.connected() == ["alice"]

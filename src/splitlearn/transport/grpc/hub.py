@@ -19,6 +19,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from splitlearn.split.messages import Message, ProtocolError
+from splitlearn.split.plan import Plan
+from splitlearn.split.routes import RouteError, Routes
 from splitlearn.split.transport import PartyLost
 from splitlearn.transport.grpc._inbox import END, InboxTransport, channel_options
 from splitlearn.transport.grpc._ratelimit import RateLimit, RateLimiter
@@ -44,6 +46,15 @@ class _Received:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A remote party's message for a local endpoint, and the stream it came on: if that stream
+    has ended (or was cut off) by the time it is delivered, the message dies with it."""
+
+    stream: queue.SimpleQueue
+    message: Message
+
+
 def _parse(data: bytes) -> _Received:
     """gRPC's request deserialiser: never raises, so that bytes that are no Envelope get the same
     clear ``INVALID_ARGUMENT`` as any other malformed message (gRPC would say ``INTERNAL``)."""
@@ -59,23 +70,27 @@ _SERVICE = pb.DESCRIPTOR.services_by_name["SplitLearning"].full_name
 
 
 class HubTransport(InboxTransport):
-    """Hub side of the gRPC transport. ``tokens`` maps each bearer token to the party it admits.
+    """Hub side of the gRPC transport for the parties of ``plan``. ``tokens`` maps each bearer
+    token to the party it admits.
 
     A stream that sends a malformed message (``INVALID_ARGUMENT``), a message under another
-    party's name (``PERMISSION_DENIED``), one to an unknown party (``NOT_FOUND``), or more messages
+    party's name or one the plan does not let it send to that receiver at that step (see
+    :class:`~splitlearn.split.routes.Routes`; ``PERMISSION_DENIED``), one to an unknown party (``NOT_FOUND``), or more messages
     or bytes per second than ``rate`` allows that party (``RESOURCE_EXHAUSTED``; ``None``: no
     limit) is aborted; the other streams go on. So is a stream whose message a local endpoint
     refuses (a protocol violation: a replayed step, a wrong shape): the endpoint's state is left to
-    the coordinator's roll back. Either way, and when a stream ends before :meth:`stop`,
+    the coordinator's roll back. What a stream sent that has not been delivered when it ends or
+    is cut off is dropped, so it is never blamed on the party's next connection. Either way, and when a stream ends before :meth:`stop`,
     :meth:`run_until` raises :class:`~splitlearn.split.transport.PartyLost` once for that party;
     messages to a party that is not connected are dropped meanwhile. ``max_parties`` bounds the
     concurrent streams (one server thread each). Observers see every message once, one at a time,
     on the thread that sends or receives it.
     """
 
-    def __init__(self, tokens: Mapping[str, str], *, limits: Limits = Limits(), timeout: float = 300.0, max_parties: int = 64,
-                 rate: RateLimit | None = RateLimit()) -> None:
+    def __init__(self, tokens: Mapping[str, str], *, plan: Plan, limits: Limits = Limits(), timeout: float = 300.0,
+                 max_parties: int = 64, rate: RateLimit | None = RateLimit()) -> None:
         super().__init__(timeout)
+        self._routes = Routes(plan)
         self.limits = limits
         self._rate = rate
         self._limiters: dict[str, RateLimiter] = {}  # party -> its buckets, kept across reconnects
@@ -131,6 +146,9 @@ class HubTransport(InboxTransport):
             return [] if self._stopping else sorted(self._streams)
 
     def send(self, message: Message) -> None:
+        if message.sender == self._routes.coordinator:
+            with self._lock:
+                self._routes.coordinator_sent(message)  # what it starts, even at a party that is gone
         if message.receiver in self._handlers:
             item, out = message, self._inbox
         else:
@@ -181,8 +199,12 @@ class HubTransport(InboxTransport):
         """Deliver to a local endpoint; if it refuses a remote party's message, expel that party,
         or the remote party the endpoint blames (``ProtocolError.party``: e.g. the one whose
         smashed data made the step non-finite, whichever message completed it)."""
-        if not isinstance(item, Message):
+        if not isinstance(item, _Queued):
             return super()._dispatch(item)
+        with self._lock:
+            if self._streams.get(item.message.sender) is not item.stream:
+                return  # its stream has ended: the coordinator hears of that, and rolls back
+        item = item.message
         try:
             super()._dispatch(item)
         except (ProtocolError, ValueError, TypeError, IndexError, RuntimeError) as e:  # a PartyLost passes through
@@ -214,7 +236,7 @@ class HubTransport(InboxTransport):
         """Route what ``name`` sends until its stream ends or breaks a rule."""
         try:
             for received in requests:
-                if (abort := self._route(name, received)) is not None:
+                if (abort := self._route(name, out, received)) is not None:
                     self._lost(name, out, abort.details, expelled=True)  # before the stream's end reports no reason
                     out.put(abort)
                     return
@@ -222,7 +244,7 @@ class HubTransport(InboxTransport):
             pass
         out.put(END)
 
-    def _route(self, name: str, received: _Received) -> _Abort | None:
+    def _route(self, name: str, stream: queue.SimpleQueue, received: _Received) -> _Abort | None:
         if self._rate is not None:
             if (limiter := self._limiters.get(name)) is None:
                 limiter = self._limiters.setdefault(name, RateLimiter(self._rate))
@@ -238,11 +260,18 @@ class HubTransport(InboxTransport):
             return _Abort(grpc.StatusCode.PERMISSION_DENIED, f"{name} may not send as {message.sender!r}")
         with self._lock:
             if message.receiver in self._handlers:
-                item, target = message, self._inbox
+                item, target = _Queued(stream, message), self._inbox
             elif (target := self._streams.get(message.receiver)) is not None:
                 item = env
+            elif message.receiver in self._remote:
+                target = None  # not connected now: the coordinator rolls the step back
             else:
                 return _Abort(grpc.StatusCode.NOT_FOUND, f"{name} sent {message.kind} to unknown party {message.receiver!r}")
+            try:
+                if not self._routes.admit(message) or target is None:
+                    return None  # of an attempt that is over, or for a party that is gone
+            except RouteError as e:
+                return _Abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             self._observe(message)
         target.put(item)
         return None
