@@ -7,6 +7,7 @@ import logging
 import queue
 import re
 import threading
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -19,7 +20,8 @@ from splitlearn.config import load_config
 from splitlearn.deploy.session import _wait_reachable
 from splitlearn.simulation import build_parties
 from splitlearn.split.compression import compress
-from splitlearn.split.messages import Abort, Activation, Labels, Manifest, StartStep, StepDone
+from splitlearn.split.messages import Abort, Activation, Labels, Manifest, StartStep, StepDone, Weights
+from splitlearn.split.state import pack_state
 from splitlearn.transport.grpc import ClientTransport
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import Limits, message_from_proto, message_to_proto
@@ -114,35 +116,53 @@ def test_hostile_message_is_refused_and_training_is_unchanged(tmp_path, monkeypa
 # -- an insider on a raw stream poisons a step -------------------------------------------------------
 
 
-class _Insider:
-    """client0, holding a valid token, on a raw gRPC stream written from the ``.proto``: it
-    announces its shard, answers roll backs, and sends ``attack(start)``'s Envelopes for its first
-    training step. Its stream should then be cut off; if it is not within ``patience`` s, it hangs
-    up (so that on code that lets the poison through, the test fails on what was committed)."""
+HANG_UP = object()
+"""In an attack's list of Envelopes: the insider hangs up there."""
 
-    def __init__(self, target: str, token: str, party, attack, patience: float = 10.0) -> None:
-        self.party, self.attack, self.patience = party, attack, patience
+
+def _first_train_step(message) -> bool:
+    return isinstance(message, StartStep) and message.mode == "train"
+
+
+class _Insider:
+    """``party``, holding its valid token, on a raw gRPC stream written from the ``.proto``: it
+    announces its shard, answers roll backs, and sends ``attack(party, message)``'s Envelopes on
+    the first message for which ``when(message)`` holds (``when(None)``: as soon as it has
+    announced). Its stream should then be cut off; if it is not within ``patience`` s, it hangs up
+    (so that on code that lets the attack through, the test fails on what happened next)."""
+
+    def __init__(self, target: str, token: str, party, attack, *, when=_first_train_step, patience: float = 10.0) -> None:
+        self.party, self.attack, self.when, self.patience = party, attack, when, patience
         self._channel = grpc.insecure_channel(target)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self.call = pb_grpc.SplitLearningStub(self._channel).Session(
             iter(self._requests.get, None), metadata=[("authorization", f"Bearer {token}")], timeout=TIMEOUT)
-        self.code = self.details = None
+        self.code = self.details = self.trigger = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _strike(self, message) -> None:
+        self.code, self.trigger = "attacked", message
+        for env in self.attack(self.party, message):
+            if env is HANG_UP:
+                self.call.cancel()
+                return
+            self._requests.put(env)
+        threading.Timer(self.patience, self.call.cancel).start()
+
     def _run(self) -> None:
+        name = self.party.name
         ids = {split: shard.sample_ids for split, shard in self.party.shards.items()}
-        self._requests.put(message_to_proto(Manifest("client0", "coordinator", -1, sample_ids=ids)))
+        self._requests.put(message_to_proto(Manifest(name, "coordinator", -1, sample_ids=ids)))
         try:
+            if self.when(None):
+                self._strike(None)
             for env in self.call:
                 message = message_from_proto(env)
                 if isinstance(message, Abort):
-                    self._requests.put(message_to_proto(StepDone("client0", "coordinator", message.step, tag="abort")))
-                elif isinstance(message, StartStep) and message.mode == "train" and self.code is None:
-                    self.code = "attacked"
-                    for poisoned in self.attack(self.party, message):
-                        self._requests.put(poisoned)
-                    threading.Timer(self.patience, self.call.cancel).start()
+                    self._requests.put(message_to_proto(StepDone(name, "coordinator", message.step, tag="abort")))
+                if self.code is None and self.when(message):
+                    self._strike(message)
         except grpc.RpcError as e:
             self.code, self.details = e.code(), e.details()
         finally:
@@ -192,17 +212,29 @@ INSIDER_ATTACKS = {
 }
 
 
-@pytest.mark.parametrize("attack", list(INSIDER_ATTACKS))
-def test_an_insider_poisoning_a_step_is_cut_off_and_nothing_nonfinite_is_committed(tmp_path, certs, caplog, attack):
-    """A live serve with client1 joined honestly and client0 an insider on a raw stream: the
-    poisoned step is refused, client0 is cut off with the reason (in its status and in the serve
-    log), every checkpoint stays finite, and client0's own join on the same folders then brings
-    the session to the weights of an undisturbed run."""
-    make, why = INSIDER_ATTACKS[attack]
+@dataclasses.dataclass(frozen=True)
+class Strike:
+    """One insider connection: ``party`` sends ``make(party, message)``'s Envelopes on the first
+    message for which ``when`` holds (``when(None)``, on connecting: ``message`` is then the
+    previous insider's trigger). It must be cut off with ``code`` and a reason matching ``why``
+    (None: it hangs up itself)."""
+
+    party: str
+    make: Callable
+    why: str | None
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    when: Callable = _first_train_step
+
+
+def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> None:
+    """A live serve with the parties that do not strike joined honestly, and the insiders of
+    ``strikes`` one after another on raw streams: each is cut off with its reason (in its status
+    and in the serve log), every checkpoint stays finite, and the insiders' own joins on the same
+    folders then bring the session to the weights of an undisturbed run."""
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
                                       train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
     built = experiment.build(config)
-    client0 = build_parties(built.split, **experiment.party_options(built)).parties["client0"]
+    cast = build_parties(built.split, **experiment.party_options(built)).parties
     target, results = f"localhost:{free_port()}", {}
 
     def start(name, fn, **kw):
@@ -216,21 +248,85 @@ def test_an_insider_poisoning_a_step_is_cut_off_and_nothing_nonfinite_is_committ
         return t
 
     caplog.set_level(logging.WARNING, logger="splitlearn.deploy")
-    server = start("server", deploy.serve, listen=target, join_timeout=20, timeout=20, rejoin_timeout=20)
-    client1 = start("client1", deploy.join, server=target, party="client1", out=tmp_path / "client")
+    insiders = list(dict.fromkeys(s.party for s in strikes))
+    threads = [start("server", deploy.serve, listen=target, join_timeout=20, timeout=20, rejoin_timeout=20)]
+    threads += [start(c, deploy.join, server=target, party=c, out=tmp_path / "client") for c in ("client0", "client1") if c not in insiders]
     _wait_reachable(target, None, TIMEOUT)
-    insider = _Insider(target, (certs / "client0.token").read_text().strip(), client0, make)
-    insider.thread.join(TIMEOUT)
-    assert insider.code is grpc.StatusCode.INVALID_ARGUMENT and re.search(why, insider.details), (insider.code, insider.details)
-    again = start("client0", deploy.join, server=target, party="client0", out=tmp_path / "client")
-    for t in (server, client1, again):
+    done: list[_Insider] = []
+    for strike in strikes:
+        make = lambda party, message, strike=strike: strike.make(party, message if message is not None or not done else done[-1].trigger)  # noqa: E731
+        insider = _Insider(target, (certs / f"{strike.party}.token").read_text().strip(), cast[strike.party], make, when=strike.when)
+        insider.thread.join(TIMEOUT)
+        if strike.why is not None:
+            assert insider.code is strike.code and re.search(strike.why, insider.details), (insider.code, insider.details)
+        done.append(insider)
+    threads += [start(c, deploy.join, server=target, party=c, out=tmp_path / "client") for c in insiders]
+    for t in threads:
         t.join(TIMEOUT)
     assert isinstance(results["server"], deploy.ServeResult), results
     assert all(isinstance(results[c], deploy.JoinResult) for c in ("client0", "client1")), results
     cut = [r for r in caplog.records if getattr(r, "event", None) == "party_cut_off"]
-    assert [(r.fields["party"], r.fields["reason"]) for r in cut] == [("client0", insider.details)]
-    assert r"client0 was cut off: " in cut[0].getMessage()
+    assert [(r.fields["party"], r.fields["reason"]) for r in cut] == [
+        (s.party, i.details) for s, i in zip(strikes, done, strict=True) if s.why is not None]
+    assert all(f"{r.fields['party']} was cut off: " in r.getMessage() for r in cut)
     tensors = [(p, k, t) for p in sorted(tmp_path.rglob("*.safetensors")) for k, t in load_file(p).items()]
     assert len({p.parent for p, _, _ in tensors}) >= 5  # server and client checkpoints, and the weights of all three
     assert [f"{p}: {k}" for p, k, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())] == []
     _check_matches_in_process(config, tmp_path)
+
+
+@pytest.mark.parametrize("attack", list(INSIDER_ATTACKS))
+def test_an_insider_poisoning_a_step_is_cut_off_and_nothing_nonfinite_is_committed(tmp_path, certs, caplog, attack):
+    make, why = INSIDER_ATTACKS[attack]
+    _attack_live_serve(tmp_path, certs, caplog, [Strike("client0", make, why)])
+
+
+# -- an insider off the plan's edges -----------------------------------------------------------------
+
+
+def _after_restart(message) -> bool:
+    return isinstance(message, Abort)  # serve rolls every party back once all have joined: client0 is there
+
+
+def _abort_client0(party, abort):
+    return [message_to_proto(Abort("client1", "client0", abort.step + 1, restore_to=0))]
+
+
+def _zero_weights_to_client0(party, abort):
+    modules = party.make_modules()  # the shared segments, as client0 holds them at step 0
+    state, meta = pack_state(modules, party.optimizer_spec.build([p for m in modules.values() for p in m.parameters()]))
+    zeros = {k: torch.zeros_like(v) for k, v in state.items()}
+    return [message_to_proto(Weights("client1", "client0", 0, destination="client0", state=zeros, meta=meta))]
+
+
+def _fake_step(party, start):
+    _, activation = _honest_step(party, start)
+    return [message_to_proto(dataclasses.replace(activation, step=10_000_000))]
+
+
+def _start_a_step(party, _):
+    return [message_to_proto(StartStep("client1", "server", 1_000_000, mode="train", split="train", sample_ids=torch.arange(4)))]
+
+
+OFF_THE_PLAN = {
+    # attack 2: a client ends another's session
+    "client1 aborts client0": [Strike("client1", _abort_client0, r"^client1 may not send Abort: only the coordinator does$",
+                                      grpc.StatusCode.PERMISSION_DENIED, _after_restart)],
+    # attack 2: a client overwrites another's checkpoint of step 0 with zeros
+    "client1 sends client0 weights": [Strike("client1", _zero_weights_to_client0,
+                                             r"^client1 sent weights outside any relay the coordinator started \(step 0\)$",
+                                             grpc.StatusCode.PERMISSION_DENIED, _after_restart)],
+    # attack 3: while serve waits for client0 to rejoin, a connection in its name starts a fake step at the server
+    "a fake step while client0 is away": [
+        Strike("client0", lambda party, start: [HANG_UP], None),
+        Strike("client0", _fake_step, r"^client0 sent Activation for step 10000000, which the coordinator has not started$",
+               grpc.StatusCode.PERMISSION_DENIED, lambda message: message is None)],
+    # attack 4: a session in client1's name queues a message the server refuses, to be blamed on client1's next connection
+    "client1 starts a step": [Strike("client1", _start_a_step, r"^client1 may not send StartStep: only the coordinator does$",
+                                     grpc.StatusCode.PERMISSION_DENIED, lambda message: message is None)],
+}
+
+
+@pytest.mark.parametrize("attack", list(OFF_THE_PLAN))
+def test_an_insider_off_the_plan_is_cut_off_and_the_others_finish_undisturbed(tmp_path, certs, caplog, attack):
+    _attack_live_serve(tmp_path, certs, caplog, OFF_THE_PLAN[attack])
