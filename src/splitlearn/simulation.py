@@ -77,6 +77,18 @@ def role_labels(plan: Plan, role: str, labels: torch.Tensor,
     return {h.task: (targets[h.task] if targets else (lambda y: y))(labels) for h in plan.root.heads if h.label_role == role}
 
 
+def _leaf_shapes(split: Split, train: _Data) -> dict[str, tuple[int, ...]] | None:
+    """One sample's shape at each data node (a vertical role's chunk of the features), or None
+    when this process holds no features to tell (the clients bring their own)."""
+    features = train.features
+    if features is None or features.dim() < 2:
+        return None
+    roles = split.plan.data_roles
+    chunks = vertical_split(features[:1], len(roles), dim=split.feature_dim) if len(roles) > 1 else [features[:1]]
+    return {n.name: tuple(chunk.shape[1:]) for role, chunk in zip(roles, chunks, strict=True)
+            for n in split.plan.nodes_of(role) if not n.inputs}
+
+
 def build_parties(
     split: Split,
     *,
@@ -117,13 +129,15 @@ def build_parties(
     if unknown:
         raise ValueError(f"penalties name {sorted(unknown)}, which are not data nodes of the plan")
 
+    data_roles = plan.data_roles
+    edges = split.edge_shapes(leaves) if (leaves := _leaf_shapes(split, train)) is not None else {}
+
     def party(name: str, role: str, shards=None, **kw) -> Party:
         mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
         return Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=device,
-                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), **kw)
+                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), edges=edges, **kw)
 
     parties: dict[str, Party] = {}
-    data_roles = plan.data_roles
     if len(data_roles) == 1:
         role = data_roles[0]
         names = [role] if clients == 1 else [f"{role}{k}" for k in range(clients)]

@@ -19,7 +19,7 @@ from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.deploy.session import _wait_reachable
 from splitlearn.simulation import build_parties
-from splitlearn.split.compression import compress
+from splitlearn.split.compression import Compressed, compress
 from splitlearn.split.messages import Abort, Activation, Labels, Manifest, StartStep, StepDone, Weights
 from splitlearn.split.state import pack_state
 from splitlearn.transport.grpc import ClientTransport
@@ -203,7 +203,16 @@ def _huge_activations(party, start):
     return [message_to_proto(labels), message_to_proto(dataclasses.replace(activation, tensor=torch.full_like(activation.tensor, 3e38)))]
 
 
+def _topk_512_mib(party, start):
+    labels, activation = _honest_step(party, start)
+    rows = len(start.sample_ids)
+    huge = Compressed("topk", torch.float32, (rows, (1 << 27) // rows), torch.ones(1), torch.zeros(1, dtype=torch.int32))
+    return [message_to_proto(labels), message_to_proto(dataclasses.replace(activation, tensor=huge))]
+
+
 INSIDER_ATTACKS = {
+    "topk declaring 512 MiB": (_topk_512_mib, r"Activation of step \d+ refused: server: topk Activation client -> server of step \d+ "
+                                              r"from client0 declares shape \[16, 8388608\]; this edge carries \[16, 64\]$"),
     "int8 huge scale": (_int8_huge_scale, r"malformed message from client0: Activation\.tensor: int8 scale 1e\+300 with zero point \d+ "
                                           r"decodes beyond the finite range of torch\.float32"),
     "NaN soft labels": (_nan_soft_labels, r"malformed message from client0: Labels\.labels: holds NaN or Inf \(1 of 160 values"),

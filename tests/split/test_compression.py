@@ -2,6 +2,7 @@
 agreed dtype and shape whatever travels."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -277,13 +278,43 @@ def test_party_decodes_to_what_its_segment_expects(tabular):
     assert inputs and all(x.dtype is torch.float32 and x.shape[1:] == (16,) and x.requires_grad for x in inputs)
 
 
-def test_a_gradient_decoding_to_the_wrong_shape_is_refused(tabular):
+def test_a_gradient_declaring_the_wrong_shape_is_refused_before_it_is_decoded(tabular, monkeypatch):
     train, _ = tabular
     wrong = lambda m: Gradient(m.sender, m.receiver, m.step, src=m.src, dst=m.dst, tensor=compress(m.tensor[:, :-1], "int8")) if m.kind == "Gradient" else m  # noqa: E731
     sim = Simulation(configs.vanilla(nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 3)), [2]), train=train,
                      batch_size=16, outbox={"server": wrong})
-    with pytest.raises(ProtocolError, match=r"gradient for client is torch.float32 \(16, 3\), but the output is torch.float32 \(16, 4\)"):
+    decoded = []
+    monkeypatch.setattr(Compressed, "decode", lambda self: decoded.append(self))
+    with pytest.raises(ProtocolError, match=r"^client: int8 Gradient server -> client of step 1 from server declares shape \[16, 3\]; "
+                                            r"this edge carries \[16, 4\]$"):
         sim.fit(1)
+    assert decoded == []
+
+
+def _declaring(shape):
+    """An outbox hook for the client: its smashed data as 1 kept value of a topk tensor of ``shape``."""
+    def hook(m):
+        if m.kind != "Activation":
+            return m
+        return replace(m, tensor=Compressed("topk", torch.float32, shape, torch.ones(1), torch.zeros(1, dtype=torch.int32)))
+    return hook
+
+
+@pytest.mark.parametrize(("shape", "carries"), [
+    ((16, 1 << 23), r"\[16, 4\]"),  # 512 MiB if decoded, from a message of a few bytes: the per-sample shape is agreed
+    ((1 << 27, 1), r"\[16, 4\]"),  # more rows than sample ids
+])
+def test_smashed_data_declaring_a_shape_off_the_edge_is_refused_before_anything_is_allocated(tabular, monkeypatch, shape, carries):
+    train, _ = tabular
+    sim = Simulation(configs.vanilla(nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 3)), [2]), train=train,
+                     batch_size=16, outbox={"client": _declaring(shape)})
+    assert sim.parties["server"]._shapes == {("client", "server"): (4,)}  # from the split's probe, before any step
+    decoded = []
+    monkeypatch.setattr(Compressed, "decode", lambda self: decoded.append(self))
+    with pytest.raises(ProtocolError, match=rf"^server: topk Activation client -> server of step 1 from client declares shape "
+                                            rf"\[{shape[0]}, {shape[1]}\]; this edge carries {carries}$"):
+        sim.fit(1)
+    assert decoded == []
 
 
 def test_int8_on_digits_cuts_the_cut_bytes_4x_within_a_point_of_accuracy():

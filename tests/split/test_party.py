@@ -19,6 +19,8 @@ from splitlearn.split.compression import compress
 from splitlearn.split.configs import Vertical
 from splitlearn.split.messages import Activation, Labels, NonFinite, ProtocolError, StartStep
 
+from .conftest import mlp
+
 POISONED_STEP = 4  # client0's fourth training step: the server has committed three
 
 
@@ -201,3 +203,25 @@ def test_without_a_checkpoint_an_overflowing_step_says_it_cannot_be_rolled_back(
     _overflowing_optimiser(sim.parties["server"])
     with pytest.raises(NonFinite, match=r"step 1 made its parameters or optimiser state NaN or Inf and cannot be rolled back"):
         sim.fit(1)
+
+
+def _splits():
+    torch.manual_seed(0)
+    vertical = Vertical([nn.Sequential(nn.Linear(5, 8), nn.ReLU()), nn.Sequential(nn.Linear(5, 6), nn.ReLU())],
+                        nn.Sequential(nn.Linear(14, 3)), dim=1)
+    return {"vanilla": configs.vanilla(mlp(), [2]), "ushaped": configs.ushaped(mlp(), [1, 3]),
+            "multihop": configs.multihop(mlp(), [1, 3]), "vertical": configs.vertical(vertical)}
+
+
+@pytest.mark.parametrize("name", ["vanilla", "ushaped", "multihop", "vertical"])
+def test_each_party_knows_the_shape_of_what_reaches_it_before_any_step(tabular, name):
+    """The split's probe gives every receiving party the per-sample shape of each edge into it:
+    exactly what the edge then carries in training."""
+    train, _ = tabular
+    sim = Simulation(_splits()[name], train=train, batch_size=16)
+    expected = {k: v for p in sim.parties.values() for k, v in p._shapes.items()}
+    assert expected and set(expected) == {(n.name, sim.plan.consumer(n.name).name) for n in sim.plan.nodes if n is not sim.plan.root}
+    seen = {}
+    sim.transport.observers.append(lambda m: m.kind == "Activation" and seen.setdefault((m.src, m.dst), tuple(m.tensor.shape[1:])))
+    sim.fit(1)
+    assert seen == expected

@@ -53,6 +53,26 @@ class Split:
     def modules_of(self, role: str) -> dict[str, nn.Module]:
         return {n.name: self.modules[n.name] for n in self.plan.nodes_of(role)}
 
+    def edge_shapes(self, leaf_shapes: Mapping[str, Sequence[int]]) -> dict[tuple[str, str], tuple[int, ...]]:
+        """The per-sample shape of what crosses each edge ``(src, dst)`` of the plan, for one
+        sample of ``leaf_shapes[node]`` at each data node: a probe batch of 2 in evaluation mode,
+        without gradients, so that no segment's state changes."""
+        outs: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for node in self.plan.nodes:  # inputs come before the nodes that read them
+                if node is self.plan.root:
+                    continue
+                module = self.modules[node.name]
+                device = next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+                x = (torch.zeros(2, *leaf_shapes[node.name], device=device) if not node.inputs
+                     else merge_inputs([outs[i].to(device) for i in node.inputs], node.merge, node.merge_dim))
+                training = module.training
+                try:
+                    outs[node.name] = module.eval()(x)
+                finally:
+                    module.train(training)
+        return {(name, self.plan.consumer(name).name): tuple(out.shape[1:]) for name, out in outs.items()}
+
 
 def _cuts(cut: Cut) -> list:
     return list(cut) if isinstance(cut, (list, tuple)) else [cut]

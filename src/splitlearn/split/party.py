@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splitlearn.split.compression import decompress
+from splitlearn.split.compression import Compressed, decompress
 from splitlearn.split.messages import (
     Abort,
     Activation,
@@ -220,6 +220,7 @@ class Party:
         outbox: Callable[[Message], Message] | None = None,
         checkpoints: CheckpointStore | None = None,
         share_scores: bool | None = None,
+        edges: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
     ) -> None:
         self.name, self.role, self.plan = name, role, plan
         self.device = torch.device(device)
@@ -247,6 +248,7 @@ class Party:
         self._st: _Step | None = None
         self._next: StartStep | None = None  # the coordinator's next step, begun once this one is finished
         self._edges: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}  # per-sample shape, dtype
+        self._shapes = {k: tuple(v) for k, v in (edges or {}).items() if k[1] in self.nodes}  # as the split's probe found them
         self.checkpoints = checkpoints
         sends_labels = plan.root.role != role and any(h.label_role == role for h in plan.root.heads)
         self.share_scores = sends_labels if share_scores is None else share_scores
@@ -290,6 +292,7 @@ class Party:
             return self._abort(msg)
         if self.fenced:
             return  # sent before this restarted party was rolled back
+        self._check_declared(msg)
         try:
             msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
         except ValueError as e:  # a payload that decodes outside the finite range of its dtype
@@ -442,11 +445,35 @@ class Party:
         module = self.modules[msg.dst] if self.modules else None
         param = next(module.parameters(), None) if module is not None else None
         dtype = param.dtype if param is not None else torch.get_default_dtype()
-        expected = self._edges.setdefault((msg.src, msg.dst), (tuple(t.shape[1:]), dtype))
+        key = (msg.src, msg.dst)
+        expected = self._edges.setdefault(key, (self._shapes.get(key, tuple(t.shape[1:])), dtype))
         if (tuple(t.shape[1:]), t.dtype) != expected:
             raise ProtocolError(f"{where} is {t.dtype} with per-sample shape {tuple(t.shape[1:])}; "
                                 f"this edge carries {expected[1]} {expected[0]}")
         self._check_finite(msg, t, f"activation {msg.src} -> {msg.dst}")
+
+    def _check_declared(self, msg: Message) -> None:
+        """Refuse a compressed tensor whose declared shape is not the one its edge carries before
+        decoding it allocates that shape: smashed data of the edge's per-sample shape (as the
+        split's probe found it, else as the edge's first activation set it) for each sample id; a
+        gradient of the shape of the output it is for."""
+        t = getattr(msg, "tensor", None)
+        if not isinstance(t, Compressed) or not isinstance(msg, Activation | Gradient):
+            return
+        if isinstance(msg, Activation):
+            key = (msg.src, msg.dst)
+            per_sample = self._edges[key][0] if key in self._edges else self._shapes.get(key)
+            agreed = None if per_sample is None else (len(msg.sample_ids), *per_sample)
+            fits = tuple(t.shape[:1]) == (len(msg.sample_ids),) and (agreed is None or tuple(t.shape) == agreed)
+            carries = list(agreed) if agreed is not None else f"{len(msg.sample_ids)} rows"
+        else:
+            out = self._st.outputs.get(msg.dst) if self._st is not None and self._st.step == msg.step else None
+            agreed = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+            fits = agreed is not None and tuple(t.shape) == agreed
+            carries = list(agreed) if agreed is not None else "no output of that step here"
+        if not fits:
+            raise ProtocolError(f"{self.name}: {t.codec} {msg.kind} {msg.src} -> {msg.dst} of step {msg.step} from {msg.sender} "
+                                f"declares shape {list(t.shape)[:8]}; this edge carries {carries}", party=msg.sender)
 
     def _check_finite(self, msg: Message, t: torch.Tensor, what: str) -> None:
         if not _finite([t]):
