@@ -239,8 +239,15 @@ def serve(
             raise DeployError(f"cannot listen on {listen}: {e}") from None
         if on_ready is not None:
             on_ready(port, remote)
-        hub.wait_for_parties(remote, timeout=join_timeout)
-        sim.coordinator.collect_manifests()
+        joined_by = time.monotonic() + join_timeout
+        while True:  # a party cut off (or gone) before training may join again, within the join timeout
+            try:
+                hub.wait_for_parties(remote, timeout=max(0.0, joined_by - time.monotonic()))
+                sim.coordinator.collect_manifests()
+                break
+            except PartyLost as e:
+                lost(e)
+                sim.coordinator.manifests.pop(e.party, None)  # what its next connection announces counts
         data.update(_manifest_digests(sim))
         if state is not None and "data" in state:
             changed = sorted(p for p, d in data.items() if state["data"].get(p) != d)
