@@ -242,7 +242,11 @@ def serve(
         joined_by = time.monotonic() + join_timeout
         while True:  # a party cut off (or gone) before training may join again, within the join timeout
             try:
-                hub.wait_for_parties(remote, timeout=max(0.0, joined_by - time.monotonic()))
+                try:
+                    hub.wait_for_parties(remote, timeout=max(0.0, joined_by - time.monotonic()))
+                except TimeoutError:
+                    missing = sorted(set(remote) - set(hub.connected()))
+                    raise DeployError(f"parties {missing} did not connect within {join_timeout:g} s") from None
                 sim.coordinator.collect_manifests()
                 break
             except PartyLost as e:

@@ -371,3 +371,15 @@ def test_what_an_ended_stream_queued_is_never_delivered_or_blamed_on_the_next_co
     honest.send(StepDone("alice", "coordinator", 5))
     hub.run_until(lambda: hub.received, timeout=TIMEOUT)
     assert [(m.sender, m.step) for m in hub.received] == [("alice", 5)] and hub.connected() == ["alice"]
+
+
+def test_a_refusal_quotes_at_most_a_thousand_characters_of_what_was_sent(hub, connect):
+    (alice, *_), name = _peers(hub, connect), "x" * (1 << 20)  # a 1 MiB node name
+    start_step(hub, 2)
+    alice.send(_smashed(2, src=name))
+    details = _refused(alice, grpc.StatusCode.PERMISSION_DENIED).details
+    full = f"alice sent smashed data along {name} -> b, not an edge of the plan"
+    assert details == full[:1000] + f"… [{len(full) - 1000} more characters cut]"
+    with pytest.raises(PartyLost) as lost:
+        hub.run_until(lambda: False, timeout=TIMEOUT)
+    assert lost.value.reason == details
