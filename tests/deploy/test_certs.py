@@ -28,3 +28,13 @@ def test_certs_layout_permissions_and_names(certs, capsys):
     # never overwrites an existing CA
     assert main(["certs", "--out", str(certs), "--clients", "client0"]) == 2
     assert "already holds" in capsys.readouterr().err
+
+
+def test_certs_refuses_a_folder_with_a_dangling_link_where_a_key_would_go(tmp_path, capsys):
+    out = tmp_path / "certs"
+    out.mkdir()
+    (out / "ca.key").symlink_to(tmp_path / "elsewhere" / "stolen.key")  # writing through it would put the CA key there
+    assert main(["certs", "--out", str(out), "--clients", "client0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} already holds ca.key; pick an empty folder" in err and "Traceback" not in err
+    assert not (tmp_path / "elsewhere").exists()

@@ -44,7 +44,7 @@ def make_certs(out: str | Path, *, server_name: str, clients: Sequence[str], day
     out.mkdir(parents=True, exist_ok=True)
     names = ["ca", "server", *clients]
     files = [f"{n}.{ext}" for n in names for ext in ("pem", "key")] + [f"{c}.token" for c in clients] + ["tokens.json"]
-    taken = [f for f in files if (out / f).exists()]
+    taken = [f for f in files if (out / f).exists() or (out / f).is_symlink()]  # a dangling link too: never written through
     if taken:
         raise DeployError(f"{out} already holds {', '.join(taken)}; pick an empty folder")
     now = datetime.datetime.now(datetime.timezone.utc)
