@@ -235,11 +235,12 @@ class Strike:
     when: Callable = _first_train_step
 
 
-def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> None:
+def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> list[tuple[grpc.StatusCode, str]]:
     """A live serve with the parties that do not strike joined honestly, and the insiders of
-    ``strikes`` one after another on raw streams: each is cut off with its reason (in its status
-    and in the serve log), every checkpoint stays finite, and the insiders' own joins on the same
-    folders then bring the session to the weights of an undisturbed run."""
+    ``strikes`` one after another on raw streams. Checks that the serve log names each insider cut
+    off, every checkpoint stays finite, and the insiders' own joins on the same folders then bring
+    the session to the weights of an undisturbed run; returns the status each insider's stream
+    ended with (code, details), for the test to check against its strike."""
     config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
                                       train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
     built = experiment.build(config)
@@ -266,8 +267,6 @@ def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> None:
         make = lambda party, message, strike=strike: strike.make(party, message if message is not None or not done else done[-1].trigger)  # noqa: E731
         insider = _Insider(target, (certs / f"{strike.party}.token").read_text().strip(), cast[strike.party], make, when=strike.when)
         insider.thread.join(TIMEOUT)
-        if strike.why is not None:
-            assert insider.code is strike.code and re.search(strike.why, insider.details), (insider.code, insider.details)
         done.append(insider)
     threads += [start(c, deploy.join, server=target, party=c, out=tmp_path / "client") for c in insiders]
     for t in threads:
@@ -282,12 +281,21 @@ def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> None:
     assert len({p.parent for p, _, _ in tensors}) >= 5  # server and client checkpoints, and the weights of all three
     assert [f"{p}: {k}" for p, k, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())] == []
     _check_matches_in_process(config, tmp_path)
+    return [(i.code, i.details) for i in done]
+
+
+def _assert_cut_off_as_struck(strikes: list[Strike], ended: list[tuple[grpc.StatusCode, str]]) -> None:
+    for strike, (code, details) in zip(strikes, ended, strict=True):
+        if strike.why is not None:
+            assert code is strike.code and re.search(strike.why, details), (code, details)
 
 
 @pytest.mark.parametrize("attack", list(INSIDER_ATTACKS))
 def test_an_insider_poisoning_a_step_is_cut_off_and_nothing_nonfinite_is_committed(tmp_path, certs, caplog, attack):
     make, why = INSIDER_ATTACKS[attack]
-    _attack_live_serve(tmp_path, certs, caplog, [Strike("client0", make, why)])
+    strikes = [Strike("client0", make, why)]
+    ended = _attack_live_serve(tmp_path, certs, caplog, strikes)
+    assert ended[0][0] is grpc.StatusCode.INVALID_ARGUMENT and re.search(why, ended[0][1]), ended
 
 
 # -- an insider off the plan's edges -----------------------------------------------------------------
@@ -338,4 +346,7 @@ OFF_THE_PLAN = {
 
 @pytest.mark.parametrize("attack", list(OFF_THE_PLAN))
 def test_an_insider_off_the_plan_is_cut_off_and_the_others_finish_undisturbed(tmp_path, certs, caplog, attack):
-    _attack_live_serve(tmp_path, certs, caplog, OFF_THE_PLAN[attack])
+    strikes = OFF_THE_PLAN[attack]
+    ended = _attack_live_serve(tmp_path, certs, caplog, strikes)
+    assert ended[-1][0] is grpc.StatusCode.PERMISSION_DENIED, ended  # the hub refused it: off the plan
+    _assert_cut_off_as_struck(strikes, ended)

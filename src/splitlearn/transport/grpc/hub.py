@@ -155,19 +155,16 @@ class HubTransport(InboxTransport):
             return [] if self._stopping else sorted(self._streams)
 
     def send(self, message: Message) -> None:
-        if message.sender == self._routes.coordinator:
-            with self._lock:
+        with self._lock:
+            if message.sender == self._routes.coordinator:
                 self._routes.coordinator_sent(message)  # what it starts, even at a party that is gone
-        if message.receiver in self._handlers:
-            item, out = message, self._inbox
-        else:
-            with self._lock:
-                out = self._streams.get(message.receiver)
-            if out is None:
-                if message.receiver in self._remote:
-                    return  # lost: the coordinator hears of it (PartyLost) and rolls the step back
-                raise ProtocolError(f"{message.sender} sent {message.kind} to {message.receiver!r}, neither local nor connected")
-            item = message_to_proto(message)
+            local = message.receiver in self._handlers
+            out = self._inbox if local else self._streams.get(message.receiver)
+        if out is None:
+            if message.receiver in self._remote:
+                return  # lost: the coordinator hears of it (PartyLost) and rolls the step back
+            raise ProtocolError(f"{message.sender} sent {message.kind} to {message.receiver!r}, neither local nor connected")
+        item = message if local else message_to_proto(message)
         with self._lock:
             self._observe(message)
         out.put(item)
