@@ -8,17 +8,20 @@ metrics and those results into ``RUN/report.html``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from splitlearn.checkpoint import write_json_atomic
+from splitlearn.config import load_config
 from splitlearn.experiment import load_run
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
+from splitlearn.runfiles import ATTACKS, METRICS, RunFileError, read_checked
 from splitlearn.simulation import Simulation
 
 __all__ = ["attack_labels", "attack_reconstruction", "label_attack", "reconstruct", "report"]
@@ -88,9 +91,27 @@ def label_attack(sim: Simulation, recorder: GradientRecorder, labels: dict[int, 
 
 def _merge(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     path = run_dir / "attacks.json"
-    merged = (json.loads(path.read_text()) if path.is_file() else {}) | results
-    path.write_text(json.dumps(merged, indent=2))
+    merged = (read_checked(path, ATTACKS) if path.is_file() else {}) | results
+    write_json_atomic(path, merged)
     return merged
+
+
+def _reconstructions(path: Path) -> dict[str, torch.Tensor]:
+    """The images :func:`attack_reconstruction` saved, checked: two float tensors of one shape
+    (n, c, h, w) or (n, h, w), c 1 or 3, small enough to draw."""
+    try:
+        images = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise RunFileError(f"{path}: not a readable safetensors file ({e})") from None
+    for key in ("originals", "reconstructions"):
+        t = images.get(key)
+        if t is None:
+            raise RunFileError(f"{path}: holds no tensor {key!r}")
+        fits = t.is_floating_point() and t.dim() in (3, 4) and 0 < len(t) <= 64 and (t.dim() == 3 or t.shape[1] in (1, 3))
+        if not fits or max(t.shape[-2:]) > 512 or t.shape != images["originals"].shape:
+            raise RunFileError(f"{path}: tensor {key!r} of shape {list(t.shape)} ({t.dtype}) is not a batch of up to 64 images "
+                               "(n, c, h, w) or (n, h, w) like the originals")
+    return images
 
 
 def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, device: str | None = None) -> dict[str, Any]:
@@ -119,12 +140,12 @@ def report(run_dir: str | Path) -> Path:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no metrics.json")
-    metrics = json.loads(metrics_path.read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    metrics = read_checked(metrics_path, METRICS)
+    config = load_config(run_dir / "config.json").to_dict()
     attacks_path = run_dir / "attacks.json"
-    attacks = json.loads(attacks_path.read_text()) if attacks_path.is_file() else {}
-    images = load_file(str(run_dir / RECONSTRUCTIONS)) if (run_dir / RECONSTRUCTIONS).is_file() else {}
-    a1 = config.get("privacy", {}).get("nopeek_a1", 0)
+    attacks = read_checked(attacks_path, ATTACKS) if attacks_path.is_file() else {}
+    images = _reconstructions(run_dir / RECONSTRUCTIONS) if (run_dir / RECONSTRUCTIONS).is_file() else {}
+    a1 = config["privacy"]["nopeek_a1"]
     name = f"NoPeek a1={a1:g}" if a1 else "SplitNN"
     epochs = [{k: e[k] for k in ("epoch", "test_accuracy", "dcor") if k in e} for e in metrics["epochs"]]
     classes = attacks.pop("classes", None)

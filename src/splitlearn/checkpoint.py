@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from splitlearn._text import capped
+
 __all__ = ["CheckpointError", "FolderCheckpoints", "first_nonfinite", "read_json", "write_json_atomic"]
 
 _NAME = re.compile(r"^step-(\d{12})\.safetensors$")
@@ -121,8 +123,10 @@ class FolderCheckpoints:
             with safe_open(str(path), "pt") as f:
                 meta = json.loads(f.metadata()["meta"])
             tensors = load_file(str(path))
-        except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        except (SafetensorError, OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {capped(str(e), 200)})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: its metadata is not a JSON object")
         if (bad := first_nonfinite(tensors)) is not None:
             raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf; refusing to resume from it")
         return step, tensors, meta

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from splitlearn._text import capped
+
 __all__ = [
     "CompressionConfig", "DataConfig", "ModelConfig", "PrivacyConfig", "RunConfig", "SplitConfig", "TrainConfig", "load_config",
 ]
@@ -231,5 +233,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
-        config = _build(RunConfig, values)
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path}: the top level must be a table of settings, got {type(values).__name__}")
+        try:
+            config = _build(RunConfig, values)
+        except (ValueError, TypeError) as exc:  # TypeError: a setting a check compares with a number, say
+            raise ValueError(capped(f"config file {path}: {exc}", 500)) from None
     return config.override(overrides or {})

@@ -32,6 +32,7 @@ from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import DATASETS, EMBEDDED, load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
+from splitlearn.runfiles import METRICS, VERSIONED, check, read_checked
 from splitlearn.simulation import Simulation, role_labels
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
@@ -375,11 +376,12 @@ def load_run(run_dir: str | Path, *, device: str | None = None) -> tuple[Built, 
     config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
     if not config_path.is_file() or not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it needs config.json and metrics.json")
-    metrics = json.loads(metrics_path.read_text())
-    version = metrics.get("splitlearn_version")
+    metrics = read_checked(metrics_path, VERSIONED)
+    version = metrics["splitlearn_version"]
     if version != __version__:
-        raise ValueError(f"{run_dir} was written by splitlearn {version or 'of unknown version'}, this is {__version__}: retrain it")
-    if not metrics.get("finished"):
+        raise ValueError(f"{run_dir} was written by splitlearn {version}, this is {__version__}: retrain it")
+    check(metrics, METRICS, metrics_path)
+    if not metrics["finished"]:
         raise ValueError(f"{run_dir} holds an unfinished run (no final weights)")
     config = load_config(config_path, {"train.device": device} if device else None)
     built = build(config)

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 import torch
 from torch.utils.data import Dataset
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from splitlearn._text import capped
 from splitlearn.checkpoint import CheckpointError, first_nonfinite
 from splitlearn.data.dataset import as_array_dataset
 from splitlearn.data.partition import deal, vertical_split
@@ -365,12 +366,18 @@ class Simulation:
             path = next((c for c in candidates if c.exists()), None)
             if path is None:
                 raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {folder}")
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads(f.metadata()["meta"])
-            tensors = load_file(str(path))
+            try:
+                with safe_open(str(path), "pt") as f:
+                    meta = json.loads((f.metadata() or {})["meta"])
+                tensors = load_file(str(path))
+            except (SafetensorError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{path}: not a weights file of splitlearn ({type(e).__name__}: {capped(str(e), 200)})") from None
             if (bad := first_nonfinite(tensors)) is not None:
                 raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf")
-            unpack_state(tensors, meta, p.modules, p.optimizer)
+            try:
+                unpack_state(tensors, meta, p.modules, p.optimizer)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights under the keys of the model the split was cut from, so that

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from splitlearn.deploy import read_status
@@ -20,11 +21,11 @@ def run(args: argparse.Namespace) -> int:
     s = read_status(args.run)
     console = Console()
     age = time.time() - s["updated"]
-    console.print(f"[bold]{s['state']}[/bold]: epoch {s['epoch']}, batch {s['next_batch']}, step {s['step']} "
+    console.print(f"[bold]{escape(s['state'])}[/bold]: epoch {s['epoch']}, batch {s['next_batch']}, step {s['step']} "
                   f"({s['seconds']:.0f} s of training; updated {age:.0f} s ago)")
     table = Table("client", "connected", "connections", "bytes sent", "bytes received")
     for client in s["clients"]:
-        table.add_row(client, "yes" if client in s["connected"] else ("lost" if client in s["absent"] else "no"),
+        table.add_row(escape(client), "yes" if client in s["connected"] else ("lost" if client in s["absent"] else "no"),
                       str(s["connects"].get(client, 0)), f"{s['bytes_sent'].get(client, 0):,}",
                       f"{s['bytes_received'].get(client, 0):,}")
     console.print(table)

@@ -20,9 +20,10 @@ import grpc
 import torch
 
 from splitlearn import experiment
-from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, read_json, write_json_atomic
+from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, write_json_atomic
 from splitlearn.config import RunConfig
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
+from splitlearn.runfiles import POSITION, STATUS, RunFileError, confined, read_checked
 from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
 from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
@@ -170,8 +171,8 @@ def serve(
     position_file = folder / "position.json"
     try:
         stores = {n: FolderCheckpoints(folder / n, tag=tag) for n in sim.parties}
-        state = read_json(position_file) if position_file.exists() else None
-    except CheckpointError as e:
+        state = read_checked(position_file, POSITION) if position_file.exists() else None
+    except (CheckpointError, RunFileError) as e:
         raise DeployError(str(e)) from None
     if state is not None and state.get("tag") != tag:
         raise DeployError(f"{folder} holds checkpoints of another run configuration; remove it or pass --checkpoints")
@@ -183,14 +184,17 @@ def serve(
             stores[name].clear()
         party.resume()
     if state is not None:
-        sim.coordinator.load_state_dict(state["coordinator"])
+        run_dir = confined(state["run_dir"], config.out, source=position_file, field="run_dir")
+        try:
+            sim.coordinator.load_state_dict(state["coordinator"])
+        except ValueError as e:
+            raise DeployError(f"{position_file}: field 'coordinator': {e}") from None
         sim.history = state["history"]
         sim.epoch_first_step = state.get("epoch_first_step")
         if "bytes" in state:  # the byte counts go on from where the crashed process left them
             sim.log.carry(state["bytes"])
         for name, party in sim.parties.items():  # this epoch's losses so far: its train loss averages them all
             party.losses = [(int(s), float(v)) for s, v in state.get("epoch_losses", {}).get(name, [])]
-        run_dir = Path(state["run_dir"])
         co = sim.coordinator
         log_event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
                run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
@@ -311,8 +315,8 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise DeployError(f"{path} does not exist: is {run_dir} a run folder of splitlearn serve?")
     try:
-        return read_json(path)
-    except CheckpointError as e:
+        return read_checked(path, STATUS)
+    except RunFileError as e:
         raise DeployError(str(e)) from None
 
 

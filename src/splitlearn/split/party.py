@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitlearn.checkpoint import CheckpointError
 from splitlearn.split.compression import Compressed, decompress
 from splitlearn.split.messages import (
     Abort,
@@ -778,12 +779,18 @@ class Party:
     def _load(self, found: tuple[int, dict[str, torch.Tensor], dict], at_most: int | None) -> int:
         """Install checkpoint ``found``; forget later checkpoints, losses and penalties."""
         step, tensors, meta = found
+        holds = meta.get("holds") if isinstance(meta, dict) else None
+        if not isinstance(holds, bool):
+            raise CheckpointError(f"{self.name}'s checkpoint of step {step} does not say whether it holds segments")
         self.committed = step
-        if meta["holds"]:
+        if holds:
             if self.modules is None and self.make_modules is None:
                 raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")
             self._install(self.make_modules() if self.modules is None else self.modules)  # a fresh optimiser
-            unpack_state(tensors, meta["state"], self.modules, self.optimizer)
+            try:
+                unpack_state(tensors, meta.get("state"), self.modules, self.optimizer)
+            except ValueError as e:
+                raise CheckpointError(f"{self.name}'s checkpoint of step {step}: {e}") from None
         else:
             self.modules = self.optimizer = None
         if at_most is not None:

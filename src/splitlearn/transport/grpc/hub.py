@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import DecodeError
 
+from splitlearn._text import capped
 from splitlearn.split.messages import Message, ProtocolError
 from splitlearn.split.plan import Plan
 from splitlearn.split.routes import RouteError, Routes
@@ -68,11 +69,6 @@ def _parse(data: bytes) -> _Received:
 
 MAX_REASON = 1000
 """Characters of a refusal's text kept: it may quote names a party chose, of any length."""
-
-
-def capped(text: str, limit: int = MAX_REASON) -> str:
-    """``text``, or its first ``limit`` characters and how many were cut."""
-    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more characters cut]"
 
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["SplitLearning"].full_name
@@ -218,7 +214,7 @@ class HubTransport(InboxTransport):
             offender = blamed if blamed in self._remote else item.sender
             if offender not in self._remote:
                 raise
-            reason = capped(f"{item.kind} of step {item.step} refused: {e}")
+            reason = capped(f"{item.kind} of step {item.step} refused: {e}", MAX_REASON)
             self._expel(offender, reason)
             raise PartyLost(offender, reason, expelled=True) from None
 
@@ -243,7 +239,7 @@ class HubTransport(InboxTransport):
         try:
             for received in requests:
                 if (abort := self._route(name, out, received)) is not None:
-                    abort = _Abort(abort.code, capped(abort.details))  # it may quote what the party sent
+                    abort = _Abort(abort.code, capped(abort.details, MAX_REASON))  # it may quote what the party sent
                     self._lost(name, out, abort.details, expelled=True)  # before the stream's end reports no reason
                     out.put(abort)
                     return
