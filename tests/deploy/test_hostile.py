@@ -3,10 +3,12 @@ the step is rolled back, the server keeps serving, and once the client rejoins, 
 with the weights of an undisturbed run."""
 
 import dataclasses
+import json
 import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -350,3 +352,66 @@ def test_an_insider_off_the_plan_is_cut_off_and_the_others_finish_undisturbed(tm
     ended = _attack_live_serve(tmp_path, certs, caplog, strikes)
     assert ended[-1][0] is grpc.StatusCode.PERMISSION_DENIED, ended  # the hub refused it: off the plan
     _assert_cut_off_as_struck(strikes, ended)
+
+
+# -- an insider that talks but never works stalls the session ----------------------------------------
+
+
+def _manifests_for(seconds: float):
+    def attack(party, _):  # the manifest it announced, again and again: each one was enough to reset --timeout
+        ids = {split: shard.sample_ids for split, shard in party.shards.items()}
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            yield message_to_proto(Manifest(party.name, "coordinator", -1, sample_ids=ids))
+            time.sleep(0.25)
+    return attack
+
+
+def test_an_insider_that_only_repeats_its_manifest_stalls_the_session_which_stops_checkpointed(tmp_path, certs):
+    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
+                                      train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built)).parties
+    target, results = f"localhost:{free_port()}", {}
+
+    def start(name, fn, **kw):
+        def run():
+            try:
+                results[name] = fn(config, certs=certs, insecure=True, **kw)
+            except Exception as e:  # reported by the test thread
+                results[name] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    serve_kw = dict(listen=target, join_timeout=20, timeout=20, rejoin_timeout=20, progress_timeout=3)
+    server = start("server", deploy.serve, **serve_kw)
+    honest = start("client0", deploy.join, server=target, party="client0", out=tmp_path / "client")
+    _wait_reachable(target, None, TIMEOUT)
+    # client1 answers roll backs, and when client0 relays it the shared segments, sends its manifest for 12 s instead
+    insider = _Insider(target, (certs / "client1.token").read_text().strip(), cast["client1"], _manifests_for(12),
+                       when=lambda message: isinstance(message, Weights))
+    began = time.monotonic()
+    server.join(TIMEOUT)
+    stalled = results["server"]
+    assert isinstance(stalled, deploy.DeployError), stalled
+    assert re.search(r"^the session stalled: no progress for 3 s .*; stopped at step (\d+), which every party has checkpointed: "
+                     r"run the same command to resume$", str(stalled)), stalled
+    assert time.monotonic() - began < 12  # it stopped while the manifests still came
+    step = int(re.search(r"stopped at step (\d+)", str(stalled)).group(1))
+    assert step == 11  # the roll back at the start, then client0's turn: 160 samples in batches of 16
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "stalled"
+    position = json.loads((tmp_path / "checkpoints" / "serve" / "position.json").read_text())
+    assert position["coordinator"]["committed"] == step and position["finished"] is False
+    tensors = [(p, k, t) for p in sorted(tmp_path.rglob("*.safetensors")) for k, t in load_file(p).items()]
+    assert [f"{p}: {k}" for p, k, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())] == []
+    insider.thread.join(TIMEOUT)
+    # The same command again, and client1 joining honestly: the run ends with the undisturbed weights.
+    server = start("server", deploy.serve, **serve_kw)
+    client1 = start("client1", deploy.join, server=target, party="client1", out=tmp_path / "client")
+    for t in (server, honest, client1):
+        t.join(TIMEOUT)
+    assert isinstance(results["server"], deploy.ServeResult), results
+    assert all(isinstance(results[c], deploy.JoinResult) for c in ("client0", "client1")), results
+    _check_matches_in_process(config, tmp_path)

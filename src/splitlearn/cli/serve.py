@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="parent folder for the run folder (default: the config's out)")
     p.add_argument("--join-timeout", type=float, default=300.0, help="seconds to wait for every client to join")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds without a message before giving up")
+    p.add_argument("--progress-timeout", type=float, default=600.0,
+                   help="seconds without a finished step (whatever messages come) before stopping at the last checkpoint "
+                        "(default 600); the same command resumes")
     p.add_argument("--checkpoints", help="folder for the server's checkpoints (default: checkpoints/serve beside the runs "
                                          "folder); starting again with the same config resumes from it")
     p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     with operational(args.log_format, terminate):
         result = serve(config, listen=args.listen, certs=args.certs, insecure=args.insecure, join_timeout=args.join_timeout,
-                       timeout=args.timeout, checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every,
+                       timeout=args.timeout, progress_timeout=args.progress_timeout, checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every,
                        rejoin_timeout=args.rejoin_timeout, stop=stop, on_ready=ready, on_epoch=epoch)
         if not result.finished:
             log_event("stopped", f"Stopped; progress is checkpointed. Run the same command to resume {result.run_dir}",

@@ -28,7 +28,7 @@ from splitlearn.simulation import Cast, Simulation, build_parties, save_party_we
 from splitlearn.split.messages import ProtocolError
 from splitlearn.split.party import Party
 from splitlearn.split.transport import ByteTotals, PartyLost
-from splitlearn.transport.grpc import ClientTransport, HubTransport, StreamClosed
+from splitlearn.transport.grpc import ClientTransport, HubTransport, Stalled, StreamClosed
 from splitlearn.transport.serde import Limits
 
 __all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "log_event", "read_status", "serve"]
@@ -128,6 +128,7 @@ def serve(
     insecure: bool = False,
     join_timeout: float = 300.0,
     timeout: float = 300.0,
+    progress_timeout: float = 600.0,
     checkpoints: str | Path | None = None,
     checkpoint_every: int = 20,
     rejoin_timeout: float = 600.0,
@@ -150,18 +151,26 @@ def serve(
     when a step needs it; the step is rolled back everywhere and run again. ``limits`` bounds
     what clients may send (message size, tensor size). Setting ``stop``
     ends the session at the next checkpoint, which it brings forward to the step after the one in
-    progress; the clients wait to reconnect."""
+    progress; the clients wait to reconnect.
+
+    ``timeout`` bounds a wait without any message; ``progress_timeout`` one without progress (no
+    step, relay or roll back finished, whatever messages come meanwhile, as when a party sends its
+    manifest again and again): then the session stops as at ``stop``, at the last step every
+    party checkpointed, and :class:`DeployError` says so; the same command resumes it."""
     if insecure and not is_loopback(listen):
         raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
     if checkpoint_every < 1:
         raise DeployError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+    if not progress_timeout > 0:
+        raise DeployError(f"--progress-timeout must be > 0 seconds, got {progress_timeout:g}")
     built, cast, remote = _remote(config)
     tokens = read_tokens(certs)
     missing = [n for n in remote if n not in tokens]
     if missing:
         raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
     credentials = None if insecure else server_credentials(certs)
-    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout, limits=limits)
+    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout,
+                                                  progress_timeout=progress_timeout, limits=limits)
     c = built.config
     # A record per message would grow without bound: running totals instead.
     sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
@@ -227,6 +236,7 @@ def serve(
                party=party, step=sim.coordinator.committed)
         _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, f"waiting for {party}")
         hub.wait_for_parties([party], timeout=rejoin_timeout)
+        hub.progressed()  # waiting for a lost party is not a stall
         log_event("party_back", f"{party} is back", party=party)
 
     def lost(e: PartyLost) -> None:
@@ -235,6 +245,7 @@ def serve(
                       party=e.party, reason=e.reason, step=sim.coordinator.committed)
 
     sim.coordinator.rejoin, sim.coordinator.on_commit, sim.coordinator.on_lost = rejoin, commit, lost
+    sim.coordinator.on_progress = hub.progressed
     sim.coordinator.checkpoint_every = checkpoint_every
     try:
         try:
@@ -251,6 +262,7 @@ def serve(
                 except TimeoutError:
                     missing = sorted(set(remote) - set(hub.connected()))
                     raise DeployError(f"parties {missing} did not connect within {join_timeout:g} s") from None
+                hub.progressed()  # from now on, the session must move on within progress_timeout
                 sim.coordinator.collect_manifests()
                 break
             except PartyLost as e:
@@ -290,6 +302,14 @@ def serve(
         hub.stop(resume=True)
         _write_status(run_dir, sim, hub, remote, seconds, "stopped")
         return ServeResult(run_dir, metrics, {}, finished=False)
+    except Stalled as e:
+        committed = sim.coordinator.committed
+        experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, remote_parties=list(remote))
+        hub.stop(resume=True)
+        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "stalled")
+        log_event("stalled", f"stalled: {e}", level=logging.WARNING, step=committed)
+        raise DeployError(f"the session stalled: {e}; stopped at step {committed}, which every party has checkpointed: "
+                          "run the same command to resume") from None
     except (TimeoutError, ConnectionError, ProtocolError, CheckpointError) as e:
         raise DeployError(str(e)) from None
     finally:

@@ -94,7 +94,8 @@ class Coordinator:
     checkpoints of the last step all finished) and run again; a lost party is waited for only
     when a step needs it, and rolled back when it is back. ``on_commit()`` is called after every
     finished training step or relay, when :meth:`state_dict` is worth saving; ``on_lost(lost)``
-    each time a party is reported lost (or cut off), with the reason.
+    each time a party is reported lost (or cut off), with the reason; ``on_progress()`` each time
+    the session moves on: a step (of any mode), a relay or a roll back finished.
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class Coordinator:
         self.rejoin: Callable[[str], None] | None = None
         self.on_commit: Callable[[], None] | None = None
         self.on_lost: Callable[[PartyLost], None] | None = None
+        self.on_progress: Callable[[], None] | None = None
         self.committed = 0  # the last step after which every party checkpointed
         self.checkpoint_every = 1  # training steps between checkpoints (also at turn and epoch ends)
         self.epoch, self.next_batch = 1, 0  # where training goes on
@@ -247,6 +249,7 @@ class Coordinator:
         step, expected, _ = issued
         self.transport.run_until(lambda: self._done[step] >= expected)
         del self._done[step]
+        self._progressed()
 
     def relay_to(self, client: str) -> None:
         """Move the shared segments (and optimiser state) from the current holder to ``client``."""
@@ -256,6 +259,7 @@ class Coordinator:
         self.transport.send(RelayRequest(self.name, self.holder, self.step, destination=client, route=self.relay))
         self.transport.run_until(lambda: self._relayed)
         self.holder = client
+        self._progressed()
         self._commit(self.step)
 
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None = None, *, start: int = 0) -> None:
@@ -377,6 +381,11 @@ class Coordinator:
         for party in parties:
             self.transport.send(Abort(self.name, party, self.step, restore_to=restore_to))
         self.transport.run_until(lambda: self._aborted >= set(parties))
+        self._progressed()
+
+    def _progressed(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _await(self, parties: list[str]) -> None:
         """Wait for the lost parties among ``parties`` to be back, and roll each back."""

@@ -22,7 +22,7 @@ from splitlearn.split.messages import (
 )
 from splitlearn.split.routes import RouteError
 from splitlearn.split.transport import MessageLog, PartyLost
-from splitlearn.transport.grpc import RateLimit, StreamClosed
+from splitlearn.transport.grpc import RateLimit, Stalled, StreamClosed
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc
 from splitlearn.transport.serde import message_to_proto
@@ -174,6 +174,31 @@ def test_waits_are_bounded(hub):
         hub.wait_for_parties(["bob"], timeout=0.1)
     with pytest.raises(ProtocolError):
         hub.send(StepDone("coordinator", "carol", 1))
+
+
+@pytest.mark.parametrize("hub", [{"progress_timeout": 0.5}], indirect=True)
+def test_messages_that_move_nothing_on_do_not_hold_a_wait_past_the_progress_timeout(hub, connect):
+    alice = connect("alice")
+    chatter = threading.Event()
+
+    def chat():  # a manifest every 50 ms: a wait bounded only by the time without any message never ends
+        while not chatter.is_set():
+            alice.send(Manifest("alice", "coordinator", -1, sample_ids={"train": torch.arange(3)}))
+            time.sleep(0.05)
+
+    threading.Thread(target=chat, daemon=True).start()
+    try:
+        hub.run_until(lambda: len(hub.received) >= 3, timeout=2)  # no progress clock yet: only the message timeout
+        hub.progressed()
+        began = time.monotonic()
+        with pytest.raises(Stalled, match=r"^no progress for 0.5 s \(last delivered: Manifest alice -> coordinator"):
+            hub.run_until(lambda: False, timeout=2)
+        assert 0.4 < time.monotonic() - began < 1.5 and len(hub.received) >= 8  # while messages kept coming
+        hub.progressed()  # progress restarts the clock
+        more = len(hub.received) + 5
+        hub.run_until(lambda: len(hub.received) >= more, timeout=2)
+    finally:
+        chatter.set()
 
 
 # -- rate limits -----------------------------------------------------------------------------------

@@ -4,9 +4,9 @@
 :class:`ClientTransport` connects one remote party (a client or a hop) to the hub.
 """
 
-from splitlearn.transport.grpc._inbox import StreamClosed
+from splitlearn.transport.grpc._inbox import Stalled, StreamClosed
 from splitlearn.transport.grpc._ratelimit import RateLimit
 from splitlearn.transport.grpc.client import ClientTransport
 from splitlearn.transport.grpc.hub import HubTransport
 
-__all__ = ["ClientTransport", "HubTransport", "RateLimit", "StreamClosed"]
+__all__ = ["ClientTransport", "HubTransport", "RateLimit", "Stalled", "StreamClosed"]

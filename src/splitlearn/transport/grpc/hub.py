@@ -89,12 +89,13 @@ class HubTransport(InboxTransport):
     :meth:`run_until` raises :class:`~splitlearn.split.transport.PartyLost` once for that party;
     messages to a party that is not connected are dropped meanwhile. ``max_parties`` bounds the
     concurrent streams (one server thread each). Observers see every message once, one at a time,
-    on the thread that sends or receives it.
+    on the thread that sends or receives it. ``timeout`` and ``progress_timeout`` bound waits
+    (see :class:`~splitlearn.transport.grpc._inbox.InboxTransport`).
     """
 
     def __init__(self, tokens: Mapping[str, str], *, plan: Plan, limits: Limits = Limits(), timeout: float = 300.0,
-                 max_parties: int = 64, rate: RateLimit | None = RateLimit()) -> None:
-        super().__init__(timeout)
+                 progress_timeout: float | None = None, max_parties: int = 64, rate: RateLimit | None = RateLimit()) -> None:
+        super().__init__(timeout, progress_timeout=progress_timeout)
         self._routes = Routes(plan)
         self.limits = limits
         self._rate = rate
