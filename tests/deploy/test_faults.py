@@ -97,7 +97,8 @@ def test_server_stopped_mid_epoch_resumes_and_the_result_is_unchanged(tmp_path, 
     assert code == 0, out
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
-    assert names[:2] == ["resume", "listening"] and names[-1] == "finished" and names.count("epoch") >= 1, names
+    assert names[:3] == ["resume", "run_folder", "listening"] and names[-1] == "finished" and names.count("epoch") >= 1, names
+    assert events[1]["run"] == events[-1]["run"] == str(next((tmp_path / "runs").iterdir()))  # named at the start
     assert events[0]["step"] >= (25 - every if how == signal.SIGKILL else 25)
     assert all({"time", "level", "message"} <= set(e) for e in events)
     for proc in joins:

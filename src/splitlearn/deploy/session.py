@@ -209,6 +209,8 @@ def serve(
                run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
     else:
         run_dir = experiment.new_run_dir(config)
+    log_event("run_folder", f"run folder: {run_dir} (config.json, metrics.json, status.json; `splitlearn status {run_dir}` "
+                            "shows progress once every client has joined)", run=str(run_dir))
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
     last_status = [0.0]
     data: dict[str, str] = {}  # the clients' manifest digests, once they have announced
