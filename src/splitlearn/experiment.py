@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import DATASETS, EMBEDDED, load_dataset
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
-from splitlearn.runfiles import METRICS, VERSIONED, check, read_checked
+from splitlearn.runfiles import METRICS, POSITION_IN_PROCESS, VERSIONED, check, read_checked
 from splitlearn.simulation import Simulation, role_labels
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
@@ -275,6 +277,46 @@ class TrainedRun(NamedTuple):
     sim: Simulation  # the parties as trained, for attacks and analysis in the same process
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); ``run_dir`` holds every party's checkpoint of ``step``,
+    from which ``train(config, resume=run_dir)`` (``splitlearn train --resume``) goes on."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted; {run_dir} holds every party's checkpoint of step {step}")
+        self.run_dir, self.step = run_dir, step
+
+
+def fingerprint(config: RunConfig) -> str:
+    """A short hash of what decides the parties' segments and data: checkpoints carry it, so a
+    process never resumes from another configuration's checkpoints."""
+    d = config.to_dict()
+    d.pop("out", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+CHECKPOINTS = "checkpoints"
+"""The folder of a run folder holding each party's checkpoints and ``position.json`` while it trains."""
+
+
+def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The position an interrupted run folder of ``config`` stands at (None: it was interrupted
+    before its first checkpoint); ``ValueError`` unless it is such a folder."""
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    if load_config(run_dir / "config.json") != config:
+        raise ValueError(f"{run_dir} is a run of another configuration: resume it with its own config.json")
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and read_checked(metrics, VERSIONED | {"required": ["splitlearn_version", "finished"]})["finished"]:
+        raise ValueError(f"{run_dir} has finished: there is nothing to resume")
+    position = run_dir / CHECKPOINTS / "position.json"
+    if not position.is_file():
+        return None
+    state = read_checked(position, POSITION_IN_PROCESS)
+    if state["tag"] != fingerprint(config):
+        raise ValueError(f"{position}: its checkpoints are of another configuration")
+    return state
+
+
 def train(
     config: RunConfig,
     *,
@@ -282,6 +324,8 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     observers: Sequence[Callable[[Message], None]] = (),
     data: tuple[Any, Any] | None = None,
+    resume: str | Path | None = None,
+    checkpoint_every: int = 20,
 ) -> TrainedRun:
     """Train as configured; write the run folder; return it with the metrics and the parties.
 
@@ -290,9 +334,19 @@ def train(
     map-style Datasets of (x, y) pairs) instead of ``config.data``; the run folder, its metrics
     (DCOR per epoch) and ``splitlearn report`` work as for any run. ``splitlearn predict`` needs
     data it can load again, so it does not apply to such a run.
+
+    While it trains, every party checkpoints in ``<run>/checkpoints`` every ``checkpoint_every``
+    steps and at the end of each client's turn and epoch. Interrupted (Ctrl-C), it raises
+    :class:`Interrupted`; ``resume=<run>`` with the same config (and data) goes on from the last
+    checkpoint to the weights an uninterrupted run reaches, bit for bit on the same device. The
+    checkpoints are removed once the run has finished. The accounting (FLOPs, memory, bytes) of a
+    resumed run covers the steps run since it was resumed.
     """
     if data is not None and config.data.name in DATASETS:
         config = config.override({"data.name": "own-data"})  # the run folder must not claim a data set it did not use
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    state = None if resume is None else _resumable(Path(resume), config)
     built = build(config, data=data)
     meter = FlopMeter()
     privacy = config.privacy
@@ -300,23 +354,44 @@ def train(
     nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
     sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
     sim.transport.observers.extend(observers)
-    run_dir = new_run_dir(config)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    start = time.perf_counter()
+    if resume is None:
+        run_dir = new_run_dir(config)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    else:
+        run_dir = Path(resume)
+    folder, tag = run_dir / CHECKPOINTS, fingerprint(config)
+    sim.checkpoint_to(folder, tag=tag, fresh=state is None)
+    if state is not None:
+        sim.go_on_from(state)
+        sim.coordinator.restart()  # every party back to the last step all checkpointed
+        if nopeek is not None:
+            nopeek.set_epoch(len(sim.history) + 1)
+    start = time.perf_counter() - (state or {}).get("seconds", 0.0)
+    sim.coordinator.checkpoint_every = checkpoint_every
+    sim.coordinator.on_commit = lambda: write_json_atomic(
+        folder / "position.json", {"tag": tag, "seconds": time.perf_counter() - start} | sim.position())
+    extra = {} if state is None else {"resumed_at_step": state["coordinator"]["committed"]}
 
     def epoch_done(record: dict[str, Any]) -> None:
         record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)
         if nopeek is not None:
             record["nopeek_weight"] = nopeek.weight
             nopeek.set_epoch(record["epoch"] + 1)
-        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter))
+        sim.coordinator.on_commit()  # the epoch's record joins the position
+        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter), **extra)
         if on_epoch is not None:
             on_epoch(record)
 
-    sim.fit(config.train.epochs, on_step=on_step, on_epoch=epoch_done)
+    try:
+        if (remaining := config.train.epochs - len(sim.history)) > 0:
+            sim.fit(remaining, on_step=on_step, on_epoch=epoch_done)
+    except KeyboardInterrupt:
+        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter), **extra)
+        raise Interrupted(run_dir, sim.coordinator.committed) from None
     sim.save_weights(run_dir / "weights")
-    metrics = write_metrics(run_dir, sim, time.perf_counter() - start, finished=True, accounting=account(sim, meter))
+    metrics = write_metrics(run_dir, sim, time.perf_counter() - start, finished=True, accounting=account(sim, meter), **extra)
+    shutil.rmtree(folder)
     return TrainedRun(run_dir, metrics, sim)
 
 

@@ -17,7 +17,7 @@ from jsonschema.exceptions import best_match
 
 from splitlearn._text import capped
 
-__all__ = ["ATTACKS", "METRICS", "POSITION", "STATUS", "VERSIONED", "RunFileError", "check", "confined", "read_checked"]
+__all__ = ["ATTACKS", "METRICS", "POSITION", "POSITION_IN_PROCESS", "STATUS", "VERSIONED", "RunFileError", "check", "confined", "read_checked"]
 
 _TEXT_LIMIT = 200  # characters of a field's value quoted in an error: a planted file may hold megabytes
 
@@ -76,24 +76,29 @@ ATTACKS = {
 }
 """``attacks.json``: what each attack achieved (numbers), and the number of classes."""
 
+_POSITION_FIELDS = {
+    "tag": {"type": "string"}, "seconds": _NUMBER,
+    "coordinator": {"type": "object", "required": ["step", "committed", "holder", "epoch", "next_batch"],
+                    "properties": {"step": _INT, "committed": _INT, "holder": {"type": ["string", "null"]},
+                                   "epoch": _INT, "next_batch": _INT}},
+    "history": {"type": "array", "items": _EPOCH},
+    "epoch_first_step": {"type": ["integer", "null"], "minimum": 0},
+    "epoch_losses": {"type": "object", "additionalProperties": {
+        "type": "array", "items": {"type": "array", "prefixItems": [_INT, _NUMBER], "minItems": 2, "maxItems": 2}}},
+    "bytes": {"type": "object", "required": ["messages", "sender", "receiver", "kind"],
+              "properties": {"messages": _INT, "sender": _COUNTS, "receiver": _COUNTS, "kind": _COUNTS}},
+}
+
+POSITION_IN_PROCESS = {"type": "object", "required": ["tag", "seconds", "coordinator", "history"], "properties": _POSITION_FIELDS}
+"""``checkpoints/position.json`` of a run folder that ``splitlearn train`` is writing: where training stands."""
+
 POSITION = {
     "type": "object",
     "required": ["tag", "run_dir", "finished", "seconds", "coordinator", "history"],
-    "properties": {
-        "tag": {"type": "string"}, "run_dir": {"type": "string"}, "finished": {"type": "boolean"}, "seconds": _NUMBER,
-        "coordinator": {"type": "object", "required": ["step", "committed", "holder", "epoch", "next_batch"],
-                        "properties": {"step": _INT, "committed": _INT, "holder": {"type": ["string", "null"]},
-                                       "epoch": _INT, "next_batch": _INT}},
-        "history": {"type": "array", "items": _EPOCH},
-        "epoch_first_step": {"type": ["integer", "null"], "minimum": 0},
-        "epoch_losses": {"type": "object", "additionalProperties": {
-            "type": "array", "items": {"type": "array", "prefixItems": [_INT, _NUMBER], "minItems": 2, "maxItems": 2}}},
-        "data": {"type": "object", "additionalProperties": {"type": "string"}},
-        "bytes": {"type": "object", "required": ["messages", "sender", "receiver", "kind"],
-                  "properties": {"messages": _INT, "sender": _COUNTS, "receiver": _COUNTS, "kind": _COUNTS}},
-    },
+    "properties": _POSITION_FIELDS | {"run_dir": {"type": "string"}, "finished": {"type": "boolean"},
+                                      "data": {"type": "object", "additionalProperties": {"type": "string"}}},
 }
-"""``position.json`` of a server's checkpoint folder: where training stands."""
+"""``position.json`` of a server's checkpoint folder: where training stands, and in which run folder."""
 
 
 def _field(path: Any) -> str:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from splitlearn._text import capped
-from splitlearn.checkpoint import CheckpointError, first_nonfinite
+from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, first_nonfinite
 from splitlearn.data.dataset import as_array_dataset
 from splitlearn.data.partition import deal, vertical_split
 from splitlearn.split.configs import Split
@@ -34,6 +34,17 @@ from splitlearn.split.transport import ByteTotals, MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
 __all__ = ["Cast", "Simulation", "build_parties", "role_labels", "save_party_weights"]
+
+
+def _epoch_losses(losses: list[tuple[int, float]], first: int | None) -> list[tuple[int, float]]:
+    """The (step, loss) pairs after step ``first`` of a party's list, which is in step order: read
+    from its end, so that saving the position does not grow with the session."""
+    if first is None:
+        return []
+    i = len(losses)
+    while i and losses[i - 1][0] > first:
+        i -= 1
+    return losses[i:]
 
 
 class _Data(Protocol):
@@ -349,6 +360,44 @@ class Simulation:
         """The party scoring each task: task -> party name (here or elsewhere)."""
         group, holder = self.coordinator.group_role, self.coordinator.holder
         return {h.task: holder if h.label_role == group else h.label_role for h in self.plan.root.heads}
+
+    # -- checkpoints and resume ----------------------------------------------------------------
+
+    def checkpoint_to(self, folder: str | Path, *, tag: str, fresh: bool) -> None:
+        """Each party here checkpoints in ``folder/<party>`` (when the coordinator commits a step)
+        and starts from its newest checkpoint there, or, if ``fresh``, forgets them and saves its
+        present state as step 0. ``tag`` (a fingerprint of the run's configuration) makes a party
+        refuse another configuration's checkpoints."""
+        for name, party in self.parties.items():
+            store = FolderCheckpoints(Path(folder) / name, tag=tag)
+            if fresh:
+                store.clear()
+            party.checkpoints = store
+            party.resume()
+
+    def position(self) -> dict[str, Any]:
+        """Where training stands at the last step every party checkpointed, as JSON: the
+        coordinator's state, the epochs so far and, of the epoch in progress, each party's losses
+        up to that step (its train loss averages them all); the byte totals where they are kept
+        as totals. :meth:`go_on_from` takes it in a new process."""
+        first, committed = self.epoch_first_step, self.coordinator.committed
+        losses = {n: [[s, v] for s, v in _epoch_losses(p.losses, first) if s <= committed] for n, p in self.parties.items()}
+        out = {"coordinator": self.coordinator.state_dict(), "history": self.history, "epoch_first_step": first,
+               "epoch_losses": losses}
+        if isinstance(self.log, ByteTotals):
+            out["bytes"] = self.log.state()
+        return out
+
+    def go_on_from(self, position: Mapping[str, Any]) -> None:
+        """Take up :meth:`position` of an earlier process (after :meth:`checkpoint_to`); then
+        ``coordinator.restart()`` rolls every party back to its step, once all are connected."""
+        self.coordinator.load_state_dict(position["coordinator"])
+        self.history = list(position["history"])
+        self.epoch_first_step = position.get("epoch_first_step")
+        if "bytes" in position and isinstance(self.log, ByteTotals):  # totals go on from where that process left them
+            self.log.carry(position["bytes"])
+        for name, party in self.parties.items():
+            party.losses = [(int(s), float(v)) for s, v in position.get("epoch_losses", {}).get(name, [])]
 
     # -- weights on disk -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,6 +80,8 @@ def add_parser(sub) -> None:
     p.add_argument("--compression", choices=COMPRESSION_CODECS,
                    help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
     p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of each sample's values sent (default 0.1)")
+    p.add_argument("--resume", metavar="RUN", help="go on with an interrupted run folder (Ctrl-C) from its last checkpoint, "
+                                                   "with its own config.json; to the weights an uninterrupted run reaches")
 
 
 def _cost_table(acc: dict) -> Table:
@@ -99,7 +102,13 @@ def _cost_table(acc: dict) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
-    config = load_config(args.config, overrides)
+    if args.resume is not None:
+        given = ["--config"] * (args.config is not None) + [f"--{flag.replace('_', '-')}" for flag in FLAGS if getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"--resume goes on with the run's own config.json; drop {', '.join(given)}")
+        if not (Path(args.resume) / "config.json").is_file():
+            raise FileNotFoundError(f"{args.resume} is not a run folder: it has no config.json")
+    config = load_config(Path(args.resume) / "config.json" if args.resume else args.config, overrides)
     console = Console()
     c = config
     console.print(
@@ -107,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         f"{c.split.clients} client(s), {c.train.epochs} epochs, device {c.train.device}"
         + ("" if c.compression.codec == "none" else f", {codec_label(c.compression.codec, c.compression.topk_ratio)} at the cut")
     )
+    if args.resume:
+        console.print(f"resuming {args.resume} from its last checkpoint", soft_wrap=True, highlight=False)
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("epoch 1", total=None)
@@ -122,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
             line += f", leakage DCOR(X, Z) {record['dcor']:.3f}" if "dcor" in record else ""
             console.log(line + (" [bold red]smashed data collapsed to a constant[/]" if record.get("collapsed") else ""))
 
-        run_dir, metrics, _ = experiment.train(config, on_step=on_step, on_epoch=on_epoch)
+        try:
+            run_dir, metrics, _ = experiment.train(config, on_step=on_step, on_epoch=on_epoch, resume=args.resume)
+        except experiment.Interrupted as stop:
+            progress.stop()
+            console.print(f"Interrupted. {stop.run_dir} holds every party's checkpoint of step {stop.step}; "
+                          f"`splitlearn train --resume {stop.run_dir}` goes on from there", soft_wrap=True, highlight=False)
+            return 130
     table = Table(title="Accuracy per epoch")
     table.add_column("epoch", justify="right")
     table.add_column("train loss", justify="right")

@@ -31,7 +31,7 @@ from splitlearn.split.transport import ByteTotals, PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, Stalled, StreamClosed
 from splitlearn.transport.serde import Limits
 
-__all__ = ["JoinResult", "ServeResult", "fingerprint", "is_loopback", "join", "log_event", "read_status", "serve"]
+__all__ = ["JoinResult", "ServeResult", "is_loopback", "join", "log_event", "read_status", "serve"]
 
 
 _log = logging.getLogger("splitlearn.deploy")
@@ -43,14 +43,6 @@ def log_event(event: str, message: str, *, level: int = logging.INFO, **fields: 
     _log.log(level, message, extra={"event": event, "fields": fields})
 
 
-def fingerprint(config: RunConfig) -> str:
-    """A short hash of what decides the parties' segments and data: checkpoints carry it, so a
-    process never resumes from another configuration's checkpoints."""
-    d = config.to_dict()
-    d.pop("out", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _manifest_digests(sim: Simulation) -> dict[str, str]:
     """Per data party, a hash of the sample ids it announced: a session resumes only on the same data."""
     out = {}
@@ -60,17 +52,6 @@ def _manifest_digests(sim: Simulation) -> dict[str, str]:
             h.update(split.encode() + b"\0" + torch.sort(ids).values.numpy().tobytes())
         out[party] = h.hexdigest()[:16]
     return out
-
-
-def _epoch_losses(losses: list[tuple[int, float]], first: int | None) -> list[tuple[int, float]]:
-    """The (step, loss) pairs after step ``first`` of a party's list, which is in step order: read
-    from its end, so that saving the position does not grow with the session."""
-    if first is None:
-        return []
-    i = len(losses)
-    while i and losses[i - 1][0] > first:
-        i -= 1
-    return losses[i:]
 
 
 class _Stopped(Exception):
@@ -175,35 +156,27 @@ def serve(
     # A record per message would grow without bound: running totals instead.
     sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                      batch_size=c.train.batch_size, seed=c.train.seed, log=ByteTotals())
-    tag = fingerprint(config)
+    tag = experiment.fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
     try:
-        stores = {n: FolderCheckpoints(folder / n, tag=tag) for n in sim.parties}
         state = read_checked(position_file, POSITION) if position_file.exists() else None
-    except (CheckpointError, RunFileError) as e:
+    except RunFileError as e:
         raise DeployError(str(e)) from None
-    if state is not None and state.get("tag") != tag:
+    if state is not None and state["tag"] != tag:
         raise DeployError(f"{folder} holds checkpoints of another run configuration; remove it or pass --checkpoints")
-    if state is not None and state.get("finished"):
+    if state is not None and state["finished"]:
         state = None  # that session finished: start a new one
-    for name, party in sim.parties.items():
-        party.checkpoints = stores[name]
-        if state is None:
-            stores[name].clear()
-        party.resume()
+    try:
+        sim.checkpoint_to(folder, tag=tag, fresh=state is None)
+    except CheckpointError as e:
+        raise DeployError(str(e)) from None
     if state is not None:
         run_dir = confined(state["run_dir"], config.out, source=position_file, field="run_dir")
         try:
-            sim.coordinator.load_state_dict(state["coordinator"])
+            sim.go_on_from(state)
         except ValueError as e:
             raise DeployError(f"{position_file}: field 'coordinator': {e}") from None
-        sim.history = state["history"]
-        sim.epoch_first_step = state.get("epoch_first_step")
-        if "bytes" in state:  # the byte counts go on from where the crashed process left them
-            sim.log.carry(state["bytes"])
-        for name, party in sim.parties.items():  # this epoch's losses so far: its train loss averages them all
-            party.losses = [(int(s), float(v)) for s, v in state.get("epoch_losses", {}).get(name, [])]
         co = sim.coordinator
         log_event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
                run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
@@ -217,12 +190,8 @@ def serve(
 
     def save_position(*, finished: bool) -> float:
         seconds = time.perf_counter() - start
-        first, committed = sim.epoch_first_step, sim.coordinator.committed
-        losses = {n: [[s, v] for s, v in _epoch_losses(p.losses, first) if s <= committed] for n, p in sim.parties.items()}
         write_json_atomic(position_file, {"tag": tag, "run_dir": str(run_dir), "finished": finished, "seconds": seconds,
-                                          "coordinator": sim.coordinator.state_dict(), "history": sim.history,
-                                          "epoch_first_step": first, "epoch_losses": losses, "data": data,
-                                          "bytes": sim.log.state()})
+                                          "data": data} | sim.position())
         return seconds
 
     def commit() -> None:
@@ -432,7 +401,7 @@ def join(
     if share_scores is not None:
         me.share_scores = share_scores
     try:
-        me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=fingerprint(config))
+        me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=experiment.fingerprint(config))
         if step := me.resume():
             log_event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
     except CheckpointError as e:
