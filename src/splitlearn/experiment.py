@@ -40,7 +40,7 @@ from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.messages import Message
-from splitlearn.split.party import Shard
+from splitlearn.split.party import Party, Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
 from splitlearn.split.state import OptimizerSpec
 
@@ -395,9 +395,29 @@ def train(
     return TrainedRun(run_dir, metrics, sim)
 
 
+def party_leakage(party: Party, *, split: str = "test", batch_size: int = 64,
+                  shuffled: bool = False) -> tuple[dict[str, float], bool]:
+    """Held-out DCOR(X, Z) between ``party``'s raw features of ``split`` and the smashed data
+    each of its data segments sends, computed on its own data (node -> DCOR; none where it holds
+    no segments or fewer than ``batch_size`` samples); and whether any Z has collapsed."""
+    shard = party.shards.get(split)
+    by_node, collapsed = {}, False
+    if not party.holds_weights or shard is None or shard.features is None or len(shard.features) < batch_size:
+        return by_node, collapsed
+    for node in (n for n in party.nodes.values() if not n.inputs):
+        module = party.modules[node.name]
+        was_training = module.training
+        module.eval()
+        encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
+        by_node[node.name] = leakage(encode, shard.features, batch_size=batch_size, shuffled=shuffled)
+        with torch.no_grad():
+            collapsed |= detect_collapse(encode(shard.features[: 4 * batch_size]))
+        module.train(was_training)
+    return by_node, collapsed
+
+
 def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64, shuffled: bool = False) -> dict[str, Any]:
-    """Held-out DCOR(X, Z) between each data party's raw features and the smashed data its
-    segment sends, computed by that party on its own data; and whether Z has collapsed.
+    """Held-out DCOR(X, Z) of every data party here (:func:`party_leakage`), and whether Z has collapsed.
 
     Returns ``dcor`` (the mean over data parties), ``dcor_by_party`` and ``collapsed``. With
     ``shuffled=True``, ``dcor`` is the statistic's floor at this batch size instead: X against
@@ -405,21 +425,9 @@ def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64
     """
     by_party, collapsed = {}, False
     for name, party in sim.parties.items():
-        shard = party.shards.get(split)
-        if not party.holds_weights or shard is None or shard.features is None:
-            continue
-        for node in (n for n in party.nodes.values() if not n.inputs):
-            module = party.modules[node.name]
-            features = shard.features
-            if len(features) < batch_size:
-                continue
-            was_training = module.training
-            module.eval()
-            encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
-            by_party[f"{name}/{node.name}" if len(party.nodes) > 1 else name] = leakage(encode, features, batch_size=batch_size, shuffled=shuffled)
-            with torch.no_grad():
-                collapsed |= detect_collapse(encode(features[: 4 * batch_size]))
-            module.train(was_training)
+        by_node, hit = party_leakage(party, split=split, batch_size=batch_size, shuffled=shuffled)
+        collapsed |= hit
+        by_party |= {(f"{name}/{node}" if len(party.nodes) > 1 else name): d for node, d in by_node.items()}
     if not by_party:
         return {}
     return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}

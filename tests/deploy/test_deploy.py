@@ -2,6 +2,7 @@
 what ``splitlearn train`` trains in one process, and refuse clients with bad credentials."""
 
 import json
+import re
 import shutil
 
 import grpc
@@ -51,8 +52,12 @@ def _check_matches_in_process(config, tmp_path, *, shared_scores: bool = False) 
         assert scores(served) == [{}] * len(served)
 
 
-def _join(spawn, config, target, party, certs, out):
-    return spawn("join", "--config", config, "--server", target, "--party", party, "--certs", certs, "--out", out)
+def _join(spawn, config, target, party, certs, out, *extra):
+    return spawn("join", "--config", config, "--server", target, "--party", party, "--certs", certs, "--out", out, *extra)
+
+
+def _events(out: str, name: str) -> list[dict]:
+    return [e for e in map(json.loads, (line for line in out.splitlines() if line.startswith("{"))) if e["event"] == name]
 
 
 def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp_path, certs, spawn, capsys):
@@ -90,7 +95,8 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     anonymous.close()
     assert refused.value.code is grpc.StatusCode.UNAVAILABLE
 
-    joins = [_join(spawn, config, target, c, certs, tmp_path / "client") for c in ("client0", "client1")]
+    joins = [_join(spawn, config, target, "client0", certs, tmp_path / "client"),
+             _join(spawn, config, target, "client1", certs, tmp_path / "client", "--log-format", "json")]
     outs = []
     for proc in (server, *joins):
         code, out = finish(proc)
@@ -98,6 +104,16 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
         outs.append(out)
     assert "(mutual TLS + tokens)" in outs[0] and "weights in" in outs[2]
     _check_matches_in_process(config, tmp_path)
+    # Each join says what it did in each epoch, with the leakage it measured on its own held-out data:
+    # client0 when it hands the segments on, client1 (which holds them at each epoch's end) as the
+    # evaluation begins, the same DCOR the in-process run reports.
+    said = re.findall(r"client0: epoch (\d): (\d+) training steps here, leakage DCOR\(X, Z\) 0\.\d{3} on its held-out data", outs[1])
+    assert [epoch for epoch, _ in said] == ["1", "2"] and said[0][1] == said[1][1] != "0", outs[1]
+    assert "client0: connected to" in outs[1]
+    lines = _events(outs[2], "epoch")
+    local = json.loads(next((tmp_path / "local").iterdir()).joinpath("metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in lines] == [1, 2] and lines[0]["steps"] == lines[1]["steps"] > 0
+    assert [e["dcor"] for e in lines] == [e["dcor_by_party"]["client1"] for e in local]
 
 
 def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):

@@ -25,7 +25,7 @@ from splitlearn.config import RunConfig
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
 from splitlearn.runfiles import POSITION, STATUS, RunFileError, confined, read_checked
 from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
-from splitlearn.split.messages import ProtocolError
+from splitlearn.split.messages import Message, ProtocolError, RelayRequest, StartStep
 from splitlearn.split.party import Party
 from splitlearn.split.transport import ByteTotals, PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, Stalled, StreamClosed
@@ -321,6 +321,43 @@ class JoinResult:
     losses: list[tuple[int, float]]  # (step, loss) of the heads scored here
 
 
+class _EpochLines:
+    """What ``join`` logs of each epoch as its party sees it, once its part of the epoch is over
+    (it hands the segments on, or the evaluation begins): the training steps it ran, the mean
+    loss it scored (where it computes the loss) and DCOR(X, Z) of its segment on its own held-out
+    data. A party's watcher: it sees every message the party acts on."""
+
+    def __init__(self, party: Party, *, leakage_batch_size: int) -> None:
+        self.party, self.leakage_batch_size = party, leakage_batch_size
+        self.epoch: int | None = None
+        self.steps = self.first_step = 0
+
+    def __call__(self, msg: Message) -> None:
+        if isinstance(msg, StartStep) and msg.mode == "train":
+            if msg.epoch != self.epoch:
+                self.flush()
+                self.epoch, self.steps, self.first_step = msg.epoch, 0, msg.step
+            self.steps += 1
+        elif isinstance(msg, RelayRequest) or isinstance(msg, StartStep):  # its turn, or the epoch's training, is over
+            self.flush()
+
+    def flush(self) -> None:
+        if self.epoch is None:
+            return
+        p, fields = self.party, {"epoch": self.epoch, "steps": self.steps}
+        text = f"{p.name}: epoch {self.epoch}: {self.steps} training steps here"
+        losses = [v for s, v in p.losses if s >= self.first_step]
+        if losses:
+            fields["train_loss"] = sum(losses) / len(losses)
+            text += f", train loss {fields['train_loss']:.4f}"
+        by_node, collapsed = experiment.party_leakage(p, batch_size=self.leakage_batch_size)
+        if by_node:
+            fields["dcor"] = sum(by_node.values()) / len(by_node)
+            text += f", leakage DCOR(X, Z) {fields['dcor']:.3f} on its held-out data" + (" (collapsed)" if collapsed else "")
+        log_event("epoch", text, party=p.name, **fields)
+        self.epoch = None
+
+
 _REJECTED = {grpc.StatusCode.UNAUTHENTICATED: "rejected credentials", grpc.StatusCode.PERMISSION_DENIED: "rejected credentials",
              grpc.StatusCode.ALREADY_EXISTS: "refused"}
 
@@ -400,6 +437,8 @@ def join(
     me = cast.parties[party]
     if share_scores is not None:
         me.share_scores = share_scores
+    epochs = _EpochLines(me, leakage_batch_size=config.privacy.leakage_batch_size)
+    me.watchers.append(epochs)
     try:
         me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=experiment.fingerprint(config))
         if step := me.resume():
@@ -413,6 +452,7 @@ def join(
         me.connect(transport)
         try:
             transport.connect(server, name=party, token=token, credentials=credentials)
+            log_event("connected", f"{party}: connected to {server}", party=party, server=server)
             if party in cast.data_parties:
                 me.announce()
             transport.serve()
@@ -427,4 +467,5 @@ def join(
             raise DeployError(f"session failed: {e}") from None
         finally:
             transport.close()
+    epochs.flush()
     return JoinResult(party, save_party_weights([me], Path(out)).get(party), me.losses)

@@ -241,7 +241,7 @@ class Coordinator:
         checkpoint = checkpoint and mode == "train"
         for party in parties:
             self.transport.send(StartStep(self.name, party, self.step, mode=mode, split=split, sample_ids=batch.sample_ids,
-                                          bindings=batch.bindings, checkpoint=checkpoint))
+                                          bindings=batch.bindings, checkpoint=checkpoint, epoch=self.epoch))
         return self.step, set(parties), checkpoint
 
     def _finish(self, issued: tuple[int, set[str], bool]) -> None:

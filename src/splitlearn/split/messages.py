@@ -107,13 +107,15 @@ class Manifest(Message):
 class StartStep(Message):
     """Coordinator to every party of a step: which party plays each role (``bindings``) and the
     batch (``sample_ids`` of ``split``); data parties and label owners start on it. With
-    ``checkpoint``, parties that keep checkpoints save their state once the step is done."""
+    ``checkpoint``, parties that keep checkpoints save their state once the step is done.
+    ``epoch``: the training epoch the step belongs to (0 outside training), for progress reports."""
 
     mode: Mode
     split: str
     sample_ids: torch.Tensor
     bindings: dict[str, str] = field(default_factory=dict)
     checkpoint: bool = True
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

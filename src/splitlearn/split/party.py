@@ -256,6 +256,7 @@ class Party:
         self.floor = 0  # messages of earlier steps belong to an aborted attempt and are dropped
         self.fenced = False  # restarted from a checkpoint: no part in any step until the coordinator's Abort
         self.committed = 0  # the last step this party finished for good (checkpointed, where it keeps checkpoints)
+        self.watchers: list[Callable[[Message], None]] = []  # see each message it takes part on, before it acts on it
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -293,6 +294,8 @@ class Party:
             return self._abort(msg)
         if self.fenced:
             return  # sent before this restarted party was rolled back
+        for watch in self.watchers:
+            watch(msg)
         self._check_declared(msg)
         try:
             msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+splitlearn/transport/proto/splitlearn.proto\x12\rsplitlearn.v1\"\xa9\x01\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.splitlearn.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12)\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x17.splitlearn.v1.Encoding\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\nzero_point\x18\x06 \x01(\r\x12\x0f\n\x07indices\x18\x07 \x01(\x0c\"A\n\x0bTensorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"8\n\tTensorMap\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.splitlearn.v1.TensorEntry\"F\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x10\n\x08receiver\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\"8\n\x08Manifest\x12,\n\nsample_ids\x18\x01 \x01(\x0b\x32\x18.splitlearn.v1.TensorMap\"&\n\x07\x42inding\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\"\xa6\x01\n\tStartStep\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.splitlearn.v1.Mode\x12\r\n\x05split\x18\x02 \x01(\t\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12(\n\x08\x62indings\x18\x04 \x03(\x0b\x32\x16.splitlearn.v1.Binding\x12\x12\n\ncheckpoint\x18\x05 \x01(\x08\"\x9b\x01\n\nActivation\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.splitlearn.v1.Mode\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12%\n\x06tensor\x18\x04 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x05 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"K\n\x08Gradient\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12%\n\x06tensor\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"h\n\x06Labels\x12\x0c\n\x04task\x18\x01 \x01(\t\x12%\n\x06labels\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"h\n\x06Output\x12\x0c\n\x04task\x18\x01 \x01(\t\x12%\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"3\n\x08StepDone\x12\'\n\x03tag\x18\x01 \x01(\x0e\x32\x1a.splitlearn.v1.StepDoneTag\"H\n\x0cRelayRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12#\n\x05route\x18\x02 \x01(\x0e\x32\x14.splitlearn.v1.Route\"U\n\x07Weights\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0b\x32\x18.splitlearn.v1.TensorMap\x12\x0c\n\x04meta\x18\x03 \x01(\t\"\x1b\n\x05\x41\x62ort\x12\x12\n\nrestore_to\x18\x01 \x01(\x03\"\x1d\n\x0cScoreRequest\x12\r\n\x05split\x18\x01 \x01(\t\"%\n\x06Scores\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04meta\x18\x02 \x01(\t\"\xdb\x04\n\x08\x45nvelope\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.splitlearn.v1.Header\x12+\n\x08manifest\x18\x02 \x01(\x0b\x32\x17.splitlearn.v1.ManifestH\x00\x12.\n\nstart_step\x18\x03 \x01(\x0b\x32\x18.splitlearn.v1.StartStepH\x00\x12/\n\nactivation\x18\x04 \x01(\x0b\x32\x19.splitlearn.v1.ActivationH\x00\x12+\n\x08gradient\x18\x05 \x01(\x0b\x32\x17.splitlearn.v1.GradientH\x00\x12\'\n\x06labels\x18\x06 \x01(\x0b\x32\x15.splitlearn.v1.LabelsH\x00\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x15.splitlearn.v1.OutputH\x00\x12,\n\tstep_done\x18\x08 \x01(\x0b\x32\x17.splitlearn.v1.StepDoneH\x00\x12\x34\n\rrelay_request\x18\t \x01(\x0b\x32\x1b.splitlearn.v1.RelayRequestH\x00\x12)\n\x07weights\x18\n \x01(\x0b\x32\x16.splitlearn.v1.WeightsH\x00\x12%\n\x05\x61\x62ort\x18\x0b \x01(\x0b\x32\x14.splitlearn.v1.AbortH\x00\x12\x34\n\rscore_request\x18\x0c \x01(\x0b\x32\x1b.splitlearn.v1.ScoreRequestH\x00\x12\'\n\x06scores\x18\r \x01(\x0b\x32\x15.splitlearn.v1.ScoresH\x00\x42\x06\n\x04\x62ody*\xae\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x02\x12\x11\n\rDTYPE_FLOAT32\x10\x03\x12\x11\n\rDTYPE_FLOAT64\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x0f\n\x0b\x44TYPE_INT32\x10\x06\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x07\x12\x0e\n\nDTYPE_BOOL\x10\x08*X\n\x08\x45ncoding\x12\x10\n\x0c\x45NCODING_RAW\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT16\x10\x01\x12\x11\n\rENCODING_INT8\x10\x02\x12\x11\n\rENCODING_TOPK\x10\x03*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_TRAIN\x10\x01\x12\r\n\tMODE_EVAL\x10\x02*@\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x0e\n\nROUTE_PEER\x10\x01\x12\x10\n\x0cROUTE_SERVER\x10\x02*v\n\x0bStepDoneTag\x12\x1d\n\x19STEP_DONE_TAG_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_DONE_TAG_STEP\x10\x01\x12\x17\n\x13STEP_DONE_TAG_RELAY\x10\x02\x12\x17\n\x13STEP_DONE_TAG_ABORT\x10\x03\x32P\n\rSplitLearning\x12?\n\x07Session\x12\x17.splitlearn.v1.Envelope\x1a\x17.splitlearn.v1.Envelope(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+splitlearn/transport/proto/splitlearn.proto\x12\rsplitlearn.v1\"\xa9\x01\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.splitlearn.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12)\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x17.splitlearn.v1.Encoding\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\nzero_point\x18\x06 \x01(\r\x12\x0f\n\x07indices\x18\x07 \x01(\x0c\"A\n\x0bTensorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"8\n\tTensorMap\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.splitlearn.v1.TensorEntry\"F\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x10\n\x08receiver\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\"8\n\x08Manifest\x12,\n\nsample_ids\x18\x01 \x01(\x0b\x32\x18.splitlearn.v1.TensorMap\"&\n\x07\x42inding\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05party\x18\x02 \x01(\t\"\xb5\x01\n\tStartStep\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.splitlearn.v1.Mode\x12\r\n\x05split\x18\x02 \x01(\t\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12(\n\x08\x62indings\x18\x04 \x03(\x0b\x32\x16.splitlearn.v1.Binding\x12\x12\n\ncheckpoint\x18\x05 \x01(\x08\x12\r\n\x05\x65poch\x18\x06 \x01(\r\"\x9b\x01\n\nActivation\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.splitlearn.v1.Mode\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12%\n\x06tensor\x18\x04 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x05 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"K\n\x08Gradient\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\x12%\n\x06tensor\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"h\n\x06Labels\x12\x0c\n\x04task\x18\x01 \x01(\t\x12%\n\x06labels\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"h\n\x06Output\x12\x0c\n\x04task\x18\x01 \x01(\t\x12%\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\x12)\n\nsample_ids\x18\x03 \x01(\x0b\x32\x15.splitlearn.v1.Tensor\"3\n\x08StepDone\x12\'\n\x03tag\x18\x01 \x01(\x0e\x32\x1a.splitlearn.v1.StepDoneTag\"H\n\x0cRelayRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12#\n\x05route\x18\x02 \x01(\x0e\x32\x14.splitlearn.v1.Route\"U\n\x07Weights\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0b\x32\x18.splitlearn.v1.TensorMap\x12\x0c\n\x04meta\x18\x03 \x01(\t\"\x1b\n\x05\x41\x62ort\x12\x12\n\nrestore_to\x18\x01 \x01(\x03\"\x1d\n\x0cScoreRequest\x12\r\n\x05split\x18\x01 \x01(\t\"%\n\x06Scores\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04meta\x18\x02 \x01(\t\"\xdb\x04\n\x08\x45nvelope\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.splitlearn.v1.Header\x12+\n\x08manifest\x18\x02 \x01(\x0b\x32\x17.splitlearn.v1.ManifestH\x00\x12.\n\nstart_step\x18\x03 \x01(\x0b\x32\x18.splitlearn.v1.StartStepH\x00\x12/\n\nactivation\x18\x04 \x01(\x0b\x32\x19.splitlearn.v1.ActivationH\x00\x12+\n\x08gradient\x18\x05 \x01(\x0b\x32\x17.splitlearn.v1.GradientH\x00\x12\'\n\x06labels\x18\x06 \x01(\x0b\x32\x15.splitlearn.v1.LabelsH\x00\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x15.splitlearn.v1.OutputH\x00\x12,\n\tstep_done\x18\x08 \x01(\x0b\x32\x17.splitlearn.v1.StepDoneH\x00\x12\x34\n\rrelay_request\x18\t \x01(\x0b\x32\x1b.splitlearn.v1.RelayRequestH\x00\x12)\n\x07weights\x18\n \x01(\x0b\x32\x16.splitlearn.v1.WeightsH\x00\x12%\n\x05\x61\x62ort\x18\x0b \x01(\x0b\x32\x14.splitlearn.v1.AbortH\x00\x12\x34\n\rscore_request\x18\x0c \x01(\x0b\x32\x1b.splitlearn.v1.ScoreRequestH\x00\x12\'\n\x06scores\x18\r \x01(\x0b\x32\x15.splitlearn.v1.ScoresH\x00\x42\x06\n\x04\x62ody*\xae\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x02\x12\x11\n\rDTYPE_FLOAT32\x10\x03\x12\x11\n\rDTYPE_FLOAT64\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x0f\n\x0b\x44TYPE_INT32\x10\x06\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x07\x12\x0e\n\nDTYPE_BOOL\x10\x08*X\n\x08\x45ncoding\x12\x10\n\x0c\x45NCODING_RAW\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT16\x10\x01\x12\x11\n\rENCODING_INT8\x10\x02\x12\x11\n\rENCODING_TOPK\x10\x03*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_TRAIN\x10\x01\x12\r\n\tMODE_EVAL\x10\x02*@\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x0e\n\nROUTE_PEER\x10\x01\x12\x10\n\x0cROUTE_SERVER\x10\x02*v\n\x0bStepDoneTag\x12\x1d\n\x19STEP_DONE_TAG_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_DONE_TAG_STEP\x10\x01\x12\x17\n\x13STEP_DONE_TAG_RELAY\x10\x02\x12\x17\n\x13STEP_DONE_TAG_ABORT\x10\x03\x32P\n\rSplitLearning\x12?\n\x07Session\x12\x17.splitlearn.v1.Envelope\x1a\x17.splitlearn.v1.Envelope(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitlearn.transport.proto.splitlearn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2065
-  _globals['_DTYPE']._serialized_end=2239
-  _globals['_ENCODING']._serialized_start=2241
-  _globals['_ENCODING']._serialized_end=2329
-  _globals['_MODE']._serialized_start=2331
-  _globals['_MODE']._serialized_end=2390
-  _globals['_ROUTE']._serialized_start=2392
-  _globals['_ROUTE']._serialized_end=2456
-  _globals['_STEPDONETAG']._serialized_start=2458
-  _globals['_STEPDONETAG']._serialized_end=2576
+  _globals['_DTYPE']._serialized_start=2080
+  _globals['_DTYPE']._serialized_end=2254
+  _globals['_ENCODING']._serialized_start=2256
+  _globals['_ENCODING']._serialized_end=2344
+  _globals['_MODE']._serialized_start=2346
+  _globals['_MODE']._serialized_end=2405
+  _globals['_ROUTE']._serialized_start=2407
+  _globals['_ROUTE']._serialized_end=2471
+  _globals['_STEPDONETAG']._serialized_start=2473
+  _globals['_STEPDONETAG']._serialized_end=2591
   _globals['_TENSOR']._serialized_start=63
   _globals['_TENSOR']._serialized_end=232
   _globals['_TENSORENTRY']._serialized_start=234
@@ -54,29 +54,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BINDING']._serialized_start=489
   _globals['_BINDING']._serialized_end=527
   _globals['_STARTSTEP']._serialized_start=530
-  _globals['_STARTSTEP']._serialized_end=696
-  _globals['_ACTIVATION']._serialized_start=699
-  _globals['_ACTIVATION']._serialized_end=854
-  _globals['_GRADIENT']._serialized_start=856
-  _globals['_GRADIENT']._serialized_end=931
-  _globals['_LABELS']._serialized_start=933
-  _globals['_LABELS']._serialized_end=1037
-  _globals['_OUTPUT']._serialized_start=1039
-  _globals['_OUTPUT']._serialized_end=1143
-  _globals['_STEPDONE']._serialized_start=1145
-  _globals['_STEPDONE']._serialized_end=1196
-  _globals['_RELAYREQUEST']._serialized_start=1198
-  _globals['_RELAYREQUEST']._serialized_end=1270
-  _globals['_WEIGHTS']._serialized_start=1272
-  _globals['_WEIGHTS']._serialized_end=1357
-  _globals['_ABORT']._serialized_start=1359
-  _globals['_ABORT']._serialized_end=1386
-  _globals['_SCOREREQUEST']._serialized_start=1388
-  _globals['_SCOREREQUEST']._serialized_end=1417
-  _globals['_SCORES']._serialized_start=1419
-  _globals['_SCORES']._serialized_end=1456
-  _globals['_ENVELOPE']._serialized_start=1459
-  _globals['_ENVELOPE']._serialized_end=2062
-  _globals['_SPLITLEARNING']._serialized_start=2578
-  _globals['_SPLITLEARNING']._serialized_end=2658
+  _globals['_STARTSTEP']._serialized_end=711
+  _globals['_ACTIVATION']._serialized_start=714
+  _globals['_ACTIVATION']._serialized_end=869
+  _globals['_GRADIENT']._serialized_start=871
+  _globals['_GRADIENT']._serialized_end=946
+  _globals['_LABELS']._serialized_start=948
+  _globals['_LABELS']._serialized_end=1052
+  _globals['_OUTPUT']._serialized_start=1054
+  _globals['_OUTPUT']._serialized_end=1158
+  _globals['_STEPDONE']._serialized_start=1160
+  _globals['_STEPDONE']._serialized_end=1211
+  _globals['_RELAYREQUEST']._serialized_start=1213
+  _globals['_RELAYREQUEST']._serialized_end=1285
+  _globals['_WEIGHTS']._serialized_start=1287
+  _globals['_WEIGHTS']._serialized_end=1372
+  _globals['_ABORT']._serialized_start=1374
+  _globals['_ABORT']._serialized_end=1401
+  _globals['_SCOREREQUEST']._serialized_start=1403
+  _globals['_SCOREREQUEST']._serialized_end=1432
+  _globals['_SCORES']._serialized_start=1434
+  _globals['_SCORES']._serialized_end=1471
+  _globals['_ENVELOPE']._serialized_start=1474
+  _globals['_ENVELOPE']._serialized_end=2077
+  _globals['_SPLITLEARNING']._serialized_start=2593
+  _globals['_SPLITLEARNING']._serialized_end=2673
 # @@protoc_insertion_point(module_scope)

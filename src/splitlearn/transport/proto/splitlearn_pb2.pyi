@@ -127,18 +127,20 @@ class Binding(_message.Message):
     def __init__(self, role: _Optional[str] = ..., party: _Optional[str] = ...) -> None: ...
 
 class StartStep(_message.Message):
-    __slots__ = ("mode", "split", "sample_ids", "bindings", "checkpoint")
+    __slots__ = ("mode", "split", "sample_ids", "bindings", "checkpoint", "epoch")
     MODE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_IDS_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     split: str
     sample_ids: Tensor
     bindings: _containers.RepeatedCompositeFieldContainer[Binding]
     checkpoint: bool
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., split: _Optional[str] = ..., sample_ids: _Optional[_Union[Tensor, _Mapping]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ..., checkpoint: _Optional[bool] = ...) -> None: ...
+    epoch: int
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., split: _Optional[str] = ..., sample_ids: _Optional[_Union[Tensor, _Mapping]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ..., checkpoint: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Activation(_message.Message):
     __slots__ = ("mode", "src", "dst", "tensor", "sample_ids")
