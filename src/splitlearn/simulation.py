@@ -275,6 +275,7 @@ class Simulation:
             batch_size=batch_size, seed=seed,
         )
         self.eval_batch_size = eval_batch_size
+        self.leakage_batch_size = 0  # > 0: each evaluation asks the data parties that run elsewhere for their DCOR(X, Z)
         self.history: list[dict[str, Any]] = []
         self.epoch_first_step: int | None = None  # the coordinator's step when the epoch in progress began
         for name in cast.data_parties:
@@ -313,13 +314,18 @@ class Simulation:
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Accuracy and loss per task, scored by each label owner on its own labels. A label owner
-        that runs elsewhere reports its totals over the pass, if it shares them."""
+        that runs elsewhere reports its totals over the pass, if it shares them. With
+        :attr:`leakage_batch_size` set, the data parties that run elsewhere and hold their segments
+        report DCOR(X, Z) on their own ``split`` data too: see :meth:`remote_leakage`."""
         names = self._label_owner_names()
         owners = self.label_owners()
         for p in owners.values():
             p.eval_totals.pop(split, None)
         remote = sorted({n for n in names.values() if n not in self.parties})
-        reported = self.coordinator.evaluate(split, batch_size=self.eval_batch_size, ask=remote)
+        c = self.coordinator
+        holders = [c.holder] if c.group_role is not None else c.data_parties
+        reported = c.evaluate(split, batch_size=self.eval_batch_size, ask=remote, leakage_batch_size=self.leakage_batch_size,
+                              leakage_from=[p for p in holders if p not in self.parties])
         out: dict[str, float] = {}
         single = len(names) == 1
         for task, name in names.items():
@@ -334,6 +340,20 @@ class Simulation:
             out[f"accuracy{suffix}"], out[f"loss{suffix}"] = t.accuracy, t.loss
             out[f"count{suffix}"] = t.count
         return out
+
+    def remote_leakage(self) -> dict[str, Any]:
+        """What the data parties that run elsewhere reported of their DCOR(X, Z) in the last
+        evaluation, in the form of :func:`~splitlearn.experiment.client_leakage`: ``dcor`` (the
+        mean), ``dcor_by_party`` and ``collapsed``; empty if none reported."""
+        by_party, collapsed = {}, False
+        for party, leak in sorted(self.coordinator.leakage_reported.items()):
+            role = self.coordinator.group_role if party in self.coordinator.clients else party
+            several = len(self.plan.nodes_of(role)) > 1
+            by_party |= {(f"{party}/{node}" if several else party): float(v) for node, v in leak["dcor"].items()}
+            collapsed |= leak["collapsed"]
+        if not by_party:
+            return {}
+        return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
 
     def predict(self, split: str = "test") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
         """Run ``split`` through the protocol; return (sample ids, outputs) per task, as held by

@@ -45,6 +45,9 @@ def _check_matches_in_process(config, tmp_path, *, shared_scores: bool = False) 
     served, trained = served_metrics["epochs"], trained_metrics["epochs"]
     if config.split.configuration == "vanilla":
         assert [e["train_loss"] for e in served] == [e["train_loss"] for e in trained]
+    # Each client measured DCOR(X, Z) on its own held-out data and reported it: the same values, epoch by epoch.
+    leakage = lambda epochs: [{k: e.get(k) for k in ("dcor", "dcor_by_party", "collapsed")} for e in epochs]  # noqa: E731
+    assert leakage(served) == leakage(trained), (leakage(served), leakage(trained))  # none where the test split is under a batch
     scores = lambda epochs: [{k: v for k, v in e.items() if k.startswith("test_")} for e in epochs]  # noqa: E731
     if config.split.configuration != "ushaped" or shared_scores:  # scored at the server, or reported by the client
         assert scores(served) == scores(trained) and scores(served)[-1]["test_accuracy"] > 0
@@ -114,6 +117,8 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     local = json.loads(next((tmp_path / "local").iterdir()).joinpath("metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in lines] == [1, 2] and lines[0]["steps"] == lines[1]["steps"] > 0
     assert [e["dcor"] for e in lines] == [e["dcor_by_party"]["client1"] for e in local]
+    served = json.loads(next((tmp_path / "runs").iterdir()).joinpath("metrics.json").read_text())["epochs"]
+    assert [e["dcor_by_party"] for e in served] == [{"client1": e["dcor"]} for e in lines]  # and the server's metrics hold it
 
 
 def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):

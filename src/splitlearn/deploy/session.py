@@ -75,6 +75,8 @@ def _remote(config: RunConfig) -> tuple[experiment.Built, Cast, list[str]]:
         raise DeployError("privacy.nopeek_a1 > 0 is not supported in a deployment yet; train it in-process")
     built = experiment.build(config)
     cast = build_parties(built.split, **experiment.party_options(built))
+    for party in cast.parties.values():  # what a data party reports of its leakage when the server asks
+        party.leakage = experiment.party_leakage
     data_roles = built.split.plan.data_roles
     return built, cast, [n for n, p in cast.parties.items() if p.role in data_roles]
 
@@ -156,6 +158,7 @@ def serve(
     # A record per message would grow without bound: running totals instead.
     sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
                      batch_size=c.train.batch_size, seed=c.train.seed, log=ByteTotals())
+    sim.leakage_batch_size = c.privacy.leakage_batch_size
     tag = experiment.fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
@@ -250,6 +253,7 @@ def serve(
         sim.coordinator.restart()  # every party back to the last step all finished (step 0 when new)
 
         def epoch_done(record: dict[str, Any]) -> None:
+            record |= sim.remote_leakage()  # each client's DCOR(X, Z) on its own held-out data, as train reports it
             commit()
             experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, remote_parties=list(remote))
             if on_epoch is not None:
@@ -330,14 +334,15 @@ class _EpochLines:
     def __init__(self, party: Party, *, leakage_batch_size: int) -> None:
         self.party, self.leakage_batch_size = party, leakage_batch_size
         self.epoch: int | None = None
-        self.steps = self.first_step = 0
+        self.steps = self.first_step = self.last_step = 0
 
     def __call__(self, msg: Message) -> None:
         if isinstance(msg, StartStep) and msg.mode == "train":
             if msg.epoch != self.epoch:
                 self.flush()
                 self.epoch, self.steps, self.first_step = msg.epoch, 0, msg.step
-            self.steps += 1
+            if msg.step > self.last_step:  # a step begun after the one before it is seen again then
+                self.steps, self.last_step = self.steps + 1, msg.step
         elif isinstance(msg, RelayRequest) or isinstance(msg, StartStep):  # its turn, or the epoch's training, is over
             self.flush()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,6 +72,7 @@ class _Asked:
     step: int
     parties: frozenset[str]
     samples: int
+    leakage: frozenset[str] = frozenset()  # the data parties asked for DCOR(X, Z) too
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class Coordinator:
         self._relay_target: str | None = None
         self._asked: _Asked | None = None
         self._scores: dict[str, dict[str, dict[str, int | float]]] = {}  # label owner -> task -> its totals
+        self.leakage_reported: dict[str, dict[str, Any]] = {}  # data party -> {"dcor": {node: value}, "collapsed"}, of the last pass
         # fault tolerance
         self._committed_holder = self.holder
         self.rejoin: Callable[[str], None] | None = None
@@ -296,12 +299,14 @@ class Coordinator:
             if on_step is not None:
                 on_step(i, len(batches))
 
-    def evaluate(self, split: str = "test", *, batch_size: int = 512,
-                 ask: Collection[str] = ()) -> dict[str, dict[str, dict[str, int | float]]]:
+    def evaluate(self, split: str = "test", *, batch_size: int = 512, ask: Collection[str] = (),
+                 leakage_from: Collection[str] = (), leakage_batch_size: int = 0) -> dict[str, dict[str, dict[str, int | float]]]:
         """Run ``split`` forward through the protocol; the label owner scores it locally. Then ask
         each party in ``ask`` (label owners that run elsewhere) for its totals over the pass;
         return them: party -> task -> ``{"count", "correct", "loss_sum"}`` (no tasks from a party
-        that keeps its scores).
+        that keeps its scores). Each party of ``leakage_from`` (data parties that run elsewhere) is
+        asked for the held-out DCOR(X, Z) of its data segments at ``leakage_batch_size`` too; what
+        they report is in :attr:`leakage_reported`.
 
         In round robin the current holder of the shared segments evaluates on its own copy. A
         lost party restarts the evaluation from its first batch (scores are reset by the roll back).
@@ -313,24 +318,32 @@ class Coordinator:
             try:
                 for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
                     self.run_step(Batch(bindings, b), mode="eval", split=split)
-                return self._collect_scores(split, ask, len(ids))
+                return self._collect_scores(split, ask, len(ids), leakage_from, leakage_batch_size)
             except PartyLost as lost:
                 self.recover(lost)
 
-    def _collect_scores(self, split: str, parties: Collection[str], samples: int) -> dict[str, dict[str, dict[str, int | float]]]:
-        self._asked, self._scores = _Asked(split, self.step, frozenset(parties), samples), {}
+    def _collect_scores(self, split: str, ask: Collection[str], samples: int, leakage_from: Collection[str] = (),
+                        leakage_batch_size: int = 0) -> dict[str, dict[str, dict[str, int | float]]]:
+        leak = frozenset(leakage_from) if leakage_batch_size > 0 else frozenset()
+        parties = set(ask) | leak
+        self._asked, self._scores, self.leakage_reported = _Asked(split, self.step, frozenset(parties), samples, leak), {}, {}
         try:
-            for party in parties:
-                self.transport.send(ScoreRequest(self.name, party, self.step, split=split))
-            self.transport.run_until(lambda: self._scores.keys() >= set(parties))
-            return self._scores
+            for party in sorted(parties):
+                self.transport.send(ScoreRequest(self.name, party, self.step, split=split,
+                                                 leakage_batch_size=leakage_batch_size if party in leak else 0))
+            self.transport.run_until(lambda: self._scores.keys() >= parties)
+            return {p: s for p, s in self._scores.items() if p in ask}
         finally:
             self._asked = None
 
     def _check_scores(self, msg: Scores) -> dict[str, dict[str, int | float]]:
-        """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan."""
+        """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan
+        (and the leakage asked for, values of DCOR for the sender's data nodes)."""
         tasks, samples = {h.task for h in self.plan.root.heads}, self._asked.samples
-        for task, t in msg.meta.items():
+        meta = dict(msg.meta)
+        if "leakage" in meta:
+            self.leakage_reported[msg.sender] = self._check_leakage(msg.sender, meta.pop("leakage"))
+        for task, t in meta.items():
             ok = (task in tasks and isinstance(t, dict) and set(t) == {"count", "correct", "loss_sum"}
                   and t["count"] == samples and type(t["count"]) is int  # every sample of the pass, scored once
                   and type(t["correct"]) is int and 0 <= t["correct"] <= samples
@@ -338,7 +351,19 @@ class Coordinator:
             if not ok:
                 raise ProtocolError(f"coordinator: {msg.sender} reported scores that are not totals of a task here "
                                     f"over the {samples} samples of the pass: {task!r}: {t!r}")
-        return msg.meta
+        return meta
+
+    def _check_leakage(self, sender: str, leak: Any) -> dict[str, Any]:
+        role = self.group_role if sender in self.clients else sender
+        nodes = {n.name for n in self.plan.nodes_of(role) if not n.inputs} if role in self.plan.roles else set()
+        dcor = leak.get("dcor") if isinstance(leak, dict) else None
+        ok = (sender in self._asked.leakage and isinstance(dcor, dict) and set(leak) == {"dcor", "collapsed"}
+              and type(leak["collapsed"]) is bool and dcor and set(dcor) <= nodes
+              and all(type(v) in (int, float) and 0 <= v <= 1 for v in dcor.values()))
+        if not ok:
+            raise ProtocolError(f"coordinator: {sender} reported leakage that is not DCOR values in [0, 1] of its data nodes, "
+                                f"as asked: {leak!r}"[:1000])
+        return leak
 
     # -- fault tolerance -----------------------------------------------------------------------
 

@@ -193,16 +193,20 @@ class Weights(Message):
 @dataclass(frozen=True, slots=True)
 class ScoreRequest(Message):
     """Coordinator to a label owner that runs elsewhere, after an evaluation pass over ``split``:
-    report the pass's totals in :class:`Scores`, and start the next pass from zero."""
+    report the pass's totals in :class:`Scores`, and start the next pass from zero. With
+    ``leakage_batch_size`` > 0, a data party also reports the held-out DCOR(X, Z) of its data
+    segments over ``split`` at that batch size (see :attr:`Scores.meta`)."""
 
     split: str
+    leakage_batch_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Scores(Message):
     """A label owner's totals over one evaluation pass of ``split``, per task, in ``meta``:
     ``{task: {"count": n, "correct": k, "loss_sum": s}}``; nothing per sample or per batch. Empty
-    when the owner keeps its scores to itself."""
+    when the owner keeps its scores to itself. Asked for leakage, a data party adds
+    ``"leakage": {"dcor": {node: value}, "collapsed": bool}``."""
 
     split: str
     meta: dict[str, Any] = field(default_factory=dict)

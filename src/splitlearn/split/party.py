@@ -257,6 +257,8 @@ class Party:
         self.fenced = False  # restarted from a checkpoint: no part in any step until the coordinator's Abort
         self.committed = 0  # the last step this party finished for good (checkpointed, where it keeps checkpoints)
         self.watchers: list[Callable[[Message], None]] = []  # see each message it takes part on, before it acts on it
+        # (party, split, batch_size) -> (DCOR(X, Z) by data node, collapsed), for a ScoreRequest that asks for it
+        self.leakage: Callable[..., tuple[dict[str, float], bool]] | None = None
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -707,7 +709,12 @@ class Party:
             raise ProtocolError(f"{self.name}: ScoreRequest from {msg.sender}, not the coordinator")
         totals = self.eval_totals.pop(msg.split, {})
         meta = {task: {"count": t.count, "correct": t.correct, "loss_sum": t.loss_sum} for task, t in totals.items()}
-        self._send(Scores(self.name, msg.sender, msg.step, split=msg.split, meta=meta if self.share_scores else {}))
+        meta = meta if self.share_scores else {}
+        if msg.leakage_batch_size and self.leakage is not None:
+            by_node, collapsed = self.leakage(self, split=msg.split, batch_size=msg.leakage_batch_size)
+            if by_node:
+                meta["leakage"] = {"dcor": by_node, "collapsed": collapsed}
+        self._send(Scores(self.name, msg.sender, msg.step, split=msg.split, meta=meta))
 
     # -- round-robin relay ---------------------------------------------------------------------
 

@@ -356,7 +356,7 @@ def message_from_proto(env: pb.Envelope, *, limits: Limits = Limits()) -> m.Mess
                 t = _any_tensor_from_proto(e.tensor, at, limits, finite=finite, compressible=False)
                 pairs.append((e.key, _sample_ids(t, at) if name == "sample_ids" else t))
             values[name] = _unique(pairs, where)
-        elif isinstance(value, bool) or name == "epoch":  # an epoch number is no step: any uint32
+        elif isinstance(value, bool) or name in ("epoch", "leakage_batch_size"):  # counts, not steps: any uint32
             values[name] = value
         elif isinstance(value, int):
             if not 0 <= value < header.step:

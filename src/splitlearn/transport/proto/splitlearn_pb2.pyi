@@ -217,10 +217,12 @@ class Abort(_message.Message):
     def __init__(self, restore_to: _Optional[int] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("split",)
+    __slots__ = ("split", "leakage_batch_size")
     SPLIT_FIELD_NUMBER: _ClassVar[int]
+    LEAKAGE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     split: str
-    def __init__(self, split: _Optional[str] = ...) -> None: ...
+    leakage_batch_size: int
+    def __init__(self, split: _Optional[str] = ..., leakage_batch_size: _Optional[int] = ...) -> None: ...
 
 class Scores(_message.Message):
     __slots__ = ("split", "meta")
