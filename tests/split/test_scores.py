@@ -133,3 +133,57 @@ def test_a_simulation_of_built_parties_refuses_data_options_and_unknown_parties(
         Simulation(_split("vanilla"), parties=cast, local={"hospital"})
     with pytest.raises(TypeError, match="needs train data"):
         Simulation(_split("vanilla"))
+
+
+# -- leakage reported by a data party that runs elsewhere ------------------------------------------
+
+
+def _leaky(kind, tabular, *, change=None):
+    """The remote client measures its leakage as splitlearn's deployments do (asked at batch size
+    16); ``change`` replaces what it reports."""
+    from splitlearn.experiment import party_leakage
+
+    outbox = None if change is None else (lambda m: dataclasses.replace(m, meta=m.meta | {"leakage": change(m.meta["leakage"])})
+                                          if isinstance(m, Scores) else m)
+    sim, client = _with_remote_client(kind, tabular, outbox=outbox)
+    client.leakage = party_leakage
+    sim.leakage_batch_size = 16
+    return sim, client
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "ushaped"])
+def test_a_remote_data_party_reports_the_leakage_train_measures(tabular, kind):
+    from splitlearn.experiment import client_leakage
+
+    train, test = tabular
+    reference = Simulation(_split(kind), train=train, test=test, batch_size=16)
+    reference.fit(1)
+    sim, client = _leaky(kind, tabular)
+    sim.fit(1)
+    got, want = sim.remote_leakage(), client_leakage(reference, batch_size=16)
+    assert want["dcor_by_party"] and got == want  # the same value, under the same key, as measured in process
+    sim.leakage_batch_size = 0
+    sim.evaluate()
+    assert sim.remote_leakage() == {}  # not asked, not reported
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda leak: leak | {"dcor": {"client": 1.5}}, "1.5"),  # DCOR lies in [0, 1]
+    (lambda leak: leak | {"dcor": {"client": float("nan")}}, "nan"),
+    (lambda leak: leak | {"dcor": {"server": 0.5}}, "'server'"),  # a node, but not one of its data nodes
+    (lambda leak: leak | {"collapsed": "no"}, "'no'"),
+    (lambda leak: leak | {"note": "x"}, "'note'"),
+    (lambda leak: {"dcor": {}, "collapsed": False}, "{}"),
+])
+def test_leakage_that_is_not_dcor_of_the_senders_data_nodes_is_refused(tabular, change, problem):
+    sim, _ = _leaky("vanilla", tabular, change=change)
+    with pytest.raises(ProtocolError, match="client reported leakage that is not DCOR values in \\[0, 1\\] of its data nodes") as e:
+        sim.evaluate()
+    assert problem in str(e.value)
+
+
+def test_leakage_nobody_asked_for_is_refused(tabular):
+    sim, _ = _with_remote_client("vanilla", tabular, outbox=lambda m: dataclasses.replace(
+        m, meta=m.meta | {"leakage": {"dcor": {"client": 0.5}, "collapsed": False}}) if isinstance(m, Scores) else m)
+    with pytest.raises(ProtocolError, match="client reported leakage .* as asked"):
+        sim.evaluate()
