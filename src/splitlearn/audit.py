@@ -8,6 +8,7 @@ metrics and those results into ``RUN/report.html``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,19 +115,20 @@ def _reconstructions(path: Path) -> dict[str, torch.Tensor]:
     return images
 
 
-def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, device: str | None = None) -> dict[str, Any]:
+def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, device: str | None = None,
+                          weights: Sequence[str | Path] = ()) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    _, sim, _ = load_run(run_dir, device=device)
+    _, sim, _ = load_run(run_dir, device=device, weights=weights)
     result = reconstruct(sim, aux_samples=aux_samples)
     save_file({"originals": result.originals.contiguous(), "reconstructions": result.reconstructions.contiguous()}, str(run_dir / RECONSTRUCTIONS))
     return _merge(run_dir, {"reconstruction MSE": result.mse, "reconstruction SSIM": result.ssim})
 
 
-def attack_labels(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Train one more epoch in memory (nothing is saved) while the party that receives the label
     owner's gradients records them, then infer the labels."""
     run_dir = Path(run_dir)
-    built, sim, _ = load_run(run_dir, device=device)
+    built, sim, _ = load_run(run_dir, device=device, weights=weights)
     recorder = GradientRecorder(_gradient_receiver(sim))
     sim.transport.observers.append(recorder)
     sim.fit(1)

@@ -44,7 +44,8 @@ from splitlearn.split.party import Party, Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "TrainedRun", "build", "client_leakage", "load_run", "new_run_dir", "party_options", "predict", "simulation", "train"]
+__all__ = ["Built", "Interrupted", "TrainedRun", "build", "client_leakage", "fingerprint", "load_run", "new_run_dir", "party_leakage",
+           "party_options", "predict", "simulation", "train"]
 
 
 @dataclass
@@ -452,9 +453,12 @@ def write_metrics(run_dir: Path, sim: Simulation, seconds: float, *, finished: b
     return metrics
 
 
-def load_run(run_dir: str | Path, *, device: str | None = None) -> tuple[Built, Simulation, dict[str, Any]]:
+def load_run(run_dir: str | Path, *, device: str | None = None,
+             weights: Sequence[str | Path] = ()) -> tuple[Built, Simulation, dict[str, Any]]:
     """Rebuild a finished run folder's parties with their trained weights (round-robin clients
-    collapse to the one that holds the weights). Refuses folders of another splitlearn version."""
+    collapse to the one that holds the weights), from ``<run>/weights`` and the folders of
+    ``weights`` (a deployment's clients keep theirs at their sites). Refuses folders of another
+    splitlearn version."""
     run_dir = Path(run_dir)
     config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
     if not config_path.is_file() or not metrics_path.is_file():
@@ -469,14 +473,16 @@ def load_run(run_dir: str | Path, *, device: str | None = None) -> tuple[Built, 
     config = load_config(config_path, {"train.device": device} if device else None)
     built = build(config)
     sim = simulation(built, clients=1 if built.split.plan.data_roles == ("client",) else config.split.clients)
-    sim.load_weights(run_dir / "weights")
+    sim.load_weights(run_dir / "weights", *weights)
     return built, sim, metrics
 
 
-def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None) -> tuple[Path, dict[str, float]]:
-    """Reload a run folder's weights, predict ``split`` through the protocol, write a CSV."""
+def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None,
+            weights: Sequence[str | Path] = ()) -> tuple[Path, dict[str, float]]:
+    """Reload a run folder's weights (and those in the folders of ``weights``, see
+    :func:`load_run`), predict ``split`` through the protocol, write a CSV."""
     run_dir = Path(run_dir)
-    built, sim, _ = load_run(run_dir, device=device)
+    built, sim, _ = load_run(run_dir, device=device, weights=weights)
     outputs, scores = sim.predict(split)
     path = run_dir / f"predictions-{split}.csv"
     data = built.test if split == "test" else built.train

@@ -425,16 +425,19 @@ class Simulation:
         """Each party that holds segments writes its own ``<party>.safetensors``."""
         return save_party_weights(self.parties.values(), folder)
 
-    def load_weights(self, folder: str | Path) -> None:
-        """Load each role's segments from the files :meth:`save_weights` wrote (for prediction)."""
-        folder = Path(folder)
+    def load_weights(self, *folders: str | Path) -> None:
+        """Load each role's segments from the files :meth:`save_weights` (or a deployment's
+        ``serve`` and ``join``) wrote, looking in each of ``folders`` in turn (for prediction)."""
+        folders = tuple(Path(f) for f in folders)
         for name, p in self.parties.items():
             if not p.nodes or not p.holds_weights:
                 continue
-            candidates = [folder / f"{name}.safetensors"] + sorted(folder.glob(f"{p.role}*.safetensors"))
+            candidates = [c for f in folders for c in [f / f"{name}.safetensors", *sorted(f.glob(f"{p.role}*.safetensors"))]]
             path = next((c for c in candidates if c.exists()), None)
             if path is None:
-                raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {folder}")
+                raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {', '.join(map(str, folders))}: "
+                                        "a deployment keeps each client's weights at its site (join --out); "
+                                        "give that folder with --weights")
             try:
                 with safe_open(str(path), "pt") as f:
                     meta = json.loads((f.metadata() or {})["meta"])

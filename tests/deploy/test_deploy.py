@@ -119,6 +119,19 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     assert [e["dcor"] for e in lines] == [e["dcor_by_party"]["client1"] for e in local]
     served = json.loads(next((tmp_path / "runs").iterdir()).joinpath("metrics.json").read_text())["epochs"]
     assert [e["dcor_by_party"] for e in served] == [{"client1": e["dcor"]} for e in lines]  # and the server's metrics hold it
+    # What the deployment trained is used where the parts are: predict with the clients' folder
+    # gives the predictions of the in-process run; the report renders from the server's run folder.
+    run_dir, local_run = next((tmp_path / "runs").iterdir()), next((tmp_path / "local").iterdir())
+    capsys.readouterr()
+    assert main(["predict", str(run_dir)]) == 2
+    assert "a deployment keeps each client's weights at its site (join --out); give that folder with --weights" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "--weights", str(tmp_path / "client")]) == 0
+    assert main(["predict", str(local_run)]) == 0
+    predicted = (run_dir / "predictions-test.csv").read_text()
+    assert predicted == (local_run / "predictions-test.csv").read_text() and predicted.count("\n") > 10
+    assert main(["attack", "reconstruction", str(run_dir), "--weights", str(tmp_path / "client"), "--aux", "100"]) == 0
+    assert main(["report", str(run_dir)]) == 0 and "DCOR" in (run_dir / "report.html").read_text()
+    assert "reconstruction" in (run_dir / "report.html").read_text()
 
 
 def test_vertical_deployment_trains_what_train_trains(tmp_path, certs, spawn):

@@ -16,13 +16,15 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--aux", type=int, default=1000, help="reconstruction: auxiliary samples the attacker holds")
     p.add_argument("--device", help="override the run's device")
+    p.add_argument("--weights", action="append", default=[], metavar="DIR",
+                   help="a further folder of party weights (a deployment's clients keep theirs: join --out); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.kind == "reconstruction":
-        results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device)
+        results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device, weights=args.weights)
     else:
-        results = audit.attack_labels(args.run_dir, device=args.device)
+        results = audit.attack_labels(args.run_dir, device=args.device, weights=args.weights)
     console = Console()
     metrics = {k: v for k, v in results.items() if k != "classes"}
     for key, value in metrics.items():

@@ -14,10 +14,12 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="run folder written by splitlearn train")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--device", help="override the run's device")
+    p.add_argument("--weights", action="append", default=[], metavar="DIR",
+                   help="a further folder of party weights (a deployment's clients keep theirs: join --out); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
-    path, scores = experiment.predict(args.run_dir, split=args.split, device=args.device)
+    path, scores = experiment.predict(args.run_dir, split=args.split, device=args.device, weights=args.weights)
     console = Console()
     for key, value in scores.items():
         console.print(f"{args.split} {key}: {value:.4f}")
