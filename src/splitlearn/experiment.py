@@ -44,7 +44,7 @@ from splitlearn.split.party import Party, Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "Interrupted", "TrainedRun", "build", "client_leakage", "fingerprint", "load_run", "new_run_dir", "party_leakage",
+__all__ = ["Built", "Interrupted", "TrainedRun", "build", "client_leakage", "epoch_summary", "fingerprint", "load_run", "new_run_dir", "party_leakage",
            "party_options", "predict", "simulation", "train"]
 
 
@@ -285,6 +285,17 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, step: int) -> None:
         super().__init__(f"interrupted; {run_dir} holds every party's checkpoint of step {step}")
         self.run_dir, self.step = run_dir, step
+
+
+def epoch_summary(record: dict[str, Any]) -> str:
+    """One line of an epoch's record: train loss, test accuracy and leakage, where measured."""
+    acc = record.get("test_accuracy", record.get("test_accuracy_label"))
+    line = f"epoch {record['epoch']}"
+    parts = ([f"train loss {record['train_loss']:.4f}"] if "train_loss" in record else []) + (
+        [f"test accuracy {acc:.4f}"] if acc is not None else []) + (
+        [f"leakage DCOR(X, Z) {record['dcor']:.3f}" + (" (smashed data collapsed to a constant)" if record.get("collapsed") else "")]
+        if "dcor" in record else [])
+    return line + (": " + ", ".join(parts) if parts else "")
 
 
 def fingerprint(config: RunConfig) -> str:

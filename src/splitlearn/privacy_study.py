@@ -89,9 +89,11 @@ def _dcor_estimates(sim: Simulation, sizes: Sequence[int]) -> dict[str, dict[str
                      "floor": experiment.client_leakage(sim, batch_size=n, shuffled=True)["dcor"]} for n in sizes}
 
 
-def _train_and_attack(config: RunConfig, name: str) -> tuple[RunEvidence, dict[str, Any]]:
+def _train_and_attack(config: RunConfig, name: str,
+                      progress: Callable[[str], None] = lambda message: None) -> tuple[RunEvidence, dict[str, Any]]:
     grads = GradientRecorder("server")
-    run = experiment.train(config, observers=[grads])
+    run = experiment.train(config, observers=[grads], on_epoch=lambda record: progress(f"{name}: {experiment.epoch_summary(record)}"))
+    progress(f"{name}: attacking (reconstruction from smashed data)")
     evidence = _attack(run, grads, name=name, config=config)
     last = run.metrics["epochs"][-1]
     n = config.privacy.leakage_batch_size
@@ -149,14 +151,14 @@ def run_nopeek_study(
     base = _base_config(dataset, out=out, seed=seed, device=device, epochs=epochs)
     privacy = lambda w: replace(base.privacy, nopeek_a1=w, nopeek_ramp_epochs=preset["ramp"] if w else 0)  # noqa: E731
     progress(f"training vanilla SplitNN on {dataset}")
-    vanilla, v_point = _train_and_attack(replace(base, privacy=privacy(0.0)), "vanilla SplitNN")
+    vanilla, v_point = _train_and_attack(replace(base, privacy=privacy(0.0)), "vanilla SplitNN", progress)
     progress(f"training NoPeek SplitNN (a1={a1:g}) on {dataset}")
-    nopeek, n_point = _train_and_attack(replace(base, privacy=privacy(a1)), f"NoPeek a1={a1:g}")
+    nopeek, n_point = _train_and_attack(replace(base, privacy=privacy(a1)), f"NoPeek a1={a1:g}", progress)
     points = {0.0: v_point, a1: n_point}
     for w in sweep:
         if w not in points:
             progress(f"sweep: a1={w:g}")
-            points[w] = _train_and_attack(replace(base, privacy=privacy(w)), f"a1={w:g}")[1]
+            points[w] = _train_and_attack(replace(base, privacy=privacy(w)), f"a1={w:g}", progress)[1]
     progress("label leakage on breast cancer (undefended, then defended)")
     label_rows = _label_leak(seed=seed, device=device, noise=noise)
     summary = {

@@ -10,6 +10,7 @@ from splitlearn.config import load_config
 
 
 def test_compare_writes_json_and_figure_and_prints_three_methods_and_compression(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps its log lines to the terminal
     small = {"data.limit_train": 240, "data.limit_test": 100}  # a few seconds, not the full digits set
     monkeypatch.setattr(compare, "load_config", lambda path, overrides: load_config(path, overrides | small))
     parser = argparse.ArgumentParser()
@@ -20,6 +21,10 @@ def test_compare_writes_json_and_figure_and_prints_three_methods_and_compression
     out = capsys.readouterr().out
     for label in ("split", "FedAvg", "large-batch", "SL int8", "SL topk 0.05", "Compression at the cut"):
         assert label in out
+    # never silent: a line as each method starts, and one per split learning epoch with its figures
+    for line in ("split: training", "split: epoch 1: train loss", "split int8: epoch 1: train loss", "split topk: epoch 1: train loss",
+                 "fedavg: training 1 rounds", "large_batch_sgd: training 1 epochs"):
+        assert line in out, line
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["config"]["data"]["limit_train"] == 240
     assert saved["config"]["compression"] == {"codec": "none", "topk_ratio": 0.05}

@@ -8,13 +8,18 @@ from splitlearn.cli.app import main
 from tests.report.test_leakage import _Page
 
 
-def test_nopeek_experiment_writes_report_and_readme(tmp_path, capsys):
+def test_nopeek_experiment_writes_report_and_readme(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps its log lines to the terminal
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- nopeek-results:start -->\nold\n<!-- nopeek-results:end -->\ntail\n")
     out = tmp_path / "study"
     args = ["experiment", "nopeek", "--dataset", "digits", "--epochs", "3", "--sweep", "0,2",
             "--out", str(out), "--update-readme", str(readme)]
     assert main(args) == 0
+    printed = capsys.readouterr().out
+    for epoch in (1, 2, 3):  # never silent: each run's epochs as they end
+        assert f"vanilla SplitNN: epoch {epoch}: train loss" in printed and f"NoPeek a1=8: epoch {epoch}: train loss" in printed
+    assert "leakage DCOR(X, Z)" in printed and "a1=2: epoch 3" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "digits" and [p["a1"] for p in summary["sweep"]] == [0.0, 2.0, 8.0]
     assert summary["nopeek"]["dcor"] < summary["vanilla"]["dcor"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,13 +23,15 @@ METHODS = ("split", "fedavg", "large_batch_sgd")
 
 def compare(
     config: RunConfig, *, methods: Sequence[str] = METHODS, compressions: Sequence[str] = (),
+    progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics by method, each trained for ``config.train.epochs`` on the same data, partition,
     initial weights, batch size and optimiser: ``split`` is the vanilla split of ``config`` with
     raw tensors at the cut (a run folder under ``config.out``), ``fedavg`` one local epoch per
     round. Each codec in ``compressions`` (fp16, int8, topk at ``config.compression.topk_ratio``)
     trains the split again with that codec at the cut, as ``split <codec>``. ``train_bytes``: the
-    bytes of training messages alone (split learning also evaluates through the protocol)."""
+    bytes of training messages alone (split learning also evaluates through the protocol).
+    ``progress(line)`` hears of each method's start and of each split learning epoch."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
@@ -44,13 +46,16 @@ def compare(
     for codec in ("none", *compressions) if "split" in methods else ():
         log = MessageLog()
         train_only = lambda m: None if getattr(m, "mode", "train") == "eval" or m.kind == "Output" else log(m)  # noqa: E731
-        metrics = experiment.train(config.override({"compression.codec": codec}), observers=[train_only]).metrics
         key = "split" if codec == "none" else f"split {codec}"
+        progress(f"{key}: training")
+        metrics = experiment.train(config.override({"compression.codec": codec}), observers=[train_only],
+                                   on_epoch=lambda record, key=key: progress(f"{key}: {experiment.epoch_summary(record)}")).metrics
         out[key] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
     built = experiment.build(config)
     options = experiment.party_options(built)
     del options["targets"], options["outbox"]
     for method in (m for m in METHODS[1:] if m in methods):
+        progress(f"{method}: training {c.epochs} {'rounds' if method == 'fedavg' else 'epochs'}")
         torch.manual_seed(c.seed)  # the initial weights experiment.build gives the split model
         model = build_model(config.model.name, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes)
         if method == "fedavg":

@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     ratio = config.compression.topk_ratio
     console = Console()
     console.print(f"[bold]splitlearn compare[/]: {args.model} on {args.dataset}, {args.clients} clients, {args.epochs} epochs")
-    metrics = compare(config, compressions=args.compression)
+    with console.status("starting") as status:
+        metrics = compare(config, compressions=args.compression,
+                          progress=lambda line: (status.update(line), console.log(line, markup=False, highlight=False)))
     rows = {m: summary(v) for m, v in metrics.items()}
     table = Table(title="Split learning against federated baselines (per client: mean over clients)")
     table.add_column("method")

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     with console.status("starting") as status:
         summary = run_nopeek_study(
             out, dataset=args.dataset, a1=args.a1, epochs=args.epochs, sweep=args.sweep, seed=args.seed,
-            device=args.device, progress=lambda message: (status.update(message), console.log(message)),
+            device=args.device, progress=lambda message: (status.update(message), console.log(message, markup=False, highlight=False)),
         )
     seconds = time.perf_counter() - start
     table = Table(title=f"NoPeek study on {summary['dataset']}")

@@ -126,12 +126,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, completed=done, total=total)
 
         def on_epoch(record: dict) -> None:
-            acc = record.get("test_accuracy", record.get("test_accuracy_label"))
             progress.update(task, description=f"epoch {record['epoch'] + 1}" if record["epoch"] < c.train.epochs else "done")
-            line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
-            line += f", test accuracy {acc:.4f}" if acc is not None else ""
-            line += f", leakage DCOR(X, Z) {record['dcor']:.3f}" if "dcor" in record else ""
-            console.log(line + (" [bold red]smashed data collapsed to a constant[/]" if record.get("collapsed") else ""))
+            console.log(experiment.epoch_summary(record), markup=False, highlight=False)
 
         try:
             run_dir, metrics, _ = experiment.train(config, on_step=on_step, on_epoch=on_epoch, resume=args.resume)
