@@ -37,15 +37,20 @@ def _single_client(sim: Simulation):
     return sim.parties[sim.coordinator.holder]
 
 
+def _smashed_edge(sim: Simulation) -> tuple[Any, Any, str]:
+    """The client, its data node, and the name of the party receiving that node's smashed data."""
+    client = _single_client(sim)
+    node = next(n for n in client.nodes.values() if not n.inputs)
+    return client, node, sim.parties[sim.plan.consumer(node.name).role].name
+
+
 def reconstruct(sim: Simulation, *, aux_samples: int = 1000, epochs: int = 25) -> ReconstructionResult:
     """The party receiving the client's smashed data reconstructs the client's test inputs.
 
     Its auxiliary pairs: ``aux_samples`` training inputs through the client's segment (query
     access or a colluding client), disjoint from the victim's test inputs.
     """
-    client = _single_client(sim)
-    node = next(n for n in client.nodes.values() if not n.inputs)
-    attacker = sim.parties[sim.plan.consumer(node.name).role].name
+    client, node, attacker = _smashed_edge(sim)
     recorder = ActivationRecorder(attacker, src=node.name)
     sim.transport.observers.append(recorder)
     try:
@@ -121,7 +126,11 @@ def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, devic
     _, sim, _ = load_run(run_dir, device=device, weights=weights)
     result = reconstruct(sim, aux_samples=aux_samples)
     save_file({"originals": result.originals.contiguous(), "reconstructions": result.reconstructions.contiguous()}, str(run_dir / RECONSTRUCTIONS))
-    return _merge(run_dir, {"reconstruction MSE": result.mse, "reconstruction SSIM": result.ssim})
+    client, node, attacker = _smashed_edge(sim)
+    aux = min(aux_samples, len(client.shards["train"].features))
+    view = (f"{attacker}'s view: it receives {client.name}'s smashed data (the output of {node.name!r}) and holds {aux} "
+            f"training inputs passed through {client.name}'s segment; it reconstructs {client.name}'s test inputs")
+    return _merge(run_dir, {"reconstruction MSE": result.mse, "reconstruction SSIM": result.ssim}) | {"view": view}
 
 
 def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Sequence[str | Path] = ()) -> dict[str, Any]:
@@ -129,11 +138,14 @@ def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Se
     owner's gradients records them, then infer the labels."""
     run_dir = Path(run_dir)
     built, sim, _ = load_run(run_dir, device=device, weights=weights)
-    recorder = GradientRecorder(_gradient_receiver(sim))
+    receiver = _gradient_receiver(sim)
+    recorder = GradientRecorder(receiver)
     sim.transport.observers.append(recorder)
     sim.fit(1)
     labels = dict(zip(built.train.sample_ids.tolist(), built.train.labels.tolist()))
-    return _merge(run_dir, label_attack(sim, recorder, labels, built.train.num_classes) | {"classes": built.train.num_classes})
+    view = (f"{receiver}'s view: it receives the gradients that {sim.plan.root.role}, which holds the labels, sends back "
+            "at the cut during one more epoch of training; it infers the labels of those training samples")
+    return _merge(run_dir, label_attack(sim, recorder, labels, built.train.num_classes) | {"classes": built.train.num_classes}) | {"view": view}
 
 
 def report(run_dir: str | Path) -> Path:

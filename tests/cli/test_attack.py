@@ -16,9 +16,13 @@ def ushaped_run(tmp_path_factory):
     return run
 
 
-def test_attacks_then_report(ushaped_run):
+def test_attacks_then_report(ushaped_run, capsys):
     assert main(["attack", "reconstruction", str(ushaped_run), "--aux", "400"]) == 0
     assert main(["attack", "labels", str(ushaped_run)]) == 0
+    out = capsys.readouterr().out  # each attack says whose view it takes
+    assert "server's view: it receives client's smashed data (the output of " in out  # the clients, collapsed to the holder
+    assert "and holds 400 training inputs passed through client's segment; it reconstructs client's test inputs" in out
+    assert "server's view: it receives the gradients that client, which holds the labels, sends back at the cut" in out
     results = json.loads((ushaped_run / "attacks.json").read_text())
     assert 0 < results["reconstruction MSE"] < 0.05 and results["reconstruction SSIM"] > 0.5
     assert results["label attack accuracy"] > 0.5  # ten classes: chance is about 0.1

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = audit.attack_labels(args.run_dir, device=args.device, weights=args.weights)
     console = Console()
-    metrics = {k: v for k, v in results.items() if k != "classes"}
+    console.print(results["view"], soft_wrap=True, highlight=False, markup=False)
+    metrics = {k: v for k, v in results.items() if k not in ("classes", "view")}
     for key, value in metrics.items():
         console.print(f"{key}: {value:.4f}")
     for line in verdicts(RunEvidence(args.run_dir, [], metrics, classes=results.get("classes"))):
