@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from splitlearn.simulation import Simulation, role_labels
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
+from splitlearn.split.graph import CAPTURE_LOCK
 from splitlearn.split.messages import Message
 from splitlearn.split.party import Party, Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
@@ -82,9 +82,6 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-_BUILD_LOCK = threading.Lock()
-
-
 def build(config: RunConfig, *, data: tuple[Any, Any] | None = None) -> Built:
     """Load the data set and build the configured split, seeded by ``config.train.seed``. With
     ``data.sites = "own"`` nothing is loaded: the clients bring their own data
@@ -107,7 +104,7 @@ def build(config: RunConfig, *, data: tuple[Any, Any] | None = None) -> Built:
         d = config.data
         empty = ArrayDataset(torch.empty(0, *d.sample_shape), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
                              classes=tuple(str(c) for c in range(d.num_classes)), name=d.name)
-        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        with CAPTURE_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.train.seed)
             split, targets = _build_split(config, tuple(d.sample_shape), d.num_classes)
         return Built(config, split, empty, None, targets)
@@ -118,7 +115,7 @@ def _built(config: RunConfig, train_ds: ArrayDataset, test_ds: ArrayDataset) -> 
     in_shape, num_classes = tuple(train_ds.sample_shape), max(train_ds.num_classes, test_ds.num_classes)
     # Initial weights come from the global RNG: seed it in private (the caller's RNG state is
     # kept), and one build at a time, so that builds on several threads stay deterministic.
-    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+    with CAPTURE_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         split, targets = _build_split(config, in_shape, num_classes)
     return Built(config, split, train_ds, test_ds, targets)

@@ -267,8 +267,12 @@ def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> list[t
     done: list[_Insider] = []
     for strike in strikes:
         make = lambda party, message, strike=strike: strike.make(party, message if message is not None or not done else done[-1].trigger)  # noqa: E731
-        insider = _Insider(target, (certs / f"{strike.party}.token").read_text().strip(), cast[strike.party], make, when=strike.when)
-        insider.thread.join(TIMEOUT)
+        for _ in range(40):  # until the hub has seen the previous connection in this name end, it refuses a second one
+            insider = _Insider(target, (certs / f"{strike.party}.token").read_text().strip(), cast[strike.party], make, when=strike.when)
+            insider.thread.join(TIMEOUT)
+            if insider.code is not grpc.StatusCode.ALREADY_EXISTS:
+                break
+            time.sleep(0.25)
         done.append(insider)
     threads += [start(c, deploy.join, server=target, party=c, out=tmp_path / "client") for c in insiders]
     for t in threads:

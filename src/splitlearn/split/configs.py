@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from splitlearn.data.partition import vertical_split
+from splitlearn.split.graph import CAPTURE_LOCK
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
 from splitlearn.split.segments import CutError, check_segments, split_model
 
@@ -58,7 +59,7 @@ class Split:
         sample of ``leaf_shapes[node]`` at each data node: a probe batch of 2 in evaluation mode,
         without gradients, so that no segment's state changes."""
         outs: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
+        with CAPTURE_LOCK, torch.no_grad():
             for node in self.plan.nodes:  # inputs come before the nodes that read them
                 if node is self.plan.root:
                     continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import operator
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,12 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+CAPTURE_LOCK = threading.RLock()
+"""Held while torch.fx traces a model, and while a split is probed with a forward: tracing patches
+``nn.Module.__call__`` for every thread, so a forward on another thread meanwhile would be traced
+too (and fail). Parties of one process on several threads build one at a time."""
+
+
 class _Untraceable(Exception):
     """torch.fx cannot capture the forward (the reason is the message)."""
 
@@ -47,7 +54,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     try:
         for train in (True, False):
             model.train(train)
-            code[train] = fx.symbolic_trace(model)
+            with CAPTURE_LOCK:
+                code[train] = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError... from the user's code
         raise _Untraceable(
             f"torch.fx cannot trace its forward ({_first_line(exc)}); this usually means Python control flow "
