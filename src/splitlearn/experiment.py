@@ -315,7 +315,7 @@ def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
     if load_config(run_dir / "config.json") != config:
         raise ValueError(f"{run_dir} is a run of another configuration: resume it with its own config.json")
     metrics = run_dir / "metrics.json"
-    if metrics.is_file() and read_checked(metrics, VERSIONED | {"required": ["splitlearn_version", "finished"]})["finished"]:
+    if metrics.is_file() and read_checked(metrics, METRICS)["finished"]:
         raise ValueError(f"{run_dir} has finished: there is nothing to resume")
     position = run_dir / CHECKPOINTS / "position.json"
     if not position.is_file():

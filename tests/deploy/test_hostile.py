@@ -237,27 +237,44 @@ class Strike:
     when: Callable = _first_train_step
 
 
+@dataclasses.dataclass
+class _Session:
+    """The insider tests' session: digits, 2 round-robin clients, batches of 16; its parties as
+    every process builds them; a free loopback address. :meth:`start` runs serve or join on a
+    thread, and its result (or exception) lands in ``results[name]``."""
+
+    config: object
+    cast: dict
+    target: str
+    certs: object
+    results: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def new(cls, tmp_path, certs) -> "_Session":
+        config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
+                                          train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
+        built = experiment.build(config)
+        return cls(config, build_parties(built.split, **experiment.party_options(built)).parties, f"localhost:{free_port()}", certs)
+
+    def start(self, name, fn, **kw) -> threading.Thread:
+        def run():
+            try:
+                self.results[name] = fn(self.config, certs=self.certs, insecure=True, **kw)
+            except Exception as e:  # reported by the test thread
+                self.results[name] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+
 def _attack_live_serve(tmp_path, certs, caplog, strikes: list[Strike]) -> list[tuple[grpc.StatusCode, str]]:
     """A live serve with the parties that do not strike joined honestly, and the insiders of
     ``strikes`` one after another on raw streams. Checks that the serve log names each insider cut
     off, every checkpoint stays finite, and the insiders' own joins on the same folders then bring
     the session to the weights of an undisturbed run; returns the status each insider's stream
     ended with (code, details), for the test to check against its strike."""
-    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
-                                      train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built)).parties
-    target, results = f"localhost:{free_port()}", {}
-
-    def start(name, fn, **kw):
-        def run():
-            try:
-                results[name] = fn(config, certs=certs, insecure=True, **kw)
-            except Exception as e:  # reported by the test thread
-                results[name] = e
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        return t
+    session = _Session.new(tmp_path, certs)
+    config, cast, target, results, start = session.config, session.cast, session.target, session.results, session.start
 
     caplog.set_level(logging.WARNING, logger="splitlearn.deploy")
     insiders = list(dict.fromkeys(s.party for s in strikes))
@@ -372,21 +389,8 @@ def _manifests_for(seconds: float):
 
 
 def test_an_insider_that_only_repeats_its_manifest_stalls_the_session_which_stops_checkpointed(tmp_path, certs):
-    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
-                                      train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built)).parties
-    target, results = f"localhost:{free_port()}", {}
-
-    def start(name, fn, **kw):
-        def run():
-            try:
-                results[name] = fn(config, certs=certs, insecure=True, **kw)
-            except Exception as e:  # reported by the test thread
-                results[name] = e
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        return t
+    session = _Session.new(tmp_path, certs)
+    config, cast, target, results, start = session.config, session.cast, session.target, session.results, session.start
 
     serve_kw = dict(listen=target, join_timeout=20, timeout=20, rejoin_timeout=20, progress_timeout=3)
     server = start("server", deploy.serve, **serve_kw)

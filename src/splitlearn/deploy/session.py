@@ -218,6 +218,15 @@ def serve(
             log_event("party_cut_off", f"{e.party} was cut off: {e.reason}", level=logging.WARNING,
                       party=e.party, reason=e.reason, step=sim.coordinator.committed)
 
+    def halt(state: str) -> dict[str, Any]:
+        """End the session short of its epochs, at the last checkpoint: unfinished metrics, the
+        streams closed with "resume", and ``state`` in status.json."""
+        seconds = time.perf_counter() - start
+        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, remote_parties=list(remote))
+        hub.stop(resume=True)
+        _write_status(run_dir, sim, hub, remote, seconds, state)
+        return metrics
+
     sim.coordinator.rejoin, sim.coordinator.on_commit, sim.coordinator.on_lost = rejoin, commit, lost
     sim.coordinator.on_progress = hub.progressed
     sim.coordinator.checkpoint_every = checkpoint_every
@@ -272,16 +281,10 @@ def serve(
         hub.stop()  # the last status shows the streams ended
         _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:
-        seconds = time.perf_counter() - start
-        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, remote_parties=list(remote))
-        hub.stop(resume=True)
-        _write_status(run_dir, sim, hub, remote, seconds, "stopped")
-        return ServeResult(run_dir, metrics, {}, finished=False)
+        return ServeResult(run_dir, halt("stopped"), {}, finished=False)
     except Stalled as e:
+        halt("stalled")
         committed = sim.coordinator.committed
-        experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, remote_parties=list(remote))
-        hub.stop(resume=True)
-        _write_status(run_dir, sim, hub, remote, time.perf_counter() - start, "stalled")
         log_event("stalled", f"stalled: {e}", level=logging.WARNING, step=committed)
         raise DeployError(f"the session stalled: {e}; stopped at step {committed}, which every party has checkpointed: "
                           "run the same command to resume") from None
