@@ -25,7 +25,8 @@ COMPRESSION_CODECS = ("none", "fp16", "int8", "topk")
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"  # digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology, csv, imagefolder
-    root: str | None = None  # folder of the data files, for data sets that are not embedded (csv: the CSV file)
+    root: str | tuple[str, ...] | None = None  # folder of the data files, for data sets that are not embedded (csv: the CSV
+    # file; csv with split.configuration = "vertical": one CSV per client, in client order)
     partition: str = "iid"  # how training samples are dealt to round-robin clients: iid or dirichlet
     alpha: float = 0.5  # Dirichlet concentration for partition = "dirichlet" (smaller: more skewed)
     limit_train: int = 0  # use a seeded random subset of this many training samples (0: all)
@@ -42,6 +43,15 @@ class DataConfig:
     impute: str = "none"  # csv: missing feature values are refused by row and column, or "mean" (training split's)
     image_size: int = 0  # resize images to image_size x image_size: image folders as they are read, other image sets after loading (0: keep; histology 64)
     image_mode: str = "rgb"  # imagefolder: rgb (3 channels) or grayscale (1)
+    # Vertical tables with sites = "own": each client's number of feature columns once encoded, in
+    # client order, and the client whose CSV holds the label column (read from the files otherwise).
+    widths: tuple[int, ...] = ()
+    label_site: int = -1  # -1: the server holds the labels (dealt image or embedded data)
+
+    @property
+    def own_shape(self) -> tuple[int, ...]:
+        """sites = "own": one sample's declared shape (vertical tables: all the sites' columns)."""
+        return tuple(self.sample_shape) or ((sum(self.widths),) if self.widths else ())
 
     def loader_options(self) -> dict[str, Any]:
         """Keyword arguments of this data set's loader (:func:`splitlearn.data.load_dataset`) from the keys above."""
@@ -54,6 +64,20 @@ class DataConfig:
         return {}
 
     def __post_init__(self) -> None:
+        if isinstance(self.root, list):
+            object.__setattr__(self, "root", tuple(self.root))
+        if isinstance(self.root, tuple):
+            if len(self.root) == 1:
+                object.__setattr__(self, "root", self.root[0])
+            elif self.name != "csv" or not self.root or not all(isinstance(r, str) for r in self.root):
+                raise ValueError(f"data.root takes several paths only for vertical tables (data.name = 'csv', one CSV per "
+                                 f"client); got {list(self.root)} for data set {self.name!r}")
+        if self.root is not None and not isinstance(self.root, (str, tuple)):
+            raise ValueError(f"data.root must be a path (or, for vertical tables, a list of paths), got {self.root!r}")
+        if not all(type(w) is int and w > 0 for w in self.widths):
+            raise ValueError(f"data.widths must be positive ints, one per client, got {list(self.widths)}")
+        if type(self.label_site) is not int or self.label_site < -1:
+            raise ValueError(f"data.label_site must be a client index (0, 1, ...) or -1 (the server holds the labels), got {self.label_site!r}")
         if self.partition not in ("iid", "dirichlet"):
             raise ValueError(f"data.partition must be 'iid' or 'dirichlet', got {self.partition!r}")
         if not self.alpha > 0:
@@ -68,8 +92,12 @@ class DataConfig:
             raise ValueError(f"data.image_size must be an int >= 0 (0: keep each image's size), got {self.image_size!r}")
         if self.sites not in ("dealt", "own"):
             raise ValueError(f"data.sites must be 'dealt' or 'own', got {self.sites!r}")
+        if self.sites == "own" and self.widths:
+            if self.sample_shape and tuple(self.sample_shape) != (sum(self.widths),):
+                raise ValueError(f"data.sample_shape {list(self.sample_shape)} is not the sum of data.widths {list(self.widths)}; "
+                                 "leave it out for vertical tables")
         if self.sites == "own":
-            if not self.sample_shape or not all(type(d) is int and d > 0 for d in self.sample_shape):
+            if not self.own_shape or not all(type(d) is int and d > 0 for d in self.sample_shape):
                 raise ValueError(f"data.sites = 'own' needs data.sample_shape, positive ints such as [1, 28, 28]; got {list(self.sample_shape)}")
             if type(self.num_classes) is not int or self.num_classes < 2:
                 raise ValueError(f"data.sites = 'own' needs data.num_classes >= 2, got {self.num_classes!r}")

@@ -31,6 +31,7 @@ from splitlearn.config import RunConfig, load_config
 from splitlearn.data.dataset import ArrayDataset, as_array_dataset
 from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import DATASETS, EMBEDDED, load_dataset
+from splitlearn.data.table import load_site_csv, load_vertical_csv
 from splitlearn.models import build_model, flatten_layers
 from splitlearn.privacy import NoPeek, detect_collapse, leakage
 from splitlearn.runfiles import METRICS, POSITION_IN_PROCESS, VERSIONED, check, read_checked
@@ -55,6 +56,14 @@ class Built:
     train: Any
     test: Any
     targets: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None
+    alignment: dict[str, Any] | None = None  # vertical tables: samples aligned by id, rows each site dropped
+
+
+class _Columns(NamedTuple):
+    """Vertical tables: each client's number of feature columns, and the client holding the labels."""
+
+    widths: tuple[int, ...]
+    label_site: int
 
 
 def _default_cut(kind: str, layers: list[tuple[str, nn.Module]]) -> list[int]:
@@ -87,7 +96,9 @@ def build(config: RunConfig, *, data: tuple[Any, Any] | None = None) -> Built:
     ``data.sites = "own"`` nothing is loaded: the clients bring their own data
     (:func:`own_shards`), and ``train`` and ``test`` are empty data sets of the declared shape.
     ``data`` = (train, test) gives the data instead of loading ``config.data``: ArrayDatasets or
-    any map-style Datasets of (x, y) pairs."""
+    any map-style Datasets of (x, y) pairs. Vertical tables (``data.name = "csv"``, one CSV per
+    client) are aligned by id; each client's bottom takes its own file's columns."""
+    vertical_tables = config.split.configuration == "vertical" and config.data.name == "csv"
     if data is not None:
         if config.data.sites == "own":
             raise ValueError("data= gives every party's data in this process; it does not go with data.sites = 'own'")
@@ -96,28 +107,70 @@ def build(config: RunConfig, *, data: tuple[Any, Any] | None = None) -> Built:
             raise ValueError(f"train samples have shape {list(train_ds.sample_shape)}, test samples {list(test_ds.sample_shape)}")
         return _built(config, train_ds, test_ds)
     if config.data.sites == "own":
-        if config.split.configuration == "vertical":
-            raise ValueError("data.sites = 'own' is not supported for a vertical split yet: its parties must hold the same samples")
-        if config.data.name in EMBEDDED:
-            raise ValueError(f"data.sites = 'own' needs a data set read from files, not {config.data.name!r}, which comes with "
-                             "scikit-learn: every site would train on the same copy")
         d = config.data
-        empty = ArrayDataset(torch.empty(0, *d.sample_shape), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
+        if config.split.configuration == "vertical" and not vertical_tables:
+            raise ValueError(f"data.sites = 'own' with a vertical split takes tables (data.name = 'csv', a CSV per client "
+                             f"aligned by id), not {d.name!r}")
+        if d.name in EMBEDDED:
+            raise ValueError(f"data.sites = 'own' needs a data set read from files, not {d.name!r}, which comes with "
+                             "scikit-learn: every site would train on the same copy")
+        columns = _declared_columns(config) if vertical_tables else None
+        empty = ArrayDataset(torch.empty(0, *d.own_shape), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
                              classes=tuple(str(c) for c in range(d.num_classes)), name=d.name)
         with CAPTURE_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.train.seed)
-            split, targets = _build_split(config, tuple(d.sample_shape), d.num_classes)
+            split, targets = _build_split(config, d.own_shape, d.num_classes, columns)
         return Built(config, split, empty, None, targets)
+    if vertical_tables:
+        return _vertical_tables(config)
+    if isinstance(config.data.root, tuple):
+        raise ValueError(f"data.root names {len(config.data.root)} files, but only a vertical split takes one CSV per client "
+                         f"(--data-root once per client); this split is {config.split.configuration}")
     return _built(config, *_load(config, config.data.root))
 
 
-def _built(config: RunConfig, train_ds: ArrayDataset, test_ds: ArrayDataset) -> Built:
+def _declared_columns(config: RunConfig) -> _Columns:
+    """The declared widths and label site of vertical tables that the clients bring (sites = "own")."""
+    d, k = config.data, config.split.clients
+    if len(d.widths) != k:
+        raise ValueError(f"data.sites = 'own' with vertical tables needs data.widths, each client's number of feature "
+                         f"columns ({k} clients), got {list(d.widths)}")
+    if not 0 <= d.label_site < k:
+        raise ValueError(f"data.label_site must name the client whose CSV holds the label column {d.label_column!r}: "
+                         f"0 to {k - 1}, got {d.label_site}")
+    return _Columns(tuple(d.widths), d.label_site)
+
+
+def _vertical_tables(config: RunConfig) -> Built:
+    """Vertical tables read in one process: every client's CSV (``data.root``, in client order),
+    each read as its site would read it alone, aligned by id."""
+    d, k = config.data, config.split.clients
+    roots = (d.root,) if isinstance(d.root, str) else tuple(d.root or ())
+    if len(roots) != k:
+        raise ValueError(f"vertical tables need one CSV per client: data.root names {len(roots)} file(s) for "
+                         f"split.clients = {k} (--data-root once per client)")
+    if d.limit_train or d.limit_test:
+        raise ValueError("data.limit_train and data.limit_test do not apply to vertical tables: the sites choose their rows")
+    if not d.id_column:
+        raise ValueError("vertical tables are aligned by id: name the id column (--id-column, data.id_column)")
+    tables = load_vertical_csv(roots, id_column=d.id_column, label_column=d.label_column, categorical=d.categorical,
+                               impute=d.impute, seed=config.train.seed)
+    columns = _Columns(tuple(tables.widths), tables.label_index)
+    for key, declared, found in (("widths", tuple(d.widths), columns.widths), ("label_site", d.label_site, columns.label_site)):
+        if declared not in ((), -1) and declared != found:
+            raise ValueError(f"data.{key} is {declared!r}, but the CSV files give {found!r}")
+    alignment = {"id_column": d.id_column, "samples": len(tables.ids), "rows": {s.name: s.rows for s in tables.sites},
+                 "dropped": tables.dropped, "summary": tables.summary()}
+    return dataclasses.replace(_built(config, *tables.merged(), columns), alignment=alignment)
+
+
+def _built(config: RunConfig, train_ds: ArrayDataset, test_ds: ArrayDataset, columns: _Columns | None = None) -> Built:
     in_shape, num_classes = tuple(train_ds.sample_shape), max(train_ds.num_classes, test_ds.num_classes)
     # Initial weights come from the global RNG: seed it in private (the caller's RNG state is
     # kept), and one build at a time, so that builds on several threads stay deterministic.
     with CAPTURE_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        split, targets = _build_split(config, in_shape, num_classes)
+        split, targets = _build_split(config, in_shape, num_classes, columns)
     return Built(config, split, train_ds, test_ds, targets)
 
 
@@ -150,20 +203,51 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
     """With ``data.sites = "own"``: the shards of a party of data role ``role`` from its own files
     at ``root`` (the configured data set's format, the configured subsets), with the labels of
     the tasks whose labels this role holds. ``ValueError`` if they do not fit the declared
-    ``data.sample_shape`` and ``data.num_classes``."""
+    ``data.sample_shape`` and ``data.num_classes`` (vertical tables: ``data.widths``)."""
     d = built.config.data
+    if built.split.feature_sizes is not None:
+        return _own_columns(built, role, root)
     train_ds, test_ds = _load(built.config, root)
     for name, ds in (("train", train_ds), ("test", test_ds)):
         if len(ds) and tuple(ds.sample_shape) != tuple(d.sample_shape):
             raise ValueError(f"{root}: {name} samples have shape {list(ds.sample_shape)}, but data.sample_shape is {list(d.sample_shape)}")
-        if len(ds) and int(ds.labels.max()) >= d.num_classes:
-            raise ValueError(f"{root}: {name} labels go up to {int(ds.labels.max())}, but data.num_classes is {d.num_classes}")
+        _check_classes(ds.labels, root, name, d.num_classes)
     if not len(train_ds):
         raise ValueError(f"{root}: no training samples")
     def shard(ds: ArrayDataset) -> Shard:
         return Shard(ds.sample_ids, ds.features, role_labels(built.split.plan, role, ds.labels, built.targets))
 
     return {"train": shard(train_ds)} | ({"test": shard(test_ds)} if len(test_ds) else {})
+
+
+def _check_classes(labels: torch.Tensor, root, name: str, num_classes: int) -> None:
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise ValueError(f"{root}: {name} labels go up to {int(labels.max())}, but data.num_classes is {num_classes}")
+
+
+def _own_columns(built: Built, role: str, root) -> dict[str, Shard]:
+    """A vertical client's shards from its own CSV: its rows (split by id, as every site splits
+    them), its columns, and the labels if ``data.label_site`` is this client."""
+    d, plan = built.config.data, built.split.plan
+    i = plan.data_roles.index(role)
+    holds_labels = any(h.label_role == role for h in plan.root.heads)
+    site = load_site_csv(root, id_column=d.id_column, label_column=d.label_column, holds_labels=holds_labels,
+                         categorical=d.categorical, impute=d.impute, seed=built.config.train.seed)
+    width = built.split.feature_sizes[i]
+    if len(site.columns) != width:
+        shown = ", ".join(site.columns[:8]) + (", ..." if len(site.columns) > 8 else "")
+        raise ValueError(f"{root}: {len(site.columns)} feature columns ({shown}), but data.widths[{i}] is {width}")
+    shards = {}
+    for part in ("train", "test"):
+        ids, x = getattr(site, f"{part}_ids"), getattr(site, part)
+        labels = {}
+        if holds_labels:
+            y = getattr(site, f"{part}_labels")
+            _check_classes(y, root, part, d.num_classes)
+            labels = role_labels(plan, role, y, built.targets)
+        if len(ids):
+            shards[part] = Shard(ids, x, labels)
+    return shards
 
 
 def _graph_cut_needed(kind: str, model: nn.Module, name: str) -> CutError:
@@ -173,7 +257,7 @@ def _graph_cut_needed(kind: str, model: nn.Module, name: str) -> CutError:
                     f"{type(model).__name__}, as in model.named_modules()); its top-level modules are {tops}")
 
 
-def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int):
+def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int, columns: _Columns | None = None):
     kind, cut = config.split.configuration, list(config.model.cut)
     name, kwargs = config.model.name, config.model.kwargs
     model = build_model(name, in_shape=in_shape, num_classes=num_classes, **kwargs)
@@ -207,14 +291,17 @@ def _build_split(config: RunConfig, in_shape: tuple[int, ...], num_classes: int)
         split = configs.multitask(MultiHead(trunk, heads), cut, in_shape=in_shape, weights=dict(zip(heads, w)))
         targets = {"label": lambda y: y, "upper": lambda y: (y >= math.ceil(num_classes / 2)).long()}
     else:
-        split = _vertical(config, model, in_shape, num_classes, cut)
+        split = _vertical(config, model, in_shape, num_classes, cut, columns)
     return split, targets
 
 
-def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut) -> Split:
+def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut, columns: _Columns | None) -> Split:
     """Each client gets its own copy of the layers before the cut, on its chunk of the features
-    (image width, or table columns); the server runs the rest of the model on the merged output."""
+    (image width, or table columns: with ``columns``, each site's own); the server runs the rest
+    of the model on the merged output. Labels are at the server, or at the label site's client."""
     k = config.split.clients
+    if columns is not None and len(columns.widths) != k:
+        raise ValueError(f"{len(columns.widths)} sites' columns for split.clients = {k}")
     image = len(in_shape) == 3
     dim = -1 if image else 1
     if not cut and not is_plain_sequential(model):
@@ -222,7 +309,8 @@ def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut) -
     cut = cut or _default_cut("vertical", flatten_layers(model))
     if len(cut) != 1:
         raise CutError(f"vertical split takes exactly one cut, got {cut}")
-    chunk_shapes = [p.shape[1:] for p in vertical_split(torch.zeros(1, *in_shape), k, dim=dim)]
+    sizes = None if columns is None else columns.widths
+    chunk_shapes = [p.shape[1:] for p in vertical_split(torch.zeros(1, *in_shape), sizes or k, dim=dim)]
     bottoms = []
     for shape in chunk_shapes:
         part = build_model(config.model.name, in_shape=tuple(shape), num_classes=num_classes, **config.model.kwargs)
@@ -232,7 +320,9 @@ def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut) -
     if merge == "auto":
         merge = "concat" if len(out) == 4 else "sum"  # feature maps side by side; vectors add up
     top = split_model(model, cut, in_shape=in_shape)[1]
-    return configs.vertical(Vertical(bottoms, top, dim=dim, merge=merge, merge_dim=-1), in_shape=in_shape)
+    label_role = "server" if columns is None else f"client{columns.label_site}"
+    return configs.vertical(Vertical(bottoms, top, dim=dim, merge=merge, merge_dim=-1, sizes=sizes), in_shape=in_shape,
+                            label_role=label_role)
 
 
 def new_run_dir(config: RunConfig) -> Path:
@@ -380,7 +470,8 @@ def train(
     sim.coordinator.checkpoint_every = checkpoint_every
     sim.coordinator.on_commit = lambda: write_json_atomic(
         folder / "position.json", {"tag": tag, "seconds": time.perf_counter() - start} | sim.position())
-    extra = {} if state is None else {"resumed_at_step": state["coordinator"]["committed"]}
+    extra = ({} if state is None else {"resumed_at_step": state["coordinator"]["committed"]}) | (
+        {"alignment": built.alignment} if built.alignment else {})
 
     def epoch_done(record: dict[str, Any]) -> None:
         record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)

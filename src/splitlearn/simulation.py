@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from splitlearn._text import capped
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, first_nonfinite
 from splitlearn.data.dataset import as_array_dataset
-from splitlearn.data.partition import deal, vertical_split
+from splitlearn.data.partition import deal
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import Message
@@ -96,8 +96,7 @@ def _leaf_shapes(split: Split, train: _Data) -> dict[str, tuple[int, ...]] | Non
     if features is None or features.dim() < 2:
         return None
     roles = split.plan.data_roles
-    chunks = vertical_split(features[:1], len(roles), dim=split.feature_dim) if len(roles) > 1 else [features[:1]]
-    return {n.name: tuple(chunk.shape[1:]) for role, chunk in zip(roles, chunks, strict=True)
+    return {n.name: tuple(chunk.shape[1:]) for role, chunk in zip(roles, split.cut_features(features[:1]), strict=True)
             for n in split.plan.nodes_of(role) if not n.inputs}
 
 
@@ -170,13 +169,9 @@ def build_parties(
     else:
         if clients not in (1, len(data_roles)):
             raise ValueError(f"a vertical split has {len(data_roles)} clients, not {clients}")
-        if split.feature_dim is None:
-            raise ValueError("a split with several data roles needs split.feature_dim")
+        chunks = {s: split.cut_features(ds.features) for s, ds in datasets.items()}
         for i, role in enumerate(data_roles):
-            shards = {
-                s: Shard(ds.sample_ids, vertical_split(ds.features, len(data_roles), dim=split.feature_dim)[i], labels(ds, role))
-                for s, ds in datasets.items()
-            }
+            shards = {s: Shard(ds.sample_ids, chunks[s][i], labels(ds, role)) for s, ds in datasets.items()}
             parties[role] = party(role, role, shards, modules=split.modules_of(role))
         group = []
     for role in plan.roles:

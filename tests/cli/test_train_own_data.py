@@ -77,6 +77,8 @@ def test_csv_keys_in_a_config_file(tmp_path):
     [
         (None, ["--label-column", "diagnosis", "--id-column", "patient", "--data-root", "{missing}"], "CSV file {missing} does not exist"),
         (None, [], "needs the name of its label column: pass --label-column (data.label_column)"),
+        (None, ["--label-column", "diagnosis", "--data-root", "{missing}", "--data-root", "{missing}"],
+         "data.root names 2 files, but only a vertical split takes one CSV per client (--data-root once per client); this split is vanilla"),
         (None, ["--label-column", "outcome"], "has no label column 'outcome'; its columns are 'patient', 'x0'"),
         (lambda lines: [lines[0] + ",sex", *(line + ",F" for line in lines[1:])], ["--label-column", "diagnosis"],
          "feature column 'sex' ('F' in row 2) is not numeric; one-hot encode with --categorical onehot"),
@@ -91,7 +93,9 @@ def test_csv_bad_input_is_one_clear_line(tmp_path, capsys, edit, args, message):
         table.write_text("\n".join(edit(table.read_text().splitlines())) + "\n")
     missing = tmp_path / "nope.csv"
     args = [a.format(missing=missing) for a in args]
-    argv = ["train", "--dataset", "csv", "--data-root", str(table), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "runs"), *args]
+    if "--data-root" not in args:
+        args = ["--data-root", str(table), *args]
+    argv = ["train", "--dataset", "csv", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "runs"), *args]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message.format(missing=missing) in err and "Traceback" not in err

@@ -119,12 +119,15 @@ def test_vertical_split_tabular_and_image_width():
     left, right = vertical_split(images, 2, dim=-1)
     assert left.shape == right.shape == (2, 1, 4, 3)
     assert torch.equal(left, images[..., :3]) and torch.equal(right, images[..., 3:])
+    sized = vertical_split(table, [1, 4, 2])  # each site's own number of columns
+    assert [p.shape[1] for p in sized] == [1, 4, 2] and torch.equal(sized[1], table[:, 1:5])
 
 
 @pytest.mark.parametrize(
     ("num_parts", "dim", "match"),
     [(2, 0, "dim=0 must name a per-sample dimension"), (2, 2, "dim=2 must name"), (2, -3, "dim=-3 must name"),
-     (8, 1, "num_parts=8 exceeds the 7 features"), (0, 1, "num_parts must be >= 1")],
+     (8, 1, "num_parts=8 exceeds the 7 features"), (0, 1, "num_parts must be >= 1"),
+     ([3, 3], 1, r"chunk sizes \[3, 3\] must be positive and add up to the 7 features"), ([8, -1], 1, "must be positive")],
 )  # fmt: skip
 def test_vertical_split_bad_arguments(num_parts, dim, match):
     with pytest.raises(ValueError, match=match):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from splitlearn.data import DataError, load_csv, load_dataset, load_vertical_csv
+from splitlearn.data import DataError, load_csv, load_dataset, load_site_csv, load_vertical_csv
 from splitlearn.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import Vertical
@@ -190,42 +190,59 @@ def vertical_sites(tmp_path, n: int = 200):
 def test_vertical_sites_align_by_id_on_their_intersection(tmp_path):
     paths, truth, missing = vertical_sites(tmp_path)
     v = load_vertical_csv(paths, id_column="patient", label_column="label", seed=2)
-    assert (v.label_site, v.classes, [s.name for s in v.sites]) == ("lab", ("no", "yes"), ["lab", "blood", "scan"])
-    assert len(v.ids) == 190 and not set(missing) & set(v.ids) and list(v.ids) == sorted(v.ids)
+    assert (v.label_site, v.classes, [s.name for s in v.sites], v.widths) == ("lab", ("no", "yes"), ["lab", "blood", "scan"], [3, 2, 2])
+    assert len(v.ids) == 190 and not set(missing) & set(v.ids.values()) and list(v.ids) == sorted(v.ids)
     assert v.dropped == {"lab": 10, "blood": 0, "scan": 10}
     assert v.summary() == "aligned 190 samples by 'patient' across 3 sites; rows dropped: lab 10 of 200, blood 0 of 190, scan 10 of 200"
-    assert sorted(torch.cat([v.train_ids, v.test_ids]).tolist()) == list(range(190)) and len(v.test_ids) == 38
+    assert sorted(torch.cat([v.train_ids, v.test_ids]).tolist()) == list(v.ids) and 19 <= len(v.test_ids) <= 57
     columns = {"lab": ["age", "bmi", "sbp"], "blood": ["hb", "crp"], "scan": ["mri0", "mri1"]}
-    for site in v.sites:
+    for i, site in enumerate(v.sites):
         assert site.columns == tuple(columns[site.name])
-        raw = {part: truth.loc[[v.ids[k] for k in ids.tolist()], columns[site.name]].to_numpy() for part, ids in
-               (("train", v.train_ids), ("test", v.test_ids))}
-        mean, std = raw["train"].mean(0), raw["train"].std(0)  # each site's scaler: its own training rows
-        for part in ("train", "test"):
-            torch.testing.assert_close(getattr(site, part), torch.tensor((raw[part] - mean) / std, dtype=torch.float32))
+        # Each site alone: its own rows split by id, its scaler from its own training rows (dropped ones too).
+        own_train = truth.loc[[site.ids[k] for k in site.train_ids.tolist()], columns[site.name]].to_numpy()
+        mean, std = own_train.mean(0), own_train.std(0)
+        for part, ids in (("train", v.train_ids), ("test", v.test_ids)):
+            raw = truth.loc[[v.ids[k] for k in ids.tolist()], columns[site.name]].to_numpy()
+            torch.testing.assert_close(v.features(i, part), torch.tensor((raw - mean) / std, dtype=torch.float32))
     for ids, labels in ((v.train_ids, v.train_labels), (v.test_ids, v.test_labels)):
         assert [v.classes[c] for c in labels.tolist()] == truth.label[[v.ids[k] for k in ids.tolist()]].tolist()
 
 
-def test_vertical_tables_train_in_the_vertical_configuration(tmp_path):
-    """merged() is the single array the vertical configuration cuts into contiguous chunks; with
-    widths 3, 2, 2 the chunks are the sites' own columns, and the split learns the rule."""
+def test_each_site_splits_its_rows_alone_as_the_others_do(tmp_path):
+    """A patient lands in the same split at every site, whatever else each site holds: the split
+    is a seeded hash of the id, so sites of a deployment agree without seeing each other's files."""
     paths, _, _ = vertical_sites(tmp_path)
+    alone = [load_site_csv(p, id_column="patient", label_column="label" if i == 0 else None, seed=2) for i, p in enumerate(paths)]
+    together = load_vertical_csv(paths, id_column="patient", label_column="label", seed=2)
+    for site, again in zip(alone, together.sites, strict=True):
+        for part in ("train", "test"):
+            assert torch.equal(getattr(site, f"{part}_ids"), getattr(again, f"{part}_ids"))
+            assert torch.equal(getattr(site, part), getattr(again, part))
+    shared = set(alone[0].ids) & set(alone[1].ids)
+    assert set(alone[0].test_ids.tolist()) & shared == set(alone[1].test_ids.tolist()) & shared
+    other_seed = load_site_csv(paths[1], id_column="patient", seed=3)
+    assert not torch.equal(other_seed.test_ids, alone[1].test_ids)
+    assert alone[1].classes is None and alone[0].classes == ("no", "yes")
+
+
+def test_vertical_tables_train_in_the_vertical_configuration(tmp_path):
+    """merged() is the single array a vertical split with chunk sizes ``widths`` cuts back into
+    the sites' own columns (here 2, 3, 2: not near-equal chunks), and the split learns the rule."""
+    paths, _, _ = vertical_sites(tmp_path)
+    paths = paths[1:2] + paths[:1] + paths[2:]
     v = load_vertical_csv(paths, id_column="patient", label_column="label", seed=2)
-    assert v.widths_match
+    assert v.widths == [2, 3, 2] and v.label_index == 1
     train, test = v.merged()
     torch.manual_seed(0)
     bottoms = [nn.Sequential(nn.Linear(len(s.columns), 8), nn.ReLU()) for s in v.sites]
-    split = configs.vertical(Vertical(bottoms, nn.Linear(8, 2), dim=1, merge="sum"), in_shape=(7,))
+    split = configs.vertical(Vertical(bottoms, nn.Linear(8, 2), dim=1, merge="sum", sizes=v.widths), in_shape=(7,))
     sim = Simulation(split, train=train, test=test, optimizer=OptimizerSpec("adam", lr=0.01), batch_size=16)
     for i, site in enumerate(v.sites):
         shards = sim.parties[f"client{i}"].shards
-        assert torch.equal(shards["train"].features, site.train) and torch.equal(shards["test"].features, site.test)
-        assert torch.equal(shards["train"].sample_ids, v.train_ids)
+        assert torch.equal(shards["train"].features, v.features(i, "train")) and torch.equal(shards["test"].features, v.features(i, "test"))
+        assert shards["train"].features.shape[1] == len(site.columns) and torch.equal(shards["train"].sample_ids, v.train_ids)
     history = sim.fit(15)
     assert history[-1]["test_accuracy"] >= 0.85
-    # Widths 2, 3, 2 are not the chunks the vertical configuration cuts (3, 2, 2).
-    assert not load_vertical_csv(paths[1:2] + paths[:1] + paths[2:], id_column="patient", label_column="label").widths_match
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 --data-root``), which no other process reads; the server builds the model from the declared
 sample shape and classes. The result equals the same parties trained in one process."""
 
+import json
 import threading
 
 import numpy as np
@@ -94,12 +95,12 @@ def test_config_of_own_data_is_checked(tmp_path, data, problem):
     assert problem in str(e.value)
 
 
-def test_own_data_cannot_train_in_one_process_vertically_or_from_embedded_sets(tmp_path, capsys):
+def test_own_data_cannot_train_in_one_process_vertically_from_images_or_from_embedded_sets(tmp_path, capsys):
     config = write_config(tmp_path / "config.json", data=OWN)
     assert main(["train", "--config", config, "--out", str(tmp_path / "runs")]) == 2
     assert "use data.sites = 'dealt'" in capsys.readouterr().err
     vertical = load_config(config, {"split.configuration": "vertical", "split.clients": 2})
-    with pytest.raises(ValueError, match="not supported for a vertical split"):
+    with pytest.raises(ValueError, match=r"with a vertical split takes tables \(data.name = 'csv', a CSV per client aligned by id\), not 'fashion_mnist'"):
         experiment.build(vertical)
     digits = load_config(config, {"data.name": "digits", "data.sample_shape": [1, 8, 8]})
     with pytest.raises(ValueError, match="needs a data set read from files, not 'digits', which comes with scikit-learn"):
@@ -141,3 +142,95 @@ def test_a_session_resumes_only_on_the_same_data(tmp_path):
     third = session(sites)  # the same data again: it resumes and finishes
     assert isinstance(third["server"], deploy.ServeResult) and third["server"].finished, third
     assert len(third["server"].metrics["epochs"]) == 3
+
+
+def _patients(folder, n: int = 240):
+    """Three sites' CSVs of the same ``n`` patients (string ids), each in its own row order: lab
+    results with the label, blood values missing 5% of the patients, and scan measurements."""
+    import pandas as pd
+
+    rng = np.random.default_rng(21)
+    folder.mkdir()
+    ids = [f"P-{i:04d}" for i in range(n)]
+    x = rng.normal(size=(n, 9))
+    label = np.where(x[:, 0] - x[:, 4] + x[:, 7] > 0, "relapse", "remission")
+    sites = {"lab": pd.DataFrame({"patient": ids, "age": x[:, 0], "bmi": x[:, 1], "sbp": x[:, 2], "outcome": label}),
+             "blood": pd.DataFrame({"patient": ids, "hb": x[:, 3], "crp": x[:, 4], "wbc": x[:, 5]}).drop(index=rng.choice(n, n // 20, replace=False)),
+             "scan": pd.DataFrame({"patient": ids, "mri0": x[:, 6], "mri1": x[:, 7], "mri2": x[:, 8]})}
+    paths = []
+    for name, frame in sites.items():
+        frame.sample(frac=1, random_state=int(rng.integers(1000))).to_csv(folder / f"{name}.csv", index=False)
+        paths.append(folder / f"{name}.csv")
+    return paths
+
+
+TABLES = {"name": "csv", "id_column": "patient", "label_column": "outcome"}
+
+
+def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutual_tls(tmp_path, spawn):
+    """Three hospitals hold different columns of the same patients, in their own row orders, one
+    of them missing 5% of the patients. ``splitlearn train`` with the three files, and serve with
+    three joins over mutual TLS, each site reading only its own file, reach the same weights."""
+    from .conftest import finish, free_port
+
+    paths = _patients(tmp_path / "sites")
+    common = ["--model", "mlp", "--epochs", "2", "--batch-size", "16", "--seed", "4"]
+    roots = [a for p in paths for a in ("--data-root", str(p))]
+    leakage = tmp_path / "leakage.json"
+    leakage.write_text(json.dumps({"privacy": {"leakage_batch_size": 16}}))
+    assert main(["train", "--config", str(leakage), "--configuration", "vertical", "--dataset", "csv", *roots, "--id-column", "patient",
+                 "--label-column", "outcome", *common, "--out", str(tmp_path / "local")]) == 0
+    local = next((tmp_path / "local").iterdir())
+    trained = json.loads((local / "metrics.json").read_text())
+    assert trained["alignment"]["dropped"] == {"lab": 12, "blood": 0, "scan": 12} and trained["alignment"]["samples"] == 228
+    assert trained["epochs"][-1]["test_accuracy"] > 0.6
+
+    # The deployment's config declares what the server cannot read: each site's width, who holds the labels.
+    config = write_config(tmp_path / "config.json", data=TABLES | {"sites": "own", "widths": [3, 3, 3], "label_site": 0, "num_classes": 2},
+                          model={"name": "mlp"}, split={"configuration": "vertical", "clients": 3},
+                          train={"epochs": 2, "batch_size": 16, "seed": 4}, privacy={"leakage_batch_size": 16})
+    clients = ["client0", "client1", "client2"]
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--server-name", "localhost", "--clients", ",".join(clients)]) == 0
+    target = f"localhost:{free_port()}"
+    server = spawn("serve", "--config", config, "--listen", target, "--certs", tmp_path / "certs", "--out", tmp_path / "runs",
+                   "--join-timeout", 45, "--timeout", 30)
+    joins = [spawn("join", "--config", config, "--server", target, "--party", c, "--certs", tmp_path / "certs",
+                   "--out", tmp_path / c, "--data-root", p) for c, p in zip(clients, paths)]
+    outs = []
+    for proc in (server, *joins):
+        code, out = finish(proc)
+        assert code == 0, out
+        outs.append(out)
+    assert "(mutual TLS + tokens)" in outs[0] and "aligned 228 samples across 3 parties" in outs[0], outs[0]
+    run_dir = next((tmp_path / "runs").iterdir())
+    expected = _tensors(local / "weights")
+    got = _tensors(run_dir / "weights") | {c: load_file(tmp_path / c / f"{c}.safetensors") for c in clients}
+    assert sorted(got) == sorted(expected) == [*clients, "server"]
+    for party, tensors in expected.items():
+        assert all(torch.equal(t, got[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
+    served = json.loads((run_dir / "metrics.json").read_text())
+    assert served["alignment"]["dropped"] == {"client0": 12, "client1": 0, "client2": 12}
+    scores = lambda epochs: [(e["test_accuracy"], e["test_count"], e["train_loss"]) for e in epochs]  # noqa: E731
+    assert scores(served["epochs"]) == scores(trained["epochs"])
+    # Each site measured DCOR(X, Z) on its own held-out rows and reported it to the server.
+    # (Each its whole test split, the rows other sites lack too: in one process only the aligned rows.)
+    assert all(sorted(e["dcor_by_party"]) == clients and 0 < e["dcor"] <= 1 for e in served["epochs"])
+    assert all(sorted(e["dcor_by_party"]) == clients for e in trained["epochs"])
+
+
+@pytest.mark.parametrize(("site", "data", "problem"), [
+    (1, {}, r"blood.csv: 3 feature columns \(hb, crp, wbc\), but data.widths\[1\] is 4"),
+    (0, {"label_site": 1}, r"lab.csv holds the label column 'outcome', but this site holds no labels \(another site's CSV holds them, data.label_site\)"),
+    (1, {"label_site": 1}, "CSV file .*blood.csv has no label column 'outcome'"),
+])
+def test_a_site_whose_table_does_not_fit_is_refused_by_name(tmp_path, site, data, problem):
+    paths = _patients(tmp_path / "sites")
+    config = load_config(write_config(tmp_path / "config.json", data=TABLES | {"sites": "own", "widths": [3, 4, 3], "label_site": 0,
+                                                                               "num_classes": 2} | data,
+                                      model={"name": "mlp"}, split={"configuration": "vertical", "clients": 3}))
+    if site == 0:
+        config = config.override({"data.widths": [3, 3, 3]})
+    with pytest.raises(deploy.DeployError, match=problem) as e:
+        deploy.join(config, server="localhost:1", party=f"client{site}", certs=tmp_path, out=tmp_path / "out", insecure=True,
+                    data_root=paths[site])
+    assert "\n" not in str(e.value)

@@ -1,4 +1,4 @@
-"""Protocol checks: misaligned vertical data, impersonation, out-of-order steps, state round trip."""
+"""Protocol checks: vertical data aligned by id, impersonation, out-of-order steps, state round trip."""
 
 import pytest
 import torch
@@ -17,18 +17,42 @@ def _vertical():
     return configs.vertical(Vertical([nn.Linear(5, 4), nn.Linear(5, 4)], nn.Linear(8, 3)), in_shape=(10,))
 
 
-def test_vertical_clients_with_mismatched_ids_are_refused(tabular):
-    train, _ = tabular
-    sim = Simulation(_vertical(), train=train, clients=2, batch_size=16)
-    # Re-announce client1 with different ids: the coordinator must refuse before training.
-    shard = sim.parties["client1"].shards["train"]
-    shifted = type(shard)(shard.sample_ids + 1000, shard.features, shard.labels)
-    sim.parties["client1"].shards["train"] = shifted
+def _reannounce(sim, keep):
+    """Every data party's shards cut to the sample ids ``keep(party)`` says, announced afresh."""
+    for name in sim.coordinator.data_parties:
+        party = sim.parties[name]
+        for split, s in party.shards.items():
+            rows = keep(name, s.sample_ids)
+            party.shards[split] = type(s)(s.sample_ids[rows], None if s.features is None else s.features[rows],
+                                          {t: y[rows] for t, y in s.labels.items()})
     sim.coordinator.manifests.clear()
     for name in sim.coordinator.data_parties:
         sim.parties[name].announce()
-    with pytest.raises(ValueError, match=r"'client1' lacks 160 of 'client0'.*align them by sample id"):
-        sim.coordinator.collect_manifests()
+    sim.coordinator.collect_manifests()
+
+
+def test_vertical_clients_train_on_the_ids_they_all_hold(tabular):
+    """client1 lacks 20 samples: everyone trains on the other 140, exactly as if no party had
+    held the 20, and the coordinator counts what each party dropped."""
+    train, _ = tabular
+    lacking = train.sample_ids[::8]
+    runs = []
+    for who in ("client1", None):
+        torch.manual_seed(0)
+        sim = Simulation(_vertical(), train=train, clients=2, batch_size=16)
+        _reannounce(sim, lambda name, ids: ~torch.isin(ids, lacking) if who in (name, None) else torch.ones_like(ids, dtype=torch.bool))
+        assert sim.coordinator.aligned["train"].tolist() == sorted(set(train.sample_ids.tolist()) - set(lacking.tolist()))
+        runs.append((sim.coordinator.dropped, sim.fit(1)[-1]["train_loss"], sim.parties["server"].losses))
+    assert runs[0][0] == {"client0": 20, "client1": 0, "server": 20} and runs[1][0] == dict.fromkeys(runs[0][0], 0)
+    assert runs[0][1:] == runs[1][1:]
+
+
+def test_vertical_clients_without_common_ids_are_refused(tabular):
+    train, _ = tabular
+    sim = Simulation(_vertical(), train=train, clients=2, batch_size=16)
+    half = len(train.sample_ids) // 2
+    with pytest.raises(ValueError, match=r"vertical parties hold no training sample in common \(training samples: 'client0' 80, 'client1' 80"):
+        _reannounce(sim, lambda name, ids: torch.arange(len(ids)) < half if name == "client0" else torch.arange(len(ids)) >= half)
 
 
 def test_vertical_rows_are_aligned_by_id_not_position(tabular):

@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="JSON or TOML file with data/model/split/train sections")
     p.add_argument("--configuration", choices=CONFIGURATION_KINDS, help="vanilla, ushaped, vertical, multihop or multitask")
     p.add_argument("--dataset", help="digits, breast_cancer, fashion_mnist, cifar10, cifar100, histology, csv, imagefolder")
-    p.add_argument("--data-root", help="folder with the data set's files (non-embedded data sets; csv: the CSV file)")
+    p.add_argument("--data-root", action="append", help="folder with the data set's files (non-embedded data sets; csv: the "
+                                                        "CSV file; vertical csv: once per client, each client's own CSV)")
     p.add_argument("--label-column", help="--dataset csv: the column holding each row's class")
     p.add_argument("--id-column", help="--dataset csv: a column of unique sample ids (not a feature)")
     p.add_argument("--categorical", choices=["refuse", "onehot"], help="--dataset csv: non-numeric feature columns (default: refuse)")
@@ -102,6 +103,9 @@ def _cost_table(acc: dict) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag, None) is not None}
+    roots = overrides.get("data.root")
+    if roots is not None and len(roots) > 1 and args.clients is None:
+        overrides["split.clients"] = len(roots)  # vertical tables: a client per CSV
     if args.resume is not None:
         given = ["--config"] * (args.config is not None) + [f"--{flag.replace('_', '-')}" for flag in FLAGS if getattr(args, flag) is not None]
         if given:
@@ -157,5 +161,8 @@ def run(args: argparse.Namespace) -> int:
         bytes_table.add_row(party, human_bytes(metrics["bytes_sent"].get(party, 0)), human_bytes(metrics["bytes_received"].get(party, 0)))
     console.print(bytes_table)
     console.print(_cost_table(metrics["accounting"]))
+    if "alignment" in metrics:
+        console.print(metrics["alignment"]["summary"] + " (ids compared in the clear, not by private set intersection)",
+                      soft_wrap=True, highlight=False, markup=False)
     console.print(f"Results (config.json, metrics.json, weights/) are in {run_dir}", soft_wrap=True, highlight=False)
     return 0

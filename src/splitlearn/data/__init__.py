@@ -13,7 +13,7 @@ from splitlearn.data.partition import (
     vertical_split,
 )
 from splitlearn.data.registry import DATASETS, load_dataset
-from splitlearn.data.table import SiteTable, VerticalTables, load_csv, load_vertical_csv
+from splitlearn.data.table import SiteTable, VerticalTables, load_csv, load_site_csv, load_vertical_csv
 
 __all__ = [
     "DATASETS",
@@ -33,6 +33,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_histology",
     "load_image_folder",
+    "load_site_csv",
     "load_vertical_csv",
     "stratified_split",
     "vertical_split",

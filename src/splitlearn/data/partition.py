@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -96,8 +98,10 @@ def feature_slices(size: int, num_parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def vertical_split(features: torch.Tensor, num_parts: int, *, dim: int = 1) -> list[torch.Tensor]:
-    """Split each sample's features into contiguous near-equal chunks along ``dim`` (views).
+def vertical_split(features: torch.Tensor, parts: int | Sequence[int], *, dim: int = 1) -> list[torch.Tensor]:
+    """Split each sample's features into contiguous chunks along ``dim`` (views): ``parts``
+    near-equal ones (:func:`feature_slices`), or chunks of the given sizes, in order (e.g. each
+    site's number of table columns).
 
     ``dim`` indexes the batched tensor: 1 for tabular columns, -1 for image width.
     """
@@ -105,7 +109,16 @@ def vertical_split(features: torch.Tensor, num_parts: int, *, dim: int = 1) -> l
     d = dim % ndim if -ndim <= dim < ndim else 0
     if not d:
         raise ValueError(f"dim={dim} must name a per-sample dimension of the {ndim}-d batch: 1 to {ndim - 1} or -1 to {1 - ndim}")
-    return [features[(slice(None),) * d + (s,)] for s in feature_slices(features.shape[d], num_parts)]
+    size = features.shape[d]
+    if isinstance(parts, int):
+        slices = feature_slices(size, parts)
+    else:
+        sizes = [int(k) for k in parts]
+        if len(sizes) < 1 or min(sizes) < 1 or sum(sizes) != size:
+            raise ValueError(f"chunk sizes {sizes} must be positive and add up to the {size} features along dim {dim}")
+        bounds = np.cumsum([0, *sizes]).tolist()
+        slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    return [features[(slice(None),) * d + (s,)] for s in slices]
 
 
 def deal(labels: torch.Tensor, num_parts: int, *, partition: str, alpha: float, seed: int) -> list[torch.Tensor]:

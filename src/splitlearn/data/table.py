@@ -3,14 +3,16 @@
 Numeric columns become features; a non-numeric feature column is refused by name unless
 ``categorical="onehot"``; a missing value is refused by row and column unless ``impute="mean"``.
 Rows are numbered as in a spreadsheet: the header is row 1, the first data row is row 2. The
-train/test split is stratified and seeded, and every statistic (scaler, imputed values, one-hot
-categories) comes from the training split only. pandas reads the files, and is imported only
+train/test split is stratified and seeded (for vertical tables, a seeded hash of each id, which
+every site computes alone), and every statistic (scaler, imputed values, one-hot categories)
+comes from the training split only. pandas reads the files, and is imported only
 when a table is loaded.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import torch
 from splitlearn.data.dataset import ArrayDataset, DataError
 from splitlearn.data.partition import stratified_split
 
-__all__ = ["CATEGORICAL", "IMPUTE", "SiteTable", "VerticalTables", "load_csv", "load_vertical_csv"]
+__all__ = ["CATEGORICAL", "IMPUTE", "SiteTable", "VerticalTables", "load_csv", "load_site_csv", "load_vertical_csv"]
 
 CATEGORICAL = ("refuse", "onehot")  # what to do with non-numeric feature columns
 IMPUTE = ("none", "mean")  # what to do with missing feature values
@@ -237,66 +239,183 @@ def load_csv(
     return full.subset(torch.from_numpy(train)), full.subset(torch.from_numpy(test))
 
 
+def _hash(text: str, *, salt: str = "") -> int:
+    """A 63-bit integer from ``text`` that every process and platform computes alike."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8, person=b"splitlearn-ids", salt=salt.encode()[:16]).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def _site_ids(series, path: Path) -> np.ndarray:
+    """Sample ids of a site's id column, the same at every site for the same id without the sites
+    talking: integer ids are themselves; any other id (e.g. 'P-0012', stripped) a 63-bit hash of it."""
+    import pandas as pd
+
+    _sample_ids(series, path)  # present, complete and unique as written
+    if pd.api.types.is_integer_dtype(series):
+        return np.array(series.to_numpy(), dtype=np.int64)
+    text = series.astype(str).str.strip()
+    first: dict[int, int] = {}
+    for row, value in zip(text.index, text.tolist()):
+        key = _hash(value)
+        if key in first:
+            raise DataError(f"CSV file {path}: row {_row(row)} repeats id {value!r} of row {_row(first[key])} in id column "
+                            f"{series.name!r} (ids are compared without surrounding spaces)")
+        first[key] = row
+    return np.fromiter(first, dtype=np.int64, count=len(first))
+
+
+def _in_test(ids: np.ndarray, *, test_fraction: float, seed: int) -> np.ndarray:
+    """Whether each sample id falls in the test split: a seeded hash of the id alone, so that every
+    site puts a patient in the same split without knowing the others' rows."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    salt = str(seed)
+    return np.array([_hash(str(int(i)), salt=salt) < test_fraction * 2**63 for i in ids], dtype=bool)
+
+
 @dataclass(frozen=True)
 class SiteTable:
-    """One site's columns of the aligned samples: row ``j`` of ``train`` is sample ``train_ids[j]``."""
+    """One site's table for vertical training: its rows, split into train and test by a seeded hash
+    of each id (:func:`load_site_csv`) and sorted by sample id, with the site's own columns; the
+    label site's labels too."""
 
     name: str  # the file name without its suffix
     path: Path
     columns: tuple[str, ...]  # the encoded feature columns (one-hot ones as column=value)
-    train: torch.Tensor  # float32 (n_train, len(columns))
-    test: torch.Tensor  # float32 (n_test, len(columns))
-    rows: int  # data rows in the site's file
-    dropped: int  # rows whose id is missing at another site
+    train_ids: torch.Tensor  # int64 sample ids, ascending
+    train: torch.Tensor  # float32 (len(train_ids), len(columns))
+    test_ids: torch.Tensor
+    test: torch.Tensor
+    ids: dict[int, Any]  # sample id -> the id as written in the file
+    classes: tuple[str, ...] | None = None  # the label site only: the label column's distinct values, sorted
+    train_labels: torch.Tensor | None = None  # int64 class indices, aligned with train_ids
+    test_labels: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, part: str, ids: torch.Tensor) -> torch.Tensor:
+        """Positions of sample ``ids`` (all held here) in this site's ``part``, "train" or "test"."""
+        own = getattr(self, f"{part}_ids")
+        at = torch.searchsorted(own, ids)
+        if len(ids) and (int(at.max()) >= len(own) or not torch.equal(own[at], ids)):
+            raise ValueError(f"{self.path}: some of the asked sample ids are not in its {part} split")
+        return at
+
+
+def load_site_csv(
+    path: str | os.PathLike,
+    *,
+    id_column: str,
+    label_column: str | None = None,
+    holds_labels: bool = True,
+    categorical: str = "refuse",
+    impute: str = "none",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> SiteTable:
+    """One site's CSV of vertical data, as the site reads it alone: ``id_column`` and its feature
+    columns, and ``label_column`` if it ``holds_labels`` (otherwise a column of that name is
+    refused: it would be taken for a feature).
+
+    A row goes to the test split by a seeded hash of its id, not by a stratified draw, so that
+    every site puts a patient in the same split without seeing the others' files. Features are
+    encoded as by :func:`load_csv`, with statistics from this site's training rows.
+    """
+    path = Path(path)
+    frame = _read(path)
+    if label_column and not holds_labels:
+        if label_column in frame.columns:
+            raise DataError(f"CSV file {path} holds the label column {label_column!r}, but this site holds no labels "
+                            "(another site's CSV holds them, data.label_site)")
+        label_column = None
+    return _site_table(frame, path, id_column=id_column, label_column=label_column, categorical=categorical,
+                       impute=impute, test_fraction=test_fraction, seed=seed)
+
+
+def _site_table(frame, path: Path, *, id_column: str, label_column: str | None, categorical: str, impute: str,
+                test_fraction: float, seed: int) -> SiteTable:
+    if not id_column:
+        raise DataError(f"vertical tables are aligned by id: name the id column of {path} (--id-column, data.id_column)")
+    if label_column == id_column:
+        raise DataError(f"CSV file {path}: the id column and the label column are both {label_column!r}")
+    ids = _site_ids(_column(frame, path, id_column, "id"), path)
+    labels, classes = _labels(_column(frame, path, label_column, "label"), path) if label_column else (None, None)
+    order = np.argsort(ids, kind="stable")
+    in_test = _in_test(ids[order], test_fraction=test_fraction, seed=seed)
+    train, test = order[~in_test], order[in_test]
+    if not len(train):
+        raise DataError(f"CSV file {path}: none of its {len(ids)} rows falls in the training split")
+    features = frame.drop(columns=[c for c in (id_column, label_column) if c])
+    encode = _fit(features, train, path, categorical=categorical, impute=impute)
+    x = torch.from_numpy(encode(features))
+    t = lambda rows: torch.from_numpy(np.ascontiguousarray(rows))  # noqa: E731
+    y = None if labels is None else torch.from_numpy(labels)
+    written = frame[id_column].tolist()
+    return SiteTable(path.stem, path, encode.names, t(ids[train]), x[t(train)], t(ids[test]), x[t(test)],
+                     {int(ids[r]): written[r] for r in order}, classes,
+                     None if y is None else y[t(train)], None if y is None else y[t(test)])
 
 
 @dataclass(frozen=True)
 class VerticalTables:
-    """Several sites' columns of the same samples, aligned by id, split into train and test.
+    """Several sites' columns of the same samples: the sample ids every site holds, ascending.
 
-    ``sites[i].train`` and ``sites[i].test`` hold site ``i``'s features of the samples
-    ``train_ids`` and ``test_ids``, in that order, for every site alike; the labels come from
-    ``label_site``. Sample ids number the aligned ids: sample id ``k`` is patient ``ids[k]``.
+    Row ``j`` of site ``i``'s features of ``part`` ("train" or "test") is :meth:`features`
+    ``(i, part)[j]``, the sample ``train_ids[j]`` (``test_ids[j]``); the labels come from
+    ``label_site``.
     """
 
     sites: tuple[SiteTable, ...]
     label_site: str
     id_column: str
-    ids: tuple[Any, ...]  # the id values common to all sites, sorted; index = sample id
     classes: tuple[str, ...]
-    train_ids: torch.Tensor  # int64 sample ids of the training split
+    train_ids: torch.Tensor  # int64 sample ids of the training split that every site holds, ascending
     test_ids: torch.Tensor
     train_labels: torch.Tensor  # int64 class indices, aligned with train_ids
     test_labels: torch.Tensor
 
     @property
+    def ids(self) -> dict[int, Any]:
+        """Sample id -> the id as written, for the aligned samples."""
+        return {int(i): self.sites[0].ids[int(i)] for i in torch.cat([self.train_ids, self.test_ids]).sort().values}
+
+    @property
+    def widths(self) -> list[int]:
+        """Each site's number of feature columns, in site order."""
+        return [len(s.columns) for s in self.sites]
+
+    @property
+    def label_index(self) -> int:
+        return [s.name for s in self.sites].index(self.label_site)
+
+    @property
     def dropped(self) -> dict[str, int]:
         """Rows each site dropped: its ids that some other site does not hold."""
-        return {s.name: s.dropped for s in self.sites}
+        aligned = len(self.train_ids) + len(self.test_ids)
+        return {s.name: s.rows - aligned for s in self.sites}
 
     def summary(self) -> str:
         """One line: how many samples were aligned, and how many rows each site dropped."""
-        drops = ", ".join(f"{s.name} {s.dropped} of {s.rows}" for s in self.sites)
-        return f"aligned {len(self.ids)} samples by {self.id_column!r} across {len(self.sites)} sites; rows dropped: {drops}"
+        aligned = len(self.train_ids) + len(self.test_ids)
+        drops = ", ".join(f"{s.name} {s.rows - aligned} of {s.rows}" for s in self.sites)
+        return f"aligned {aligned} samples by {self.id_column!r} across {len(self.sites)} sites; rows dropped: {drops}"
+
+    def features(self, site: int, part: str) -> torch.Tensor:
+        """Site ``site``'s columns of the aligned samples of ``part`` ("train" or "test")."""
+        s = self.sites[site]
+        return getattr(s, part)[s.rows_of(part, getattr(self, f"{part}_ids"))]
 
     def merged(self) -> tuple[ArrayDataset, ArrayDataset]:
         """Every site's columns side by side, in site order, as one (train, test) pair: the single
-        array that splitlearn's vertical configuration cuts into contiguous column chunks. Chunk
-        ``i`` is exactly site ``i``'s columns when the sites' widths are those of
-        :func:`~splitlearn.data.partition.feature_slices` (``widths_match``)."""
-        def one(part: str, ids: torch.Tensor, labels: torch.Tensor) -> ArrayDataset:
-            return ArrayDataset(torch.cat([getattr(s, part) for s in self.sites], dim=1), labels, ids,
+        array that a vertical split with chunk sizes :attr:`widths` cuts back into the sites' columns."""
+        def one(part: str) -> ArrayDataset:
+            return ArrayDataset(torch.cat([self.features(i, part) for i in range(len(self.sites))], dim=1),
+                                getattr(self, f"{part}_labels"), getattr(self, f"{part}_ids"),
                                 classes=self.classes, name="+".join(s.name for s in self.sites))
 
-        return one("train", self.train_ids, self.train_labels), one("test", self.test_ids, self.test_labels)
-
-    @property
-    def widths_match(self) -> bool:
-        """Whether :meth:`merged`'s vertical chunks (near-equal, the first ones longer) are the sites' columns."""
-        from splitlearn.data.partition import feature_slices
-
-        widths = [len(s.columns) for s in self.sites]
-        return [s.stop - s.start for s in feature_slices(sum(widths), len(widths))] == widths
+        return one("train"), one("test")
 
 
 def load_vertical_csv(
@@ -311,12 +430,13 @@ def load_vertical_csv(
 ) -> VerticalTables:
     """One CSV per site, each with ``id_column`` and its own feature columns, and exactly one
     with ``label_column``: the samples whose id every site holds, aligned by id (the files'
-    row orders do not matter), with a stratified, seeded train/test split.
+    row orders do not matter).
 
-    Each site's features are encoded as by :func:`load_csv`, with statistics from the training
-    rows of that site alone. Rows whose id some site lacks are dropped and counted per site
-    (:attr:`VerticalTables.dropped`, :meth:`VerticalTables.summary`). The ids are compared here
-    in the clear: this is not private set intersection.
+    Each site is read as by :func:`load_site_csv`, alone, as it would be at the site of a
+    deployment: its own train/test split by id, its own encoding statistics. Rows whose id some
+    site lacks are dropped and counted per site (:attr:`VerticalTables.dropped`,
+    :meth:`VerticalTables.summary`). The ids are compared here in the clear: this is not private
+    set intersection.
     """
     if len(paths) < 2:
         raise DataError(f"vertical data needs a CSV per site, 2 or more; got {len(paths)}")
@@ -324,43 +444,27 @@ def load_vertical_csv(
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
         raise DataError(f"the sites' CSV files need distinct names, got {', '.join(map(str, paths))}")
-    import pandas as pd
-
-    frames = []
-    for path in paths:
-        frame = _read(path)
-        _sample_ids(_column(frame, path, id_column, "id"), path)  # present, complete and unique
-        frames.append(frame)
+    frames = [_read(path) for path in paths]
+    for path, frame in zip(paths, frames):
+        _column(frame, path, id_column, "id")
     holders = [i for i, f in enumerate(frames) if label_column in f.columns]
     if len(holders) != 1:
         found = "none of them" if not holders else "each of " + ", ".join(str(paths[i]) for i in holders)
         raise DataError(f"exactly one site's CSV must hold the label column {label_column!r}; {found} does")
-    # Integer ids everywhere are compared as integers; otherwise as text, without surrounding spaces.
-    as_int = all(pd.api.types.is_integer_dtype(f[id_column]) for f in frames)
-    keys = [f[id_column] if as_int else f[id_column].astype(str).str.strip() for f in frames]
-    keyed = [f.assign(_row=f.index).set_index(k) for f, k in zip(frames, keys)]
-    common = keyed[0].index
-    for k in keyed[1:]:
-        common = common.intersection(k.index)
-    if not len(common):
+    sites = tuple(_site_table(f, p, id_column=id_column, label_column=label_column if i == holders[0] else None,
+                              categorical=categorical, impute=impute, test_fraction=test_fraction, seed=seed)
+                  for i, (p, f) in enumerate(zip(paths, frames)))
+    common = {}
+    for part in ("train", "test"):
+        ids = getattr(sites[0], f"{part}_ids")
+        for s in sites[1:]:
+            ids = ids[torch.isin(ids, getattr(s, f"{part}_ids"))]
+        common[part] = ids
+    if not len(common["train"]) + len(common["test"]):
         raise DataError(f"the sites' CSV files have no id in common in column {id_column!r}")
-    common = common.sort_values()
-    aligned = []
-    for k in keyed:
-        a = k.loc[common]
-        a.index = a.pop("_row").to_numpy()  # back to file rows, for messages naming rows
-        aligned.append(a)
-    label_path = paths[holders[0]]
-    labels, classes = _labels(aligned[holders[0]][label_column], label_path)
-    train, test = (t.numpy() for t in stratified_split(torch.from_numpy(labels), test_fraction=test_fraction, seed=seed))
-    sites = []
-    for path, frame, a in zip(paths, frames, aligned):
-        features = a.drop(columns=[c for c in (id_column, label_column) if c in a.columns])
-        encode = _fit(features, train, path, categorical=categorical, impute=impute)
-        x = torch.from_numpy(encode(features))
-        sites.append(SiteTable(path.stem, path, encode.names, x[train], x[test], len(frame), len(frame) - len(common)))
-    y = torch.from_numpy(labels)
-    return VerticalTables(
-        tuple(sites), names[holders[0]], id_column, tuple(common.tolist()), classes,
-        torch.from_numpy(train), torch.from_numpy(test), y[train], y[test],
-    )
+    if not len(common["train"]):
+        raise DataError(f"the sites' CSV files have no training sample in common in column {id_column!r}")
+    holder = sites[holders[0]]
+    labels = {part: getattr(holder, f"{part}_labels")[holder.rows_of(part, common[part])] for part in common}
+    return VerticalTables(sites, holder.name, id_column, holder.classes, common["train"], common["test"],
+                          labels["train"], labels["test"])

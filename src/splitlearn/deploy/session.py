@@ -54,6 +54,19 @@ def _manifest_digests(sim: Simulation) -> dict[str, str]:
     return out
 
 
+def _alignment(sim: Simulation, config: RunConfig) -> dict[str, Any] | None:
+    """Vertical parties that announced different samples: how many all of them hold, and how many
+    each dropped (as ``train`` reports for tables read in one process)."""
+    c = sim.coordinator
+    if c.group_role is not None or not any(c.dropped.values()):
+        return None
+    rows = {p: sum(len(ids) for ids in c.manifests[p].values()) for p in c.data_parties}
+    samples = sum(len(ids) for ids in c.aligned.values())
+    drops = ", ".join(f"{p} {c.dropped[p]} of {rows[p]}" for p in c.data_parties)
+    return {"id_column": config.data.id_column, "samples": samples, "rows": rows, "dropped": dict(c.dropped),
+            "summary": f"aligned {samples} samples across {len(rows)} parties; rows dropped: {drops}"}
+
+
 class _Stopped(Exception):
     """Raised between steps when the server was asked to stop (SIGTERM)."""
 
@@ -190,6 +203,7 @@ def serve(
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
     last_status = [0.0]
     data: dict[str, str] = {}  # the clients' manifest digests, once they have announced
+    about: dict[str, Any] = {"remote_parties": list(remote)}  # metrics.json's own keys
 
     def save_position(*, finished: bool) -> float:
         seconds = time.perf_counter() - start
@@ -222,7 +236,7 @@ def serve(
         """End the session short of its epochs, at the last checkpoint: unfinished metrics, the
         streams closed with "resume", and ``state`` in status.json."""
         seconds = time.perf_counter() - start
-        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, remote_parties=list(remote))
+        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, **about)
         hub.stop(resume=True)
         _write_status(run_dir, sim, hub, remote, seconds, state)
         return metrics
@@ -252,6 +266,9 @@ def serve(
                 lost(e)
                 sim.coordinator.manifests.pop(e.party, None)  # what its next connection announces counts
         data.update(_manifest_digests(sim))
+        if a := _alignment(sim, config):
+            about["alignment"] = a
+            log_event("aligned", a["summary"], **{k: v for k, v in a.items() if k != "summary"})
         if state is not None and "data" in state:
             changed = sorted(p for p, d in data.items() if state["data"].get(p) != d)
             if changed:
@@ -264,7 +281,7 @@ def serve(
         def epoch_done(record: dict[str, Any]) -> None:
             record |= sim.remote_leakage()  # each client's DCOR(X, Z) on its own held-out data, as train reports it
             commit()
-            experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, remote_parties=list(remote))
+            experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, **about)
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -277,7 +294,7 @@ def serve(
             sim.fit(remaining, on_step=step_done, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         seconds = save_position(finished=True)
-        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=True, remote_parties=list(remote))
+        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=True, **about)
         hub.stop()  # the last status shows the streams ended
         _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:

@@ -35,6 +35,7 @@ class Split:
     plan: Plan
     modules: dict[str, nn.Module]
     feature_dim: int | None = None  # vertical: the batched-feature dim cut between data roles
+    feature_sizes: tuple[int, ...] | None = None  # vertical: each data role's width along it (None: near-equal chunks)
     source: nn.Module | None = None
     keys: dict[str, dict[str, list[str]]] = field(init=False, default_factory=dict)
 
@@ -50,6 +51,15 @@ class Split:
                 node: {k: original[id(t)] for k, t in m.state_dict(keep_vars=True).items() if id(t) in original}
                 for node, m in self.modules.items()
             }
+
+    def cut_features(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Each data role's chunk of a batch of ``features``, in the order of ``plan.data_roles``."""
+        roles = self.plan.data_roles
+        if len(roles) == 1:
+            return [features]
+        if self.feature_dim is None:
+            raise ValueError("a split with several data roles needs split.feature_dim")
+        return vertical_split(features, self.feature_sizes or len(roles), dim=self.feature_dim)
 
     def modules_of(self, role: str) -> dict[str, nn.Module]:
         return {n.name: self.modules[n.name] for n in self.plan.nodes_of(role)}
@@ -165,20 +175,25 @@ def multitask(
 
 class Vertical(nn.Module):
     """The unsplit reference of a vertical split: cut the input into ``len(bottoms)`` contiguous
-    chunks along ``dim``, run each through its bottom, merge, run the top."""
+    chunks along ``dim`` (near-equal, or of ``sizes``: e.g. each site's number of columns), run
+    each through its bottom, merge, run the top."""
 
-    def __init__(self, bottoms: Sequence[nn.Module], top: nn.Module, *, dim: int = 1, merge: str = "concat", merge_dim: int = 1) -> None:
+    def __init__(self, bottoms: Sequence[nn.Module], top: nn.Module, *, dim: int = 1, merge: str = "concat", merge_dim: int = 1,
+                 sizes: Sequence[int] | None = None) -> None:
         super().__init__()
         if merge not in ("concat", "sum", "mean"):
             raise ValueError(f"merge must be concat, sum or mean, got {merge!r}")
         if len(bottoms) < 2:
             raise ValueError(f"a vertical split needs at least 2 bottoms, got {len(bottoms)}")
+        if sizes is not None and (len(sizes) != len(bottoms) or min(sizes) < 1):
+            raise ValueError(f"sizes {list(sizes)} must give a positive width for each of the {len(bottoms)} bottoms")
         self.bottoms = nn.ModuleList(bottoms)
         self.top = top
         self.dim, self.merge, self.merge_dim = dim, merge, merge_dim
+        self.sizes = None if sizes is None else tuple(int(k) for k in sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [b(p) for b, p in zip(self.bottoms, vertical_split(x, len(self.bottoms), dim=self.dim))]
+        parts = [b(p) for b, p in zip(self.bottoms, vertical_split(x, self.sizes or len(self.bottoms), dim=self.dim))]
         return self.top(merge_inputs(parts, self.merge, self.merge_dim))
 
 
@@ -199,7 +214,7 @@ def vertical(
     nodes.append(Node("server", "server", tuple(roles), merge=model.merge, merge_dim=model.merge_dim, heads=(Head(task, label_role),)))
     if in_shape is not None:
         probe = torch.zeros(2, *in_shape)
-        chunk_shapes = [p.shape[1:] for p in vertical_split(probe, len(roles), dim=model.dim)]
+        chunk_shapes = [p.shape[1:] for p in vertical_split(probe, model.sizes or len(roles), dim=model.dim)]
         outs = [check_segments([b], s)[0] for b, s in zip(model.bottoms, chunk_shapes)]
         try:
             merged = merge_inputs([torch.zeros(o) for o in outs], model.merge, model.merge_dim)
@@ -208,7 +223,7 @@ def vertical(
         check_segments([model.top], merged.shape[1:], cut_names=["merge"])
     modules = {r: b for r, b in zip(roles, model.bottoms)}
     modules["server"] = model.top
-    return Split(Plan(tuple(nodes)), modules, feature_dim=model.dim, source=model)
+    return Split(Plan(tuple(nodes)), modules, feature_dim=model.dim, feature_sizes=model.sizes, source=model)
 
 
 CONFIGURATIONS = OrderedDict(

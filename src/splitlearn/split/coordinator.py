@@ -127,6 +127,8 @@ class Coordinator:
         self.step = 0
         self.pipeline = pipelinable(plan)  # issue the next training step before the current one has finished
         self.manifests: dict[str, dict[str, torch.Tensor]] = {}
+        self.aligned: dict[str, torch.Tensor] = {}  # vertical: split -> the sample ids every data party holds, ascending
+        self.dropped: dict[str, int] = {}  # vertical: party -> the samples it announced that another party lacks
         self._done: dict[int, set[str]] = {}  # step in flight -> the parties that finished it
         self._aborted: set[str] = set()
         self._relayed = False
@@ -180,8 +182,9 @@ class Coordinator:
     # -- setup ---------------------------------------------------------------------------------
 
     def collect_manifests(self) -> None:
-        """Wait for every data party's manifest; check vertical parties hold the same samples, and
-        round-robin clients the same splits."""
+        """Wait for every data party's manifest; check round-robin clients hold the same splits.
+        Vertical parties train and evaluate on the samples that all of them hold (:attr:`aligned`);
+        :attr:`dropped` counts, per party, the samples it announced that another lacks."""
         self.transport.run_until(lambda: set(self.manifests) >= set(self.data_parties))
         if self.group_role is not None:  # each client in turn trains and evaluates on its own shards
             first, *others = self.clients
@@ -192,17 +195,21 @@ class Coordinator:
             return
         first, *others = self.data_parties
         for other in others:
-            for split, ids in self.manifests[first].items():
-                theirs = self.manifests[other].get(split)
-                if theirs is None:
-                    raise ValueError(f"vertical party {other!r} holds no {split!r} samples, {first!r} holds {len(ids)}")
-                a, b = set(ids.tolist()), set(theirs.tolist())
-                if a != b:
-                    raise ValueError(
-                        f"vertical parties hold different {split!r} samples: {other!r} lacks {len(a - b)} "
-                        f"of {first!r}'s ids (e.g. {sorted(a - b)[:3]}) and has {len(b - a)} it lacks "
-                        f"(e.g. {sorted(b - a)[:3]}); align them by sample id first"
-                    )
+            if self.manifests[other].keys() != self.manifests[first].keys():
+                raise ValueError(f"vertical parties must hold the same splits: {other!r} holds {sorted(self.manifests[other])}, "
+                                 f"{first!r} holds {sorted(self.manifests[first])}")
+        self.aligned = {}
+        for split, ids in self.manifests[first].items():
+            common = torch.sort(ids).values
+            for other in others:
+                common = common[torch.isin(common, self.manifests[other][split])]
+            self.aligned[split] = common
+        if not len(self.aligned.get("train", ())):
+            sizes = ", ".join(f"{p!r} {len(self.manifests[p].get('train', ()))}" for p in self.data_parties)
+            raise ValueError(f"vertical parties hold no training sample in common (training samples: {sizes}); "
+                             "their sample ids must name the same samples")
+        aligned = sum(len(ids) for ids in self.aligned.values())
+        self.dropped = {p: sum(len(ids) for ids in self.manifests[p].values()) - aligned for p in self.data_parties}
 
     # -- schedule ------------------------------------------------------------------------------
 
@@ -216,7 +223,7 @@ class Coordinator:
         """The batches of ``epoch`` in order. Round robin: each client's whole shard in turn."""
         key = lambda k: (self.seed, epoch, k) if split == "train" else None  # noqa: E731
         if self.group_role is None:
-            ids = torch.sort(self.manifests[self.data_parties[0]][split]).values
+            ids = self.aligned[split]
             return [Batch(self._bindings(None), b) for b in self._batches(ids, shuffle_key=key(0), batch_size=self.batch_size)]
         out = []
         for k, client in enumerate(self.clients):
@@ -312,8 +319,7 @@ class Coordinator:
         lost party restarts the evaluation from its first batch (scores are reset by the roll back).
         """
         while True:
-            owner = self.holder if self.group_role is not None else self.data_parties[0]
-            ids = torch.sort(self.manifests[owner][split]).values
+            ids = torch.sort(self.manifests[self.holder][split]).values if self.group_role is not None else self.aligned[split]
             bindings = self._bindings(self.holder)
             try:
                 for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
