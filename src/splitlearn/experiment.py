@@ -46,7 +46,7 @@ from splitlearn.split.segments import CutError, check_segments, is_plain_sequent
 from splitlearn.split.state import OptimizerSpec
 
 __all__ = ["Built", "Interrupted", "TrainedRun", "build", "client_leakage", "epoch_summary", "fingerprint", "load_run", "new_run_dir", "party_leakage",
-           "party_options", "predict", "simulation", "train"]
+           "party_options", "predict", "simulation", "train", "write_predictions"]
 
 
 @dataclass
@@ -583,14 +583,23 @@ def predict(run_dir: str | Path, *, split: str = "test", device: str | None = No
     run_dir = Path(run_dir)
     built, sim, _ = load_run(run_dir, device=device, weights=weights)
     outputs, scores = sim.predict(split)
-    path = run_dir / f"predictions-{split}.csv"
     data = built.test if split == "test" else built.train
-    label_of = dict(zip(data.sample_ids.tolist(), data.labels.tolist()))
-    with path.open("w", newline="") as f:
+    targets = built.targets or {task: lambda y: y for task in outputs}
+    labels = {task: dict(zip(data.sample_ids.tolist(), targets[task](data.labels).tolist())) for task in outputs}
+    return write_predictions(run_dir / f"predictions-{split}.csv", outputs, labels), scores
+
+
+def write_predictions(path: str | Path, outputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                      labels: dict[str, dict[int, int]]) -> Path:
+    """A CSV of ``sample_id, task, prediction, label`` rows: the predicted class of each output
+    (``outputs``: task -> (sample ids, outputs)) beside its label (``labels``: task -> id -> class)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sample_id", "task", "prediction", "label"])
         for task, (ids, logits) in outputs.items():
-            target = (built.targets or {task: lambda y: y})[task]
             for i, p in zip(ids.tolist(), logits.argmax(-1).tolist()):
-                w.writerow([i, task, p, int(target(torch.tensor(label_of[i])))])
-    return path, scores
+                w.writerow([i, task, p, labels[task][i]])
+    tmp.replace(path)
+    return path

@@ -33,7 +33,7 @@ from splitlearn.split.state import OptimizerSpec, unpack_state
 from splitlearn.split.transport import ByteTotals, MessageLog, Transport
 from splitlearn.transport.local import LocalTransport
 
-__all__ = ["Cast", "Simulation", "build_parties", "role_labels", "save_party_weights"]
+__all__ = ["Cast", "Simulation", "build_parties", "load_party_weights", "role_labels", "save_party_weights"]
 
 
 def _epoch_losses(losses: list[tuple[int, float]], first: int | None) -> list[tuple[int, float]]:
@@ -71,6 +71,26 @@ def save_party_weights(parties: Iterable[Party], folder: str | Path) -> dict[str
         tmp.replace(path)
         written[p.name] = path
     return written
+
+
+def load_party_weights(party: Party, path: str | Path) -> None:
+    """Install the segments (and optimiser state) that :func:`save_party_weights` wrote at
+    ``path`` into ``party``, which then holds them; :class:`CheckpointError` naming the file and
+    the tensor if they are not this party's."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["meta"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a weights file of splitlearn ({type(e).__name__}: {capped(str(e), 200)})") from None
+    if (bad := first_nonfinite(tensors)) is not None:
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf")
+    try:
+        party.hold_segments(True)
+        unpack_state(tensors, meta, party.modules, party.optimizer)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 @dataclass
@@ -307,20 +327,21 @@ class Simulation:
                 on_epoch(record)
         return self.history
 
-    def evaluate(self, split: str = "test") -> dict[str, float]:
+    def evaluate(self, split: str = "test", *, client: str | None = None) -> dict[str, float]:
         """Accuracy and loss per task, scored by each label owner on its own labels. A label owner
         that runs elsewhere reports its totals over the pass, if it shares them. With
         :attr:`leakage_batch_size` set, the data parties that run elsewhere and hold their segments
-        report DCOR(X, Z) on their own ``split`` data too: see :meth:`remote_leakage`."""
-        names = self._label_owner_names()
-        owners = self.label_owners()
+        report DCOR(X, Z) on their own ``split`` data too: see :meth:`remote_leakage`. In round
+        robin, ``client`` evaluates its own ``split`` (by default the holder of the segments does)."""
+        names = self._label_owner_names(client)
+        owners = self.label_owners(client)
         for p in owners.values():
             p.eval_totals.pop(split, None)
         remote = sorted({n for n in names.values() if n not in self.parties})
         c = self.coordinator
-        holders = [c.holder] if c.group_role is not None else c.data_parties
+        holders = [client or c.holder] if c.group_role is not None else c.data_parties
         reported = c.evaluate(split, batch_size=self.eval_batch_size, ask=remote, leakage_batch_size=self.leakage_batch_size,
-                              leakage_from=[p for p in holders if p not in self.parties])
+                              leakage_from=[p for p in holders if p not in self.parties], client=client)
         out: dict[str, float] = {}
         single = len(names) == 1
         for task, name in names.items():
@@ -350,14 +371,14 @@ class Simulation:
             return {}
         return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
 
-    def predict(self, split: str = "test") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
+    def predict(self, split: str = "test", *, client: str | None = None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
         """Run ``split`` through the protocol; return (sample ids, outputs) per task, as held by
-        each task's label owner, and the scores :meth:`evaluate` gives."""
-        owners = self.label_owners()
+        each task's label owner here, and the scores :meth:`evaluate` gives (``client``: see there)."""
+        owners = self.label_owners(client)
         for p in owners.values():
             p.keep_predictions, p.predictions = True, {}
         try:
-            scores = self.evaluate(split)
+            scores = self.evaluate(split, client=client)
         finally:
             for p in owners.values():
                 p.keep_predictions = False
@@ -367,13 +388,14 @@ class Simulation:
             out[task] = (torch.cat(ids), torch.cat(logits))
         return out, scores
 
-    def label_owners(self) -> dict[str, Party]:
-        """The party scoring each task, among the parties that run here."""
-        return {task: self.parties[n] for task, n in self._label_owner_names().items() if n in self.parties}
+    def label_owners(self, client: str | None = None) -> dict[str, Party]:
+        """The party scoring each task, among the parties that run here (in round robin: in the
+        turn of ``client``, by default the holder of the segments)."""
+        return {task: self.parties[n] for task, n in self._label_owner_names(client).items() if n in self.parties}
 
-    def _label_owner_names(self) -> dict[str, str]:
+    def _label_owner_names(self, client: str | None = None) -> dict[str, str]:
         """The party scoring each task: task -> party name (here or elsewhere)."""
-        group, holder = self.coordinator.group_role, self.coordinator.holder
+        group, holder = self.coordinator.group_role, client or self.coordinator.holder
         return {h.task: holder if h.label_role == group else h.label_role for h in self.plan.root.heads}
 
     # -- checkpoints and resume ----------------------------------------------------------------
@@ -433,18 +455,7 @@ class Simulation:
                 raise FileNotFoundError(f"no weights for party {name!r} (role {p.role!r}) in {', '.join(map(str, folders))}: "
                                         "a deployment keeps each client's weights at its site (join --out); "
                                         "give that folder with --weights")
-            try:
-                with safe_open(str(path), "pt") as f:
-                    meta = json.loads((f.metadata() or {})["meta"])
-                tensors = load_file(str(path))
-            except (SafetensorError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"{path}: not a weights file of splitlearn ({type(e).__name__}: {capped(str(e), 200)})") from None
-            if (bad := first_nonfinite(tensors)) is not None:
-                raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or Inf")
-            try:
-                unpack_state(tensors, meta, p.modules, p.optimizer)
-            except ValueError as e:
-                raise CheckpointError(f"{path}: {e}") from None
+            load_party_weights(p, path)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights under the keys of the model the split was cut from, so that

@@ -63,17 +63,27 @@ def in_threads(config, certs, joins, **serve_kw) -> dict:
     """``deploy.serve`` and one ``deploy.join`` per party of ``joins`` (party -> its extra keyword
     arguments) on threads of this process, without TLS (loopback). Returns each one's result or
     exception, by party (``"server"`` for serve)."""
+    return _threads(deploy.serve, (config,), config, certs, joins, dict(join_timeout=20) | serve_kw)
+
+
+def predict_in_threads(run_dir, config, certs, joins) -> dict:
+    """``deploy.predict`` of a served ``run_dir`` and ``deploy.join(predict="test")`` per party of
+    ``joins``, as :func:`in_threads` runs a session."""
+    return _threads(deploy.predict, (run_dir,), config, certs, {p: kw | {"predict": "test"} for p, kw in joins.items()},
+                    dict(join_timeout=20))
+
+
+def _threads(server, args, config, certs, joins, server_kw) -> dict:
     target, results = f"localhost:{free_port()}", {}
 
-    def run(name, fn, **kw):
+    def run(name, fn, *args, **kw):
         try:
-            results[name] = fn(config, certs=certs, insecure=True, **kw)
+            results[name] = fn(*args, certs=certs, insecure=True, **kw)
         except Exception as e:  # reported to the test
             results[name] = e
 
-    threads = [threading.Thread(target=run, args=("server", deploy.serve), kwargs=dict(listen=target, join_timeout=20) | serve_kw,
-                                daemon=True)]
-    threads += [threading.Thread(target=run, args=(party, deploy.join), kwargs=dict(server=target, party=party) | kw, daemon=True)
+    threads = [threading.Thread(target=run, args=("server", server, *args), kwargs=dict(listen=target) | server_kw, daemon=True)]
+    threads += [threading.Thread(target=run, args=(party, deploy.join, config), kwargs=dict(server=target, party=party) | kw, daemon=True)
                 for party, kw in joins.items()]
     for t in threads:
         t.start()

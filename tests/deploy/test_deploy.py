@@ -15,7 +15,7 @@ from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.transport.grpc import ClientTransport, StreamClosed
 
-from .conftest import finish, free_port, in_threads, write_config
+from .conftest import finish, free_port, in_threads, predict_in_threads, write_config
 
 
 def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
@@ -160,6 +160,14 @@ def test_ushaped_through_the_api_in_threads_trains_what_train_trains(tmp_path, c
     assert results["client"].losses  # the client owns the labels: it scored every step
     assert "train_loss" not in results["server"].metrics["epochs"][0]
     _check_matches_in_process(config, tmp_path, shared_scores=bool(share))
+    # Predicting with what was deployed: the client holds the labels, so it scores and keeps the
+    # predictions, the same as predicting in one process; the server has the scores only if shared.
+    run_dir = results["server"].run_dir
+    done = predict_in_threads(run_dir, config, tmp_path / "certs", {"client": dict(out=tmp_path / "client", share_scores=share)})
+    assert isinstance(done["server"], deploy.PredictResult) and done["client"].predictions is not None, done
+    assert main(["predict", str(next((tmp_path / "local").iterdir()))]) == 0
+    assert done["client"].predictions.read_text() == next((tmp_path / "local").iterdir()).joinpath("predictions-test.csv").read_text()
+    assert bool(done["server"].scores["all"]) == bool(share) and done["server"].path is None
 
 
 def test_server_exits_with_a_message_when_nobody_joins(tmp_path, certs, capsys):

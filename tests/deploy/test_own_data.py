@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import splitlearn
 from splitlearn import deploy, experiment
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
@@ -17,7 +18,7 @@ from splitlearn.data.idx import write_idx
 from splitlearn.simulation import Simulation, build_parties
 from splitlearn.transport.local import LocalTransport
 
-from .conftest import in_threads, write_config
+from .conftest import in_threads, predict_in_threads, write_config
 
 OWN = {"name": "fashion_mnist", "sites": "own", "sample_shape": [1, 28, 28], "num_classes": 10}
 
@@ -66,6 +67,24 @@ def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
     served = results["server"].metrics["epochs"]
     assert [e["test_accuracy"] for e in served] == [e["test_accuracy"] for e in sim.history]
     assert [e["test_count"] for e in served] == [12, 12]  # client1 held the weights at the end of each epoch: its own test split
+
+
+    # Predict with what the deployment trained: each site predicts its own test split in turn (the
+    # segments relayed to it, as in training) and writes its predictions at its site; the same as
+    # the parties in one process predicting each client's split.
+    done = predict_in_threads(results["server"].run_dir, config, tmp_path / "certs",
+                              {c: dict(out=tmp_path / "clients", data_root=root) for c, root in sites.items()})
+    assert isinstance(done["server"], deploy.PredictResult), done
+    for client in sites:
+        assert isinstance(done[client], deploy.JoinResult) and done[client].predictions is not None, done
+        outputs, scores = sim.predict("test", client=client)
+        ids, logits = outputs["y"]
+        shard = sim.parties[client].shards["test"]
+        label = dict(zip(shard.sample_ids.tolist(), shard.labels["y"].tolist()))
+        rows = done[client].predictions.read_text().splitlines()
+        assert done[client].predictions.name == f"{client}-predictions-test.csv"
+        assert rows[1:] == [f"{i},y,{p},{label[i]}" for i, p in zip(ids.tolist(), logits.argmax(-1).tolist())]
+        assert done["server"].scores[client] == scores and scores["count"] == {"client0": 16, "client1": 12}[client]
 
 
 @pytest.mark.parametrize(("data", "join_kw", "problem"), [
@@ -217,6 +236,24 @@ def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutu
     assert all(sorted(e["dcor_by_party"]) == clients and 0 < e["dcor"] <= 1 for e in served["epochs"])
     assert all(sorted(e["dcor_by_party"]) == clients for e in trained["epochs"])
 
+    # Predict through the same protocol: the server with its weights, each site with its own
+    # weights and file; client0 holds the labels, so it scores and writes the predictions at its site.
+    assert main(["predict", str(local)]) == 0
+    target = f"localhost:{free_port()}"
+    server = spawn("predict", run_dir, "--listen", target, "--certs", tmp_path / "certs", "--join-timeout", 45, "--log-format", "json")
+    joins = [spawn("join", "--config", config, "--server", target, "--party", c, "--certs", tmp_path / "certs",
+                   "--out", tmp_path / c, "--data-root", p, "--predict") for c, p in zip(clients, paths)]
+    for proc in (server, *joins):
+        code, out = finish(proc)
+        assert code == 0, out
+    predicted = (tmp_path / "client0" / "client0-predictions-test.csv").read_text()
+    assert predicted == (local / "predictions-test.csv").read_text() and predicted.count("\n") > 40
+    assert not (tmp_path / "client1" / "client1-predictions-test.csv").exists() and not (run_dir / "predictions-test.csv").exists()
+    scores = json.loads((run_dir / "predictions-test.json").read_text())["scores"]["all"]
+    assert scores["accuracy"] == trained["epochs"][-1]["test_accuracy"] and scores["count"] == trained["epochs"][-1]["test_count"]
+    after = {c: load_file(tmp_path / c / f"{c}.safetensors") for c in clients}
+    assert all(torch.equal(t, after[c][k]) for c in clients for k, t in got[c].items())  # predicting changed no weights
+
 
 @pytest.mark.parametrize(("site", "data", "problem"), [
     (1, {}, r"blood.csv: 3 feature columns \(hb, crp, wbc\), but data.widths\[1\] is 4"),
@@ -234,3 +271,23 @@ def test_a_site_whose_table_does_not_fit_is_refused_by_name(tmp_path, site, data
         deploy.join(config, server="localhost:1", party=f"client{site}", certs=tmp_path, out=tmp_path / "out", insecure=True,
                     data_root=paths[site])
     assert "\n" not in str(e.value)
+
+
+def test_a_prediction_needs_a_finished_served_run_and_each_sites_weights(tmp_path, capsys):
+    paths = _patients(tmp_path / "sites")
+    config = load_config(write_config(tmp_path / "config.json", data=TABLES | {"sites": "own", "widths": [3, 3, 3], "label_site": 0,
+                                                                               "num_classes": 2},
+                                      model={"name": "mlp"}, split={"configuration": "vertical", "clients": 3}))
+    with pytest.raises(deploy.DeployError, match=r"no weights at .*client1.safetensors: --predict uses the weights this site trained"):
+        deploy.join(config, server="localhost:1", party="client1", certs=tmp_path, out=tmp_path / "empty", insecure=True,
+                    data_root=paths[1], predict="test")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(deploy.DeployError, match="is not a run folder: it has no config.json"):
+        deploy.predict(run, listen="localhost:0", certs=tmp_path, insecure=True)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "metrics.json").write_text(json.dumps({"splitlearn_version": splitlearn.__version__, "finished": False, "epochs": []}))
+    with pytest.raises(deploy.DeployError, match="holds an unfinished run"):
+        deploy.predict(run, listen="localhost:0", certs=tmp_path, insecure=True)
+    assert main(["predict", str(run), "--certs", str(tmp_path)]) == 2
+    assert "--certs goes with --listen" in capsys.readouterr().err

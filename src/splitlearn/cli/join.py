@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                    help="seconds to keep reconnecting after the connection broke (the server restarting)")
     p.add_argument("--data-root", help="this site's own data files (configs with data.sites = \"own\"), in the format "
                                         "of the config's data set; no other process reads them")
+    p.add_argument("--predict", nargs="?", const="test", choices=["test", "train"], metavar="SPLIT",
+                   help="take part in the server's prediction (splitlearn predict RUN --listen) of SPLIT (default: test) "
+                        "with the weights in --out; write --out/PARTY-predictions-SPLIT.csv of what this party scores")
     scores = p.add_mutually_exclusive_group()
     scores.add_argument("--share-scores", dest="share_scores", action="store_const", const=True,
                         help="report test accuracy and loss totals to the server even where the labels never leave "
@@ -44,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     with operational(args.log_format, terminate):
         result = join(config, server=args.server, party=args.party, certs=args.certs, out=args.out, insecure=args.insecure,
                       connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
-                      share_scores=args.share_scores, data_root=args.data_root)
+                      share_scores=args.share_scores, data_root=args.data_root, predict=args.predict)
+        if args.predict:
+            log_event("finished", f"{args.party}: prediction ended; " + (f"predictions in {result.predictions}" if result.predictions
+                                                                        else "the scores are elsewhere"),
+                      party=args.party, predictions=str(result.predictions) if result.predictions else None)
+            return 0
         last = f", last loss it scored {result.losses[-1][1]:.4f}" if result.losses else ""
         log_event("finished", f"{args.party}: session ended; "
                   + (f"weights in {result.weights}" if result.weights else "it holds no segments now") + last,

@@ -19,19 +19,19 @@ from typing import Any
 import grpc
 import torch
 
-from splitlearn import experiment
+from splitlearn import __version__, experiment
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, write_json_atomic
-from splitlearn.config import RunConfig
+from splitlearn.config import RunConfig, load_config
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
-from splitlearn.runfiles import POSITION, STATUS, RunFileError, confined, read_checked
-from splitlearn.simulation import Cast, Simulation, build_parties, save_party_weights
+from splitlearn.runfiles import METRICS, POSITION, STATUS, VERSIONED, RunFileError, confined, read_checked
+from splitlearn.simulation import Cast, Simulation, build_parties, load_party_weights, save_party_weights
 from splitlearn.split.messages import Message, ProtocolError, RelayRequest, StartStep
 from splitlearn.split.party import Party
 from splitlearn.split.transport import ByteTotals, PartyLost
 from splitlearn.transport.grpc import ClientTransport, HubTransport, Stalled, StreamClosed
 from splitlearn.transport.serde import Limits
 
-__all__ = ["JoinResult", "ServeResult", "is_loopback", "join", "log_event", "read_status", "serve"]
+__all__ = ["JoinResult", "PredictResult", "ServeResult", "is_loopback", "join", "log_event", "predict", "read_status", "serve"]
 
 
 _log = logging.getLogger("splitlearn.deploy")
@@ -97,6 +97,27 @@ def _remote(config: RunConfig) -> tuple[experiment.Built, Cast, list[str]]:
 # -- server ------------------------------------------------------------------------------------
 
 
+def _hub(built: experiment.Built, remote: Sequence[str], certs: str | Path, *, insecure: bool, timeout: float,
+         progress_timeout: float, limits: Limits = Limits()) -> tuple[HubTransport, grpc.ServerCredentials | None]:
+    """The server's hub for the client parties ``remote``, and its TLS credentials (None: ``insecure``)."""
+    tokens = read_tokens(certs)
+    missing = [n for n in remote if n not in tokens]
+    if missing:
+        raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
+    credentials = None if insecure else server_credentials(certs)
+    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout,
+                                               progress_timeout=progress_timeout, limits=limits)
+    return hub, credentials
+
+
+def _hosted(built: experiment.Built, cast: Cast, remote: Sequence[str], hub: HubTransport) -> Simulation:
+    """The coordinator and the parties the server hosts, on ``hub``."""
+    c = built.config
+    # A record per message would grow without bound: running totals instead.
+    return Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
+                      batch_size=c.train.batch_size, seed=c.train.seed, log=ByteTotals())
+
+
 class _Hub(HubTransport):
     """A hub that also requires each stream's client certificate CN to be the party its token names."""
 
@@ -160,17 +181,9 @@ def serve(
     if not progress_timeout > 0:
         raise DeployError(f"--progress-timeout must be > 0 seconds, got {progress_timeout:g}")
     built, cast, remote = _remote(config)
-    tokens = read_tokens(certs)
-    missing = [n for n in remote if n not in tokens]
-    if missing:
-        raise DeployError(f"{Path(certs) / 'tokens.json'} has no token for {', '.join(missing)}")
-    credentials = None if insecure else server_credentials(certs)
-    hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout,
-                                                  progress_timeout=progress_timeout, limits=limits)
+    hub, credentials = _hub(built, remote, certs, insecure=insecure, timeout=timeout, progress_timeout=progress_timeout, limits=limits)
     c = built.config
-    # A record per message would grow without bound: running totals instead.
-    sim = Simulation(built.split, parties=cast, transport=hub, local=set(cast.parties) - set(remote), relay=c.split.relay,
-                     batch_size=c.train.batch_size, seed=c.train.seed, log=ByteTotals())
+    sim = _hosted(built, cast, remote, hub)
     sim.leakage_batch_size = c.privacy.leakage_batch_size
     tag = experiment.fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
@@ -314,6 +327,112 @@ def serve(
     return ServeResult(run_dir, metrics, weights)
 
 
+@dataclass
+class PredictResult:
+    run_dir: Path
+    scores: dict[str, dict[str, float]]  # who predicted ("all", or each round-robin client on its own data) -> its scores
+    path: Path | None  # the server's predictions CSV, for tasks whose labels the server holds
+
+
+def _trained_run(run_dir: Path) -> RunConfig:
+    """The config of a finished run folder of ``serve``; :class:`DeployError` unless it is one."""
+    for name in ("config.json", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise DeployError(f"{run_dir} is not a run folder: it has no {name}")
+    try:
+        metrics = read_checked(run_dir / "metrics.json", VERSIONED)
+        if metrics["splitlearn_version"] != __version__:
+            raise DeployError(f"{run_dir} was written by splitlearn {metrics['splitlearn_version']}, this is {__version__}: retrain it")
+        if not read_checked(run_dir / "metrics.json", METRICS)["finished"]:
+            raise DeployError(f"{run_dir} holds an unfinished run (no final weights): finish it with serve first")
+        return load_config(run_dir / "config.json")
+    except (RunFileError, ValueError) as e:
+        raise DeployError(str(e)) from None
+
+
+def predict(
+    run_dir: str | Path,
+    *,
+    listen: str,
+    certs: str | Path,
+    split: str = "test",
+    insecure: bool = False,
+    join_timeout: float = 300.0,
+    timeout: float = 300.0,
+    on_ready: Callable[[int, Sequence[str]], None] | None = None,
+) -> PredictResult:
+    """Predict ``split`` with what a served run trained, through the protocol it trained with.
+
+    The server hosts its parties with their weights from ``<run>/weights``; each client joins
+    with ``join(..., predict=split)`` (``splitlearn join --predict``), holding its own weights from
+    its ``--out`` folder, its own data and, where it owns them, the labels; the party scoring a
+    task writes the predictions at its own site. No segment leaves its owner. Round-robin clients
+    with their own data (``data.sites = "own"``) each predict their own split in turn, the segments
+    relayed to each as in training; with dealt data the client holding the segments predicts the
+    shared split once. Writes ``<run>/predictions-<split>.json`` (the scores) and, for tasks whose
+    labels the server holds, ``<run>/predictions-<split>.csv``."""
+    run_dir = Path(run_dir)
+    if split not in ("train", "test"):
+        raise DeployError(f"split must be 'train' or 'test', got {split!r}")
+    if insecure and not is_loopback(listen):
+        raise DeployError(f"--insecure is refused on {listen}: only a loopback address may go without TLS")
+    config = _trained_run(run_dir)
+    built, cast, remote = _remote(config)
+    hub, credentials = _hub(built, remote, certs, insecure=insecure, timeout=timeout, progress_timeout=timeout)
+    sim = _hosted(built, cast, remote, hub)
+    co = sim.coordinator
+    try:
+        sim.load_weights(run_dir / "weights")
+    except (FileNotFoundError, CheckpointError) as e:
+        raise DeployError(str(e)) from None
+    if co.group_role is not None:
+        holder = read_status(run_dir).get("holder")
+        if holder not in co.clients:
+            raise DeployError(f"{run_dir / 'status.json'} does not name the client that holds the trained segments")
+        co.holder = holder
+    scores: dict[str, dict[str, float]] = {}
+    outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    try:
+        try:
+            port = hub.start(listen, credentials)
+        except RuntimeError as e:
+            raise DeployError(f"cannot listen on {listen}: {e}") from None
+        if on_ready is not None:
+            on_ready(port, remote)
+        log_event("predict", f"predicting the {split} split with {run_dir}; waiting for {', '.join(remote)} (join --predict)",
+                  run=str(run_dir), split=split)
+        try:
+            hub.wait_for_parties(remote, timeout=join_timeout)
+        except TimeoutError:
+            missing = sorted(set(remote) - set(hub.connected()))
+            raise DeployError(f"parties {missing} did not connect within {join_timeout:g} s") from None
+        co.collect_manifests()
+        turns = list(co.clients) if co.group_role is not None and config.data.sites == "own" else [None]
+        for client in turns:
+            out, got = sim.predict(split, client=client)
+            scores[client or "all"] = got
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in got.items()) or "scored where the labels are, and not shared"
+            log_event("predicted", f"{client or split}: {shown}", party=client, **got)
+            for task, pair in out.items():
+                outputs.setdefault(task, []).append(pair)
+        path = None
+        if outputs:
+            owners = sim.label_owners()
+            merged = {task: (torch.cat([i for i, _ in pairs]), torch.cat([o for _, o in pairs])) for task, pairs in outputs.items()}
+            labels = {task: dict(zip(owners[task].shards[split].sample_ids.tolist(), owners[task].shards[split].labels[task].tolist()))
+                      for task in merged}
+            path = experiment.write_predictions(run_dir / f"predictions-{split}.csv", merged, labels)
+        write_json_atomic(run_dir / f"predictions-{split}.json", {"split": split, "scores": scores})
+        hub.stop()  # the session is over: every client writes what it predicted
+    except PartyLost as e:
+        raise DeployError(f"{e.party} was lost during prediction: run the same commands again") from None
+    except (TimeoutError, ConnectionError, ProtocolError, ValueError) as e:
+        raise DeployError(str(e)) from None
+    finally:
+        hub.stop(resume=True)
+    return PredictResult(run_dir, scores, path)
+
+
 def _write_status(run_dir: Path, sim: Simulation, hub: HubTransport, remote: Sequence[str], seconds: float, state: str) -> None:
     c = sim.coordinator
     status = {"state": state, "updated": time.time(), "seconds": seconds, "epoch": c.epoch, "next_batch": c.next_batch,
@@ -343,6 +462,7 @@ class JoinResult:
     party: str
     weights: Path | None  # None when the party holds no segments at the end (it relayed them on)
     losses: list[tuple[int, float]]  # (step, loss) of the heads scored here
+    predictions: Path | None = None  # join --predict: the CSV of what this party scored
 
 
 class _EpochLines:
@@ -425,6 +545,7 @@ def join(
     reconnect_timeout: float = 600.0,
     share_scores: bool | None = None,
     data_root: str | Path | None = None,
+    predict: str | None = None,
 ) -> JoinResult:
     """Run client party ``party`` of ``config`` against the hub at ``server`` until it ends the
     session; write ``<out>/<party>.safetensors``. Its token is ``<certs>/<party>.token``; TLS
@@ -441,7 +562,13 @@ def join(
 
     With ``data.sites = "own"`` the party trains on its own files at ``data_root`` (the configured
     data set's format), which no other process sees; otherwise it keeps the shard of the
-    configured data set dealt to it, and ``data_root`` must be ``None``."""
+    configured data set dealt to it, and ``data_root`` must be ``None``.
+
+    With ``predict`` ("test" or "train"), the party takes part in the server's prediction of that
+    split (:func:`predict`, ``splitlearn predict RUN --listen``) with the weights it trained,
+    ``<out>/<party>.safetensors`` (a round-robin client without that file holds no segments until
+    they are relayed to it), and writes ``<out>/<party>-predictions-<split>.csv`` for what it scores. It
+    neither checkpoints nor writes weights, and a broken connection ends it: run both again."""
     if insecure and not is_loopback(server):
         raise DeployError(f"--insecure is refused for {server}: only a loopback address may go without TLS")
     built, cast, remote = _remote(config)
@@ -457,19 +584,22 @@ def join(
     elif data_root is not None:
         raise DeployError("--data-root is for data.sites = 'own'; with data.sites = 'dealt' every process deals itself "
                           f"its shard of data set {config.data.name!r}")
+    me = cast.parties[party]
+    if predict is not None:
+        _ready_to_predict(me, Path(out), predict)
     token = read_token(certs, party)
     credentials = None if insecure else client_credentials(certs, party)
-    me = cast.parties[party]
     if share_scores is not None:
         me.share_scores = share_scores
     epochs = _EpochLines(me, leakage_batch_size=config.privacy.leakage_batch_size)
-    me.watchers.append(epochs)
-    try:
-        me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=experiment.fingerprint(config))
-        if step := me.resume():
-            log_event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
-    except CheckpointError as e:
-        raise DeployError(str(e)) from None
+    if predict is None:
+        me.watchers.append(epochs)
+        try:
+            me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=experiment.fingerprint(config))
+            if step := me.resume():
+                log_event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
+        except CheckpointError as e:
+            raise DeployError(str(e)) from None
     wait = connect_timeout
     while True:
         _wait_reachable(server, credentials, wait, tls=lambda: tls_problem(server, certs, party))
@@ -483,6 +613,8 @@ def join(
             transport.serve()
             break
         except StreamClosed as e:
+            if predict is not None:
+                raise DeployError(f"the prediction session ended early ({e.code.name}: {e.details}): run it again") from None
             if e.code not in _RECONNECT:
                 raise DeployError(f"{_REJECTED.get(e.code, 'session failed')}: {e.code.name}: {e.details}") from None
             log_event("reconnect", f"{party}: connection lost ({e.code.name}: {e.details}); reconnecting", level=logging.WARNING,
@@ -492,5 +624,39 @@ def join(
             raise DeployError(f"session failed: {e}") from None
         finally:
             transport.close()
+    if predict is not None:
+        return JoinResult(party, None, me.losses, _write_own_predictions(me, Path(out), predict))
     epochs.flush()
     return JoinResult(party, save_party_weights([me], Path(out)).get(party), me.losses)
+
+
+def _ready_to_predict(me: Party, out: Path, split: str) -> None:
+    """``me`` with the weights it trained, keeping what it predicts."""
+    if split not in ("train", "test"):
+        raise DeployError(f"--predict takes 'train' or 'test', got {split!r}")
+    if split not in me.shards and me.shards:
+        raise DeployError(f"{me.name} holds no {split!r} samples to predict")
+    path = out / f"{me.name}.safetensors"
+    if me.nodes:
+        if path.is_file():
+            try:
+                load_party_weights(me, path)
+            except CheckpointError as e:
+                raise DeployError(str(e)) from None
+        elif me.make_modules is not None:
+            me.hold_segments(False)  # a round-robin client: the segments are relayed to it
+        else:
+            raise DeployError(f"no weights at {path}: --predict uses the weights this site trained (join --out of that session)")
+    me.keep_predictions, me.predictions = True, {}
+
+
+def _write_own_predictions(me: Party, out: Path, split: str) -> Path | None:
+    """``<out>/<party>-predictions-<split>.csv`` of what ``me`` scored, with its own labels; None if it scored nothing."""
+    if not me.predictions:
+        return None
+    shard = me.shards[split]
+    outputs = {task: (torch.cat([i for i, _ in pairs]), torch.cat([o for _, o in pairs])) for task, pairs in me.predictions.items()}
+    labels = {task: dict(zip(shard.sample_ids.tolist(), shard.labels[task].tolist())) for task in outputs}
+    path = experiment.write_predictions(out / f"{me.name}-predictions-{split}.csv", outputs, labels)
+    log_event("predictions", f"{me.name}: predictions of its {split} samples are in {path}", party=me.name, path=str(path))
+    return path

@@ -307,7 +307,8 @@ class Coordinator:
                 on_step(i, len(batches))
 
     def evaluate(self, split: str = "test", *, batch_size: int = 512, ask: Collection[str] = (),
-                 leakage_from: Collection[str] = (), leakage_batch_size: int = 0) -> dict[str, dict[str, dict[str, int | float]]]:
+                 leakage_from: Collection[str] = (), leakage_batch_size: int = 0,
+                 client: str | None = None) -> dict[str, dict[str, dict[str, int | float]]]:
         """Run ``split`` forward through the protocol; the label owner scores it locally. Then ask
         each party in ``ask`` (label owners that run elsewhere) for its totals over the pass;
         return them: party -> task -> ``{"count", "correct", "loss_sum"}`` (no tasks from a party
@@ -315,10 +316,15 @@ class Coordinator:
         asked for the held-out DCOR(X, Z) of its data segments at ``leakage_batch_size`` too; what
         they report is in :attr:`leakage_reported`.
 
-        In round robin the current holder of the shared segments evaluates on its own copy. A
+        In round robin the current holder of the shared segments evaluates on its own copy, or,
+        with ``client``, that client on its own data (the segments are relayed to it first). A
         lost party restarts the evaluation from its first batch (scores are reset by the roll back).
         """
         while True:
+            if client is not None and client != self.holder:
+                if client not in self.clients:
+                    raise ValueError(f"{client!r} is not a round-robin client here; the clients are {self.clients}")
+                self.relay_to(client)
             ids = torch.sort(self.manifests[self.holder][split]).values if self.group_role is not None else self.aligned[split]
             bindings = self._bindings(self.holder)
             try:

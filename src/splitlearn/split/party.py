@@ -285,6 +285,16 @@ class Party:
     def holds_weights(self) -> bool:
         return self.modules is not None
 
+    def hold_segments(self, holds: bool) -> None:
+        """Hold fresh segments (to load weights into), or none (a round-robin client whose
+        segments are elsewhere): what the party holds when it starts, outside any checkpoint."""
+        if not holds:
+            self.modules = self.optimizer = None
+        elif self.modules is None:
+            if self.make_modules is None:
+                raise ValueError(f"party {self.name!r} cannot hold segments")
+            self._install(self.make_modules())
+
     # -- dispatch ------------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> None:
