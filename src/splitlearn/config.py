@@ -37,6 +37,7 @@ class DataConfig:
     sites: str = "dealt"
     sample_shape: tuple[int, ...] = ()  # sites = "own": the shape of one sample, e.g. [1, 28, 28]
     num_classes: int = 0  # sites = "own": the number of classes
+    classes: tuple[str, ...] = ()  # sites = "own" with csv or imagefolder: the class names in order, the same at every site
     label_column: str = ""  # csv: the column holding each row's class (required)
     id_column: str = ""  # csv: a column of unique sample ids, not a feature (integer ids become the sample ids)
     categorical: str = "refuse"  # csv: non-numeric feature columns are refused by name, or "onehot" encoded
@@ -101,6 +102,10 @@ class DataConfig:
                 raise ValueError(f"data.sites = 'own' needs data.sample_shape, positive ints such as [1, 28, 28]; got {list(self.sample_shape)}")
             if type(self.num_classes) is not int or self.num_classes < 2:
                 raise ValueError(f"data.sites = 'own' needs data.num_classes >= 2, got {self.num_classes!r}")
+            if self.name in ("csv", "imagefolder") and (len(self.classes) != self.num_classes
+                                                        or len(set(self.classes)) != len(self.classes)):
+                raise ValueError(f"data.sites = 'own' with {self.name} needs data.classes, the {self.num_classes} distinct class names "
+                                 f"(label values or class folders) in order, so that every site numbers them alike; got {list(self.classes)}")
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,9 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
     if built.split.feature_sizes is not None:
         return _own_columns(built, role, root)
     train_ds, test_ds = _load(built.config, root)
+    if d.classes:
+        train_ds, test_ds = (dataclasses.replace(ds, labels=_numbered(ds.labels, ds.classes, d.classes, root), classes=d.classes)
+                             for ds in (train_ds, test_ds))
     for name, ds in (("train", train_ds), ("test", test_ds)):
         if len(ds) and tuple(ds.sample_shape) != tuple(d.sample_shape):
             raise ValueError(f"{root}: {name} samples have shape {list(ds.sample_shape)}, but data.sample_shape is {list(d.sample_shape)}")
@@ -218,6 +221,14 @@ def own_shards(built: Built, role: str, root) -> dict[str, Shard]:
         return Shard(ds.sample_ids, ds.features, role_labels(built.split.plan, role, ds.labels, built.targets))
 
     return {"train": shard(train_ds)} | ({"test": shard(test_ds)} if len(test_ds) else {})
+
+
+def _numbered(labels: torch.Tensor, found: Sequence[str], declared: Sequence[str], root) -> torch.Tensor:
+    """Class indices of ``labels`` (indices into this site's ``found`` names) in the ``declared`` order."""
+    unknown = sorted(set(found) - set(declared))
+    if unknown:
+        raise ValueError(f"{root}: class {unknown[0]!r} is not one of data.classes {list(declared)}")
+    return torch.tensor([list(declared).index(c) for c in found], dtype=torch.long)[labels] if len(labels) else labels
 
 
 def _check_classes(labels: torch.Tensor, root, name: str, num_classes: int) -> None:
@@ -243,6 +254,8 @@ def _own_columns(built: Built, role: str, root) -> dict[str, Shard]:
         labels = {}
         if holds_labels:
             y = getattr(site, f"{part}_labels")
+            if d.classes:
+                y = _numbered(y, site.classes, d.classes, root)
             _check_classes(y, root, part, d.num_classes)
             labels = role_labels(plan, role, y, built.targets)
         if len(ids):

@@ -4,6 +4,7 @@ sample shape and classes. The result equals the same parties trained in one proc
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,76 @@ def _tensors(folder) -> dict[str, dict[str, torch.Tensor]]:
     return {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
+def _png_site(folder, seed: int, n: int):
+    """An image folder of ``n`` 8x8 grayscale PNG tiles per class ('tumour' brighter than 'stroma')."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(("stroma", "tumour")):
+        (folder / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 128, (8, 8), dtype=np.uint8) + 100 * k).save(folder / name / f"{i}.png")
+    return folder
+
+
+def _csv_site(folder, seed: int, n: int):
+    from tests.cli.test_train_own_data import write_table
+
+    folder.mkdir()
+    return write_table(folder / "cohort.csv", n=n, features=5, seed=seed)
+
+
+@pytest.mark.parametrize(("data", "make"), [
+    ({"name": "csv", "sample_shape": [5], "label_column": "diagnosis", "id_column": "patient", "classes": ["negative", "positive"]}, _csv_site),
+    ({"name": "imagefolder", "sample_shape": [1, 8, 8], "image_mode": "grayscale", "classes": ["stroma", "tumour"]}, _png_site),
+])
+def test_sites_bring_their_own_tables_and_image_folders(tmp_path, data, make):
+    """Two hospitals, each with its own CSV (or PNG folder): the deployment trains what the same
+    parties with the same files train in one process."""
+    sites = {"client0": make(tmp_path / "site0", 0, 40), "client1": make(tmp_path / "site1", 1, 30)}
+    config = load_config(write_config(tmp_path / "config.json", data=data | {"sites": "own", "num_classes": 2}, model={"name": "mlp"},
+                                      split={"configuration": "vanilla", "clients": 2}, train={"epochs": 2, "batch_size": 8}),
+                         {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
+    results = in_threads(config, tmp_path / "certs", {c: dict(out=tmp_path / "clients", data_root=root) for c, root in sites.items()})
+    assert isinstance(results["server"], deploy.ServeResult), results
+    sim = _in_one_process(config, sites)
+    expected = _tensors(tmp_path / "in-process")
+    got = _tensors(results["server"].run_dir / "weights") | _tensors(tmp_path / "clients")
+    for party, tensors in expected.items():
+        assert all(torch.equal(t, got[party][k]) for k, t in tensors.items()), f"{party}: weights differ"
+    served = results["server"].metrics["epochs"]
+    assert [e["test_accuracy"] for e in served] == [e["test_accuracy"] for e in sim.history] and served[-1]["test_count"] > 0
+
+
+def test_a_site_with_a_class_the_others_do_not_number_is_refused(tmp_path):
+    site = _png_site(tmp_path / "site", 0, 4)
+    (site / "tumour").rename(site / "necrosis")
+    config = load_config(write_config(tmp_path / "config.json", data={"name": "imagefolder", "sites": "own", "sample_shape": [1, 8, 8],
+                                                                      "num_classes": 2, "image_mode": "grayscale",
+                                                                      "classes": ["stroma", "tumour"]}))
+    with pytest.raises(deploy.DeployError, match=r"site: class 'necrosis' is not one of data.classes \['stroma', 'tumour'\]"):
+        deploy.join(config, server="localhost:1", party="client0", certs=tmp_path, out=tmp_path / "out", insecure=True, data_root=site)
+    with pytest.raises(ValueError, match="with imagefolder needs data.classes, the 2 distinct class names"):
+        load_config(write_config(tmp_path / "bad.json", data={"name": "imagefolder", "sites": "own", "sample_shape": [1, 8, 8],
+                                                              "num_classes": 2}))
+
+
+def _in_one_process(config, sites) -> Simulation:
+    """The parties of ``config`` in one process, each client with its own files of ``sites``,
+    trained; weights saved in ``<out>/../in-process``."""
+    built = experiment.build(config)
+    cast = build_parties(built.split, **experiment.party_options(built))
+    for name, root in sites.items():
+        cast.parties[name].shards = experiment.own_shards(built, cast.parties[name].role, root)
+    sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties),
+                     batch_size=config.train.batch_size, seed=config.train.seed)
+    sim.coordinator.collect_manifests()
+    sim.fit(config.train.epochs)
+    sim.save_weights(Path(config.out).parent / "in-process")
+    return sim
+
+
 def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
     sites = {"client0": _site(tmp_path / "site0", 0, 48, 16), "client1": _site(tmp_path / "site1", 1, 40, 12)}
     config = load_config(write_config(tmp_path / "config.json", data=OWN, model={"name": "small_cnn"},
@@ -51,14 +122,7 @@ def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
     assert sorted(map(str, loaded)) == sorted(map(str, sites.values()))  # each site's files, read by that site only
 
     # The same parties, each with the same own files, in one process.
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
-    for name, root in sites.items():
-        cast.parties[name].shards = experiment.own_shards(built, cast.parties[name].role, root)
-    sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties), batch_size=16, seed=config.train.seed)
-    sim.coordinator.collect_manifests()
-    sim.fit(2)
-    sim.save_weights(tmp_path / "in-process")
+    sim = _in_one_process(config, sites)
     expected = _tensors(tmp_path / "in-process")
     got = _tensors(results["server"].run_dir / "weights") | _tensors(tmp_path / "clients")
     assert sorted(got) == sorted(expected) == ["client1", "server"]
@@ -183,7 +247,7 @@ def _patients(folder, n: int = 240):
     return paths
 
 
-TABLES = {"name": "csv", "id_column": "patient", "label_column": "outcome"}
+TABLES = {"name": "csv", "id_column": "patient", "label_column": "outcome", "classes": ["relapse", "remission"]}
 
 
 def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutual_tls(tmp_path, spawn):
