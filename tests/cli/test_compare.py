@@ -21,9 +21,10 @@ def test_compare_writes_json_and_figure_and_prints_three_methods_and_compression
     out = capsys.readouterr().out
     for label in ("split", "FedAvg", "large-batch", "SL int8", "SL topk 0.05", "Compression at the cut"):
         assert label in out
-    # never silent: a line as each method starts, and one per split learning epoch with its figures
+    # never silent: a line as each method starts, and one per epoch (FedAvg: round) of each with its figures
     for line in ("split: training", "split: epoch 1: train loss", "split int8: epoch 1: train loss", "split topk: epoch 1: train loss",
-                 "fedavg: training 1 rounds", "large_batch_sgd: training 1 epochs"):
+                 "fedavg: training 1 rounds", "fedavg: epoch 1: train loss", "large_batch_sgd: training 1 epochs",
+                 "large_batch_sgd: epoch 1: train loss"):
         assert line in out, line
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["config"]["data"]["limit_train"] == 240

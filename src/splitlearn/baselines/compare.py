@@ -31,7 +31,7 @@ def compare(
     round. Each codec in ``compressions`` (fp16, int8, topk at ``config.compression.topk_ratio``)
     trains the split again with that codec at the cut, as ``split <codec>``. ``train_bytes``: the
     bytes of training messages alone (split learning also evaluates through the protocol).
-    ``progress(line)`` hears of each method's start and of each split learning epoch."""
+    ``progress(line)`` hears of each method's start and of each of its epochs (FedAvg: rounds)."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
@@ -58,10 +58,11 @@ def compare(
         progress(f"{method}: training {c.epochs} {'rounds' if method == 'fedavg' else 'epochs'}")
         torch.manual_seed(c.seed)  # the initial weights experiment.build gives the split model
         model = build_model(config.model.name, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes)
+        said = lambda record, method=method: progress(f"{method}: {experiment.epoch_summary(record)}")  # noqa: E731
         if method == "fedavg":
-            run = fedavg(model, rounds=c.epochs, local_epochs=1, batch_size=c.batch_size, **options)
+            run = fedavg(model, rounds=c.epochs, local_epochs=1, batch_size=c.batch_size, on_epoch=said, **options)
         else:
-            run = large_batch_sgd(model, epochs=c.epochs, batch_size=c.batch_size, **options)
+            run = large_batch_sgd(model, epochs=c.epochs, batch_size=c.batch_size, on_epoch=said, **options)
         out[method] = run.metrics | {"train_bytes": run.metrics["accounting"]["bytes"]}  # all their messages train
     return out
 

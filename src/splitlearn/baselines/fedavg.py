@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,13 +37,14 @@ def fedavg(
     alpha: float = 0.5,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> BaselineRun:
     """Train ``model`` (left untouched) by FedAvg over ``clients`` shards dealt as in split learning.
 
     Each round the server sends the global weights to every client (a :class:`Weights` message);
     each client trains them for ``local_epochs`` on its shard with a fresh ``optimizer`` and sends
     them back; the server averages them weighted by shard size. After each round the global model
-    is evaluated on ``test``.
+    is evaluated on ``test``; ``on_epoch(record)`` hears of each round's record.
     """
     if rounds < 1 or local_epochs < 1:
         raise ValueError(f"rounds and local_epochs must be >= 1, got {rounds}, {local_epochs}")
@@ -72,6 +75,8 @@ def fedavg(
         server.load_state_dict({k: v.to(server.state_dict()[k].dtype) for k, v in total.items()})
         record = {"epoch": r, "train_loss": sum(losses) / len(losses)}
         history.append(record | (evaluate(server, test, device=device) if test is not None else {}) | {"seconds": time.perf_counter() - round_start})
+        if on_epoch is not None:
+            on_epoch(history[-1])
     mem = {
         "client": memory(worker, gradients=True, optimizer=opt, activations=meter.saved["client"]),
         SERVER: memory(server, gradients=False),

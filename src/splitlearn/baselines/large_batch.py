@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,13 +45,15 @@ def large_batch_sgd(
     alpha: float = 0.5,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> BaselineRun:
     """Train ``model`` (left untouched) by synchronous data-parallel SGD over ``clients`` shards.
 
     Each step every client with batches left in the epoch sends the gradients of its next batch
     (:class:`ModelGradients`); the server averages them weighted by batch size, so the step is
     that of the union batch, applies ``optimizer`` and sends the new weights to every client
-    (:class:`Weights`). The model is evaluated on ``test`` after each epoch.
+    (:class:`Weights`). The model is evaluated on ``test`` after each epoch; ``on_epoch(record)``
+    hears of each epoch's record.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -86,6 +90,8 @@ def large_batch_sgd(
             worker.load_state_dict(state)  # every client now holds these weights
         record = {"epoch": epoch, "train_loss": sum(losses) / len(losses)}
         history.append(record | (evaluate(server, test, device=device) if test is not None else {}) | {"seconds": time.perf_counter() - epoch_start})
+        if on_epoch is not None:
+            on_epoch(history[-1])
     mem = {
         "client": memory(worker, gradients=True, activations=meter.saved["client"]),
         SERVER: memory(server, gradients=True, optimizer=opt),
