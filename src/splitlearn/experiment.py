@@ -583,6 +583,10 @@ def load_run(run_dir: str | Path, *, device: str | None = None,
     if not metrics["finished"]:
         raise ValueError(f"{run_dir} holds an unfinished run (no final weights)")
     config = load_config(config_path, {"train.device": device} if device else None)
+    if config.data.sites == "own":
+        raise ValueError(f"{run_dir} was trained on the sites' own data (data.sites = 'own'), which stays at the sites, so it cannot "
+                         "be loaded in one process: predict through the deployment (splitlearn predict RUN --listen, and "
+                         "join --predict at each site); attack a rehearsal of it with data.sites = 'dealt'")
     built = build(config)
     sim = simulation(built, clients=1 if built.split.plan.data_roles == ("client",) else config.split.clients)
     sim.load_weights(run_dir / "weights", *weights)

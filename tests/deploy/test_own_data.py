@@ -250,7 +250,7 @@ def _patients(folder, n: int = 240):
 TABLES = {"name": "csv", "id_column": "patient", "label_column": "outcome", "classes": ["relapse", "remission"]}
 
 
-def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutual_tls(tmp_path, spawn):
+def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutual_tls(tmp_path, spawn, capsys):
     """Three hospitals hold different columns of the same patients, in their own row orders, one
     of them missing 5% of the patients. ``splitlearn train`` with the three files, and serve with
     three joins over mutual TLS, each site reading only its own file, reach the same weights."""
@@ -300,6 +300,8 @@ def test_vertical_tables_train_alike_in_one_process_and_at_three_sites_over_mutu
     assert all(sorted(e["dcor_by_party"]) == clients and 0 < e["dcor"] <= 1 for e in served["epochs"])
     assert all(sorted(e["dcor_by_party"]) == clients for e in trained["epochs"])
 
+    assert main(["predict", str(run_dir)]) == 2  # the data is at the sites: not in this process
+    assert "trained on the sites' own data (data.sites = 'own'), which stays at the sites" in capsys.readouterr().err
     # Predict through the same protocol: the server with its weights, each site with its own
     # weights and file; client0 holds the labels, so it scores and writes the predictions at its site.
     assert main(["predict", str(local)]) == 0

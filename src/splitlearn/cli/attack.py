@@ -21,11 +21,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.kind == "reconstruction":
-        results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device, weights=args.weights)
-    else:
-        results = audit.attack_labels(args.run_dir, device=args.device, weights=args.weights)
     console = Console()
+    what = "training a decoder from smashed data to inputs" if args.kind == "reconstruction" else "reading labels from cut gradients"
+    with console.status(f"{args.kind} attack on {args.run_dir}: {what}"):
+        if args.kind == "reconstruction":
+            results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device, weights=args.weights)
+        else:
+            results = audit.attack_labels(args.run_dir, device=args.device, weights=args.weights)
     console.print(results["view"], soft_wrap=True, highlight=False, markup=False)
     metrics = {k: v for k, v in results.items() if k not in ("classes", "view")}
     for key, value in metrics.items():
