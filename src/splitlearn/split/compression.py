@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
-if TYPE_CHECKING:
-    from splitlearn.split.messages import Message
+from splitlearn.split.messages import Encoded, Message
 
 __all__ = ["CODECS", "Compressed", "Compressor", "as_tensor", "compress", "decompress"]
 
@@ -46,7 +45,7 @@ _INDEX = torch.int32  # topk positions; tensors on the wire have at most 2**27 e
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Compressed:
+class Compressed(Encoded):
     """A tensor of ``dtype`` and ``shape`` in compressed form.
 
     ``values``: float16 of ``shape`` (fp16), uint8 of ``shape`` (int8), or the k kept values, 1-D

@@ -5,9 +5,10 @@ JSON-compatible metadata. ``payload_bytes`` is the size of the tensors it carrie
 transports log for every message. A transport may serialise these however it likes; the training
 logic only ever sees these types.
 
-The ``tensor`` of an :class:`Activation` or a :class:`Gradient` may travel compressed, as a
-:class:`~splitlearn.split.compression.Compressed` value; ``payload_bytes`` then counts its encoded
-bytes, and the receiving party decodes it before use.
+The ``tensor`` of an :class:`Activation` or a :class:`Gradient` may travel in another form, an
+:class:`Encoded` value (a codec's output, e.g. :class:`~splitlearn.split.compression.Compressed`);
+``payload_bytes`` then counts its encoded bytes, and the receiving party decodes it before use.
+This module knows no codec: codecs build on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any, Literal
 
 import torch
 
-from splitlearn.split.compression import Compressed
 
 __all__ = [
     "Abort",
@@ -67,6 +67,19 @@ class NonFinite(ProtocolError):
         super().__init__(message, party=party)
 
 
+class Encoded:
+    """A tensor in transit in another form: a codec's output. Subclasses carry ``parts()``, the
+    tensors that travel (what ``payload_bytes`` counts), and ``decode()``, the tensor back."""
+
+    __slots__ = ()
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     sender: str
@@ -85,7 +98,7 @@ class Message:
             value = getattr(self, name)
             if isinstance(value, torch.Tensor):
                 out[name] = value
-            elif isinstance(value, Compressed):
+            elif isinstance(value, Encoded):
                 out.update({f"{name}.{k}": v for k, v in value.parts().items()})
             elif isinstance(value, dict):
                 out.update({f"{name}/{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
@@ -125,7 +138,7 @@ class Activation(Message):
     mode: Mode
     src: str
     dst: str
-    tensor: torch.Tensor | Compressed
+    tensor: torch.Tensor | Encoded
     sample_ids: torch.Tensor
 
 
@@ -135,7 +148,7 @@ class Gradient(Message):
 
     src: str
     dst: str
-    tensor: torch.Tensor | Compressed
+    tensor: torch.Tensor | Encoded
 
 
 @dataclass(frozen=True, slots=True)
