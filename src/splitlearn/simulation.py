@@ -7,6 +7,7 @@ coordinator to a transport (in-process by default), and trains through messages 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -135,6 +136,7 @@ def build_parties(
     penalties: Mapping[str, Penalty] | None = None,
     compute: Callable[[str, str, int], AbstractContextManager] | None = None,
     outbox: Mapping[str, Callable[[Message], Message]] | None = None,
+    inbox: Mapping[str, Callable[[Message], Message]] | None = None,
 ) -> Cast:
     """Deal the data and the segments of ``split`` to its parties, deterministically from ``seed``,
     so that every process of a deployment can rebuild the same parties and keep its own."""
@@ -152,9 +154,10 @@ def build_parties(
     def labels(ds: _Data, role: str, index=slice(None)) -> dict[str, torch.Tensor]:
         return role_labels(plan, role, ds.labels[index], targets)
 
-    unknown_roles = set(outbox or {}) - set(plan.roles)
-    if unknown_roles:
-        raise ValueError(f"outbox names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
+    for what, hooks in (("outbox", outbox), ("inbox", inbox)):
+        unknown_roles = set(hooks or {}) - set(plan.roles)
+        if unknown_roles:
+            raise ValueError(f"{what} names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
     penalties = dict(penalties or {})
     unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
     if unknown:
@@ -166,7 +169,8 @@ def build_parties(
     def party(name: str, role: str, shards=None, **kw) -> Party:
         mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
         return Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=device,
-                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), edges=edges, **kw)
+                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), inbox=(inbox or {}).get(role),
+                     edges=edges, **kw)
 
     parties: dict[str, Party] = {}
     if len(data_roles) == 1:
@@ -211,7 +215,7 @@ class Simulation:
     ``targets`` maps each head's task to a function of the data set's labels (default: identity).
     ``train`` and ``test`` are :class:`~splitlearn.data.ArrayDataset` objects or any map-style
     ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (``TensorDataset`` too), read once.
-    ``penalties``, ``compute`` and ``outbox`` (by role) are passed to the parties; see :class:`Party`.
+    ``penalties``, ``compute``, ``outbox`` and ``inbox`` (by role) are passed to the parties; see :class:`Party`.
 
     Instead of data, ``parties`` may give a :class:`Cast` from :func:`build_parties` (every process
     of a deployment builds the same one), of which only those named in ``local`` run here, on
@@ -241,6 +245,7 @@ class Simulation:
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
+        inbox: Mapping[str, Callable[[Message], Message]] | None = None,
         parties: Cast | None = None,
         local: Collection[str] | None = None,
         log: MessageLog | ByteTotals | None = None,
@@ -254,14 +259,13 @@ class Simulation:
             test = None if test is None else as_array_dataset(test, name="test")
             parties = build_parties(
                 split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-                seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox,
+                seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox, inbox=inbox,
             )
             collect = True  # every party runs here and has announced its data
         else:
             dealt = dict(train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-                         device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox)
-            defaults = dict(train=None, test=None, clients=1, partition="iid", alpha=0.5, optimizer=OptimizerSpec(),
-                            device="cpu", targets=None, penalties=None, compute=None, outbox=None)
+                         device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox, inbox=inbox)
+            defaults = {k: p.default for k, p in inspect.signature(Simulation.__init__).parameters.items() if k in dealt}
             given = sorted(k for k, v in dealt.items() if v is not defaults[k] and v != defaults[k])
             if given:
                 raise TypeError(f"Simulation of parties built already takes no {', '.join(given)}: "

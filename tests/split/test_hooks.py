@@ -1,4 +1,6 @@
-"""Outbox hooks compose in a Chain: noise, then a codec."""
+"""Hooks compose in a Chain, on the send side (noise, then a codec) and on the receive side."""
+
+import dataclasses
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from splitlearn.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressed, Compressor, decompress
 from splitlearn.split.hooks import Chain
-from splitlearn.split.messages import Gradient
+from splitlearn.split.messages import Activation, Gradient
 
 
 def _gradient(step=3):
@@ -55,3 +57,36 @@ def test_a_chained_outbox_trains(tabular):
     kinds = {(m.kind, type(m.tensor).__name__) for m in seen if m.kind in ("Activation", "Gradient") and m.sender == "client"}
     assert kinds == {("Activation", "Compressed"), ("Gradient", "Compressed")}  # the tail's gradient: noised, then int8
     assert history[-1]["test_accuracy"] > 0.4
+
+
+def _halve(msg):
+    """Halve the smashed data a message carries (exact in fp16 too)."""
+    return dataclasses.replace(msg, tensor=msg.tensor * 0.5) if isinstance(msg, Activation) else msg
+
+
+def test_an_inbox_hook_sees_what_arrived_decoded_and_composes_with_the_senders_codec(tabular):
+    """Halving the smashed data at the receiver, after the fp16 codec, trains exactly as halving it
+    at the sender before the codec: the inbox chain gets tensors, not encodings."""
+    train, test = tabular
+
+    def run(**hooks):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+        sim = Simulation(configs.vanilla(model, [2], in_shape=(10,)), train=train, test=test, batch_size=16, **hooks)
+        sim.fit(1)
+        return sim.parties["server"].losses
+
+    at_sender = run(outbox={"client": Chain(_halve, Compressor("fp16"))})
+    at_receiver = run(outbox={"client": Compressor("fp16")}, inbox={"server": Chain(_halve)})
+    assert at_sender == at_receiver and at_sender != run(outbox={"client": Compressor("fp16")})
+
+
+def test_an_inbox_hook_must_keep_the_header(tabular):
+    train, _ = tabular
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    forged = lambda msg: dataclasses.replace(msg, sender="someone") if isinstance(msg, Activation) else msg  # noqa: E731
+    sim = Simulation(configs.vanilla(model, [2], in_shape=(10,)), train=train, batch_size=16, inbox={"server": forged})
+    with pytest.raises(TypeError, match="server's inbox hook turned Activation client -> server of step 1 into Activation someone"):
+        sim.fit(1)
+    with pytest.raises(ValueError, match=r"inbox names roles \['nobody'\]"):
+        Simulation(configs.vanilla(model, [2], in_shape=(10,)), train=train, inbox={"nobody": forged})

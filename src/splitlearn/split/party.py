@@ -192,7 +192,10 @@ class Party:
     ``penalties`` adds local loss terms to data nodes (computed and back-propagated here only,
     e.g. NoPeek); ``compute(phase, node, batch_size)`` wraps every forward and backward
     computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
-    (e.g. a defence perturbing the gradients it returns, or a codec for smashed data).
+    (e.g. a defence perturbing the gradients it returns, or a codec for smashed data), and
+    ``inbox`` each message it receives, once checked and decoded, before it acts on it (e.g. noise
+    on the smashed data it is given); either may be a :class:`~splitlearn.split.hooks.Chain`. An
+    ``inbox`` hook keeps the message's kind and header (sender, receiver, step).
 
     A label owner that runs elsewhere than the coordinator reports its evaluation totals over each
     pass when asked (:class:`~splitlearn.split.messages.ScoreRequest`), if ``share_scores``; by
@@ -219,6 +222,7 @@ class Party:
         penalties: Mapping[str, Penalty] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Callable[[Message], Message] | None = None,
+        inbox: Callable[[Message], Message] | None = None,
         checkpoints: CheckpointStore | None = None,
         share_scores: bool | None = None,
         edges: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
@@ -242,7 +246,7 @@ class Party:
         self.penalties = dict(penalties or {})
         self.penalty_log: list[tuple[int, str, float]] = []  # (step, node, value) of local penalties
         self.compute = compute or (lambda phase, node, batch: nullcontext())
-        self.outbox = outbox
+        self.outbox, self.inbox = outbox, inbox
         self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -313,6 +317,8 @@ class Party:
             msg = decompress(msg)  # compressed smashed data or gradients: back to the agreed dtype and shape
         except ValueError as e:  # a payload that decodes outside the finite range of its dtype
             self._reject(msg, f"{msg.kind} of step {msg.step} from {msg.sender} refused: {e}")
+        if self.inbox is not None:
+            msg = self._received(msg)
         if isinstance(msg, RelayRequest):
             return self._relay(msg)
         if isinstance(msg, Weights):
@@ -371,6 +377,13 @@ class Party:
             st.outputs_expected -= 1
             return self._maybe_finish(st)
         raise ProtocolError(f"{self.name}: unexpected message {msg.kind}")
+
+    def _received(self, msg: Message) -> Message:
+        out = self.inbox(msg)
+        if type(out) is not type(msg) or (out.sender, out.receiver, out.step) != (msg.sender, msg.receiver, msg.step):
+            raise TypeError(f"{self.name}'s inbox hook turned {msg.kind} {msg.sender} -> {msg.receiver} of step {msg.step} into "
+                            f"{out.kind} {out.sender} -> {out.receiver} of step {out.step}; it must keep the kind and header")
+        return out
 
     def _send(self, msg: Message) -> None:
         if self.send is None:
