@@ -8,9 +8,10 @@ import queue
 import threading
 import time
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.config import RunConfig
-from splitlearn.simulation import Simulation, build_parties
+from splitlearn.split.cast import build_parties
+from splitlearn.split.simulation import Simulation
 from splitlearn.transport.grpc._inbox import END, InboxTransport
 from splitlearn.transport.serde import decode, message_to_proto
 
@@ -59,8 +60,8 @@ class Side(InboxTransport):
 def on_threads(config: RunConfig, *, encode: bool = False, latency: float = 0.0, pipeline: bool = True) -> list[float]:
     """Training seconds of each epoch after the first, with the client (party ``client``) on a
     thread of its own and everything else on this one."""
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
+    built = runner.build(config)
+    cast = build_parties(built.split, **runner.party_options(built))
     hub, side = Side(encode=encode, latency=latency), Side(encode=encode, latency=latency)
     hub.peer, side.peer = side, hub
     cast.parties["client"].connect(side)

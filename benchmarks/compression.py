@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.config import load_config
 from splitlearn.split.compression import CODECS
 from splitlearn.split.messages import Message
@@ -49,7 +49,7 @@ def main() -> None:
             "data.name": args.dataset, "model.name": args.model, "split.clients": args.clients, "train.epochs": args.epochs,
             "compression.codec": codec, "compression.topk_ratio": args.topk_ratio,
         })
-        sim = experiment.simulation(experiment.build(config))
+        sim = runner.simulation(runner.build(config))
         cut = CutBytes()
         sim.transport.observers.append(cut)
         accuracy = sim.fit(config.train.epochs)[-1]["test_accuracy"]

@@ -50,7 +50,7 @@ import torch
 
 from _two_threads import on_threads
 
-from splitlearn import deploy, experiment
+from splitlearn import deploy, runner
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig, load_config
 from splitlearn.transport.serde import wire_size
 
@@ -65,7 +65,7 @@ def _free_port() -> int:
 
 def _in_process(config: RunConfig) -> list[float]:
     """Training seconds of each epoch after the first, with every party in this process."""
-    sim = experiment.simulation(experiment.build(config))
+    sim = runner.simulation(runner.build(config))
     return [r["train_seconds"] for r in sim.fit(config.train.epochs)][1:]
 
 
@@ -101,7 +101,7 @@ def main() -> None:
             split=SplitConfig(configuration="vanilla", clients=1),
             train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device), out=str(tmp / "runs"),
         )
-        steps = len(experiment.simulation(experiment.build(config)).coordinator.schedule(1))
+        steps = len(runner.simulation(runner.build(config)).coordinator.schedule(1))
         certs = tmp / "certs"  # the development CA and certificates of every session
         deploy.make_certs(certs, server_name="localhost", clients=["client"])
         results = {}
@@ -344,7 +344,7 @@ def _bytes(config: RunConfig) -> tuple[int, int]:
         raw += message.payload_bytes
         wire += wire_size(message)
 
-    counted = experiment.simulation(experiment.build(config))
+    counted = runner.simulation(runner.build(config))
     counted.transport.observers.append(count)
     counted.fit(1)
     return raw, wire

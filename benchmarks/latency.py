@@ -18,7 +18,7 @@ import tempfile
 
 from _two_threads import on_threads
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
 
 
@@ -33,7 +33,7 @@ def main() -> None:
         config = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(name="small_cnn"),
                            split=SplitConfig(configuration="vanilla", clients=1),
                            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size), out=tmp)
-        steps = len(experiment.simulation(experiment.build(config)).coordinator.schedule(1))
+        steps = len(runner.simulation(runner.build(config)).coordinator.schedule(1))
         rows = [(latency, {p: on_threads(config, latency=latency / 1e3, pipeline=p) for p in (False, True)})
                 for latency in latencies]
     print(f"digits, small CNN, vanilla, 1 client, batch {args.batch_size}, {steps} steps an epoch; ms per training step")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.models import build_model, flatten_layers
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
 
 

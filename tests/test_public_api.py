@@ -23,7 +23,7 @@ def test_import_pulls_in_no_grpc_and_no_log_handler():
 
 def test_every_exported_name_resolves_to_its_module():
     import splitlearn as sl
-    from splitlearn.simulation import Simulation
+    from splitlearn.split.simulation import Simulation
     from splitlearn.split.configs import ushaped
 
     assert sl.Simulation is Simulation and sl.ushaped is ushaped

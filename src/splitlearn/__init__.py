@@ -33,13 +33,13 @@ _EXPORTS = {
     "split_model": "splitlearn.split.segments",
     "CutError": "splitlearn.split.segments",
     # training
-    "Simulation": "splitlearn.simulation",
+    "Simulation": "splitlearn.split.simulation",
     "OptimizerSpec": "splitlearn.split.state",
     "ArrayDataset": "splitlearn.data.dataset",
     "load_dataset": "splitlearn.data.registry",
     "build_model": "splitlearn.models.registry",
     "load_config": "splitlearn.config",
-    "train": "splitlearn.experiment",
+    "train": "splitlearn.runner.training",
     # privacy
     "NoPeek": "splitlearn.privacy.nopeek",
     "leakage": "splitlearn.privacy.dcor",
@@ -57,19 +57,19 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from splitlearn.accounting.meter import FlopMeter
-    from splitlearn.data.dataset import ArrayDataset
     from splitlearn.config import load_config
+    from splitlearn.data.dataset import ArrayDataset
     from splitlearn.data.registry import load_dataset
-    from splitlearn.experiment import train
     from splitlearn.models.registry import build_model
     from splitlearn.privacy.attacks.label_leakage import GradientNoise
     from splitlearn.privacy.dcor import distance_correlation, leakage
     from splitlearn.privacy.nopeek import NoPeek, detect_collapse
-    from splitlearn.simulation import Simulation
+    from splitlearn.runner.training import train
     from splitlearn.split.compression import CODECS, Compressor
-    from splitlearn.split.hooks import Chain
     from splitlearn.split.configs import MultiHead, Split, Vertical, multihop, multitask, ushaped, vanilla, vertical
+    from splitlearn.split.hooks import Chain
     from splitlearn.split.segments import CutError, split_model
+    from splitlearn.split.simulation import Simulation
     from splitlearn.split.state import OptimizerSpec
 
 

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from splitlearn.accounting import FlopMeter
 from splitlearn.models.cnn import small_cnn
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 
 from .conftest import data

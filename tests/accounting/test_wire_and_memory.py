@@ -7,7 +7,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from torch import nn
 
 from splitlearn.accounting import FlopMeter, account, wire_bytes
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.state import OptimizerSpec

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from splitlearn import deploy
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
-from splitlearn.experiment import fingerprint
+from splitlearn.runner import fingerprint
 
 STATUS = {"state": "training", "updated": 1.0, "seconds": 2.0, "epoch": 1, "next_batch": 3, "step": 7, "holder": "client0",
           "clients": ["client0", "client1"], "connected": ["client0"], "absent": [], "connects": {"client0": 1},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 
@@ -158,7 +158,7 @@ def test_compressed_training_and_prediction(tmp_path, capsys):
     run = _run_dir(tmp_path)
     config = load_config(run / "config.json")
     assert (config.compression.codec, config.compression.topk_ratio) == ("int8", 0.1)
-    built = experiment.build(config)
+    built = runner.build(config)
     (client,) = built.split.modules_of("client").values()
     q = client(built.train.features[:1]).numel()  # smashed values per sample
     metrics = json.loads((run / "metrics.json").read_text())

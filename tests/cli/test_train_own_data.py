@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 
@@ -64,7 +64,7 @@ def test_csv_keys_in_a_config_file(tmp_path):
                     'categorical = "onehot"\nimpute = "mean"\n[model]\nname = "mlp"\n')
     config = load_config(path)
     assert config.data.loader_options() == dict(label_column="diagnosis", id_column="patient", categorical="onehot", impute="mean")
-    built = experiment.build(config)
+    built = runner.build(config)
     assert (built.train.sample_shape, built.train.classes, len(built.test)) == ((4,), ("negative", "positive"), 12)
     assert load_config(path, {"data.impute": "none"}).data.impute == "none"
     path.write_text('[data]\nname = "csv"\nimpute = "median"\n')
@@ -126,13 +126,13 @@ def test_png_tiles_train_from_the_cli(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["finished"] and len(metrics["epochs"]) == 1 and metrics["epochs"][0]["test_count"] == 10
     assert np.isfinite(metrics["epochs"][0]["train_loss"])
-    built = experiment.build(load_config(run / "config.json"))
+    built = runner.build(load_config(run / "config.json"))
     assert (built.train.sample_shape, built.train.classes) == ((3, 16, 16), ("benign", "malignant"))
     assert main(["predict", str(run)]) == 0
     assert len(list(csv.DictReader((run / "predictions-test.csv").open()))) == 10
     out2 = tmp_path / "grey"
     assert main([*args[:-1], str(out2), "--image-mode", "grayscale"]) == 0
-    built = experiment.build(load_config(_run_dir(out2) / "config.json"))
+    built = runner.build(load_config(_run_dir(out2) / "config.json"))
     assert built.train.sample_shape == (1, 16, 16)
 
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from splitlearn.cli.app import main
@@ -83,14 +82,14 @@ def test_model_kwargs_must_be_a_json_object(capsys):
 
 
 def test_image_size_resizes_the_data():
-    from splitlearn import experiment
+    from splitlearn.runner import assembly
     from splitlearn.config import load_config
 
-    train, test = experiment._load(load_config(overrides={"data.image_size": 12, "data.limit_train": 64}), None)
+    train, test = assembly._load(load_config(overrides={"data.image_size": 12, "data.limit_train": 64}), None)
     assert train.sample_shape == (1, 12, 12) and test.sample_shape == (1, 12, 12)
     assert float(train.features.std()) > 0.1  # resized images, not zeros
     with pytest.raises(ValueError, match="applies to images"):
-        experiment._load(load_config(overrides={"data.image_size": 12, "data.name": "breast_cancer"}), None)
+        assembly._load(load_config(overrides={"data.image_size": 12, "data.name": "breast_cancer"}), None)
 
 
 def test_a_model_file_in_the_working_folder_is_found(tmp_path, monkeypatch):

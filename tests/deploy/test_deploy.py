@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from splitlearn import deploy, experiment
+from splitlearn import deploy, runner
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.transport.grpc import ClientTransport, StreamClosed
@@ -30,7 +30,7 @@ def _check_matches_in_process(config, tmp_path, *, shared_scores: bool = False) 
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.json", "status.json", "weights"}
     remote = _tensors(run_dir / "weights") | _tensors(tmp_path / "client")
     config = load_config(config) if isinstance(config, str) else config
-    local = experiment.train(config.override({"out": str(tmp_path / "local")}))
+    local = runner.train(config.override({"out": str(tmp_path / "local")}))
     expected = _tensors(local.run_dir / "weights")
     assert sorted(remote) == sorted(expected) and "server" in expected
     for party, tensors in expected.items():

@@ -117,7 +117,7 @@ def test_a_client_from_another_config_is_refused_its_checkpoints(tmp_path, certs
     out = tmp_path / "client"
     from splitlearn.checkpoint import FolderCheckpoints
     from splitlearn.config import load_config
-    from splitlearn.experiment import fingerprint
+    from splitlearn.runner import fingerprint
 
     FolderCheckpoints(out / "checkpoints" / "client0", tag=fingerprint(load_config(first)))
     args = ["join", "--config", other, "--server", f"127.0.0.1:{free_port()}", "--party", "client0", "--certs", str(certs),

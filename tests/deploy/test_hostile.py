@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from splitlearn import deploy, experiment
+from splitlearn import deploy, runner
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.deploy.session import _wait_reachable
-from splitlearn.simulation import build_parties
+from splitlearn.split.cast import build_parties
 from splitlearn.split.compression import Compressed, compress
 from splitlearn.split.messages import Abort, Activation, Labels, Manifest, StartStep, StepDone, Weights
 from splitlearn.split.state import pack_state
@@ -253,8 +253,8 @@ class _Session:
     def new(cls, tmp_path, certs) -> "_Session":
         config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 320, "limit_test": 64},
                                           train={"epochs": 1, "seed": 3, "batch_size": 16}), {"out": str(tmp_path / "runs")})
-        built = experiment.build(config)
-        return cls(config, build_parties(built.split, **experiment.party_options(built)).parties, f"localhost:{free_port()}", certs)
+        built = runner.build(config)
+        return cls(config, build_parties(built.split, **runner.party_options(built)).parties, f"localhost:{free_port()}", certs)
 
     def start(self, name, fn, **kw) -> threading.Thread:
         def run():

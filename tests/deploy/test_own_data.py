@@ -12,11 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 import splitlearn
-from splitlearn import deploy, experiment
+from splitlearn import deploy, runner
+from splitlearn.runner import assembly
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.data.idx import write_idx
-from splitlearn.simulation import Simulation, build_parties
+from splitlearn.split.cast import build_parties
+from splitlearn.split.simulation import Simulation
 from splitlearn.transport.local import LocalTransport
 
 from .conftest import in_threads, predict_in_threads, write_config
@@ -96,10 +98,10 @@ def test_a_site_with_a_class_the_others_do_not_number_is_refused(tmp_path):
 def _in_one_process(config, sites) -> Simulation:
     """The parties of ``config`` in one process, each client with its own files of ``sites``,
     trained; weights saved in ``<out>/../in-process``."""
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
+    built = runner.build(config)
+    cast = build_parties(built.split, **runner.party_options(built))
     for name, root in sites.items():
-        cast.parties[name].shards = experiment.own_shards(built, cast.parties[name].role, root)
+        cast.parties[name].shards = runner.own_shards(built, cast.parties[name].role, root)
     sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties),
                      batch_size=config.train.batch_size, seed=config.train.seed)
     sim.coordinator.collect_manifests()
@@ -114,8 +116,8 @@ def test_each_client_trains_on_its_own_files(tmp_path, monkeypatch):
                                       split={"configuration": "vanilla", "clients": 2}, train={"epochs": 2, "batch_size": 16}),
                          {"out": str(tmp_path / "runs")})
     assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
-    loaded, load = [], experiment.load_dataset
-    monkeypatch.setattr(experiment, "load_dataset", lambda name, root=None, **kw: (loaded.append(root), load(name, root=root, **kw))[1])
+    loaded, load = [], assembly.load_dataset
+    monkeypatch.setattr(assembly, "load_dataset", lambda name, root=None, **kw: (loaded.append(root), load(name, root=root, **kw))[1])
     results = in_threads(config, tmp_path / "certs", {c: dict(out=tmp_path / "clients", data_root=root) for c, root in sites.items()},
                          timeout=20)
     assert all(isinstance(r, deploy.ServeResult | deploy.JoinResult) for r in results.values()) and len(results) == 3, results
@@ -184,19 +186,19 @@ def test_own_data_cannot_train_in_one_process_vertically_from_images_or_from_emb
     assert "use data.sites = 'dealt'" in capsys.readouterr().err
     vertical = load_config(config, {"split.configuration": "vertical", "split.clients": 2})
     with pytest.raises(ValueError, match=r"with a vertical split takes tables \(data.name = 'csv', a CSV per client aligned by id\), not 'fashion_mnist'"):
-        experiment.build(vertical)
+        runner.build(vertical)
     digits = load_config(config, {"data.name": "digits", "data.sample_shape": [1, 8, 8]})
     with pytest.raises(ValueError, match="needs a data set read from files, not 'digits', which comes with scikit-learn"):
-        experiment.build(digits)
+        runner.build(digits)
 
 
 def test_round_robin_clients_must_hold_the_same_splits(tmp_path):
     """A site with no test split would crash the evaluation of its turn: refused when it joins."""
     config = load_config(write_config(tmp_path / "config.json", data=OWN, model={"name": "small_cnn"}))
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
-    cast.parties["client0"].shards = experiment.own_shards(built, "client", _site(tmp_path / "a", 0, 8, 4))
-    cast.parties["client1"].shards = experiment.own_shards(built, "client", _site(tmp_path / "b", 1, 8, 0))
+    built = runner.build(config)
+    cast = build_parties(built.split, **runner.party_options(built))
+    cast.parties["client0"].shards = runner.own_shards(built, "client", _site(tmp_path / "a", 0, 8, 4))
+    cast.parties["client1"].shards = runner.own_shards(built, "client", _site(tmp_path / "b", 1, 8, 0))
     sim = Simulation(built.split, parties=cast, transport=LocalTransport(), local=set(cast.parties))
     with pytest.raises(ValueError, match=r"round-robin clients must hold the same splits: 'client1' holds \['train'\], 'client0' holds \['test', 'train'\]"):
         sim.coordinator.collect_manifests()

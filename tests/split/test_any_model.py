@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import CutError, OptimizerSpec, configs, split_model
 from splitlearn.split.segments import check_segments
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.config import load_config
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import ProtocolError, configs
 from splitlearn.split.compression import Compressed, Compressor, compress, decompress
 from splitlearn.split.messages import Activation, Gradient, Labels, StepDone
@@ -325,7 +325,7 @@ def test_int8_on_digits_cuts_the_cut_bytes_4x_within_a_point_of_accuracy():
     runs = {}
     for codec in ("none", "int8"):
         config = load_config(None, {"compression.codec": codec, "split.clients": 1, "train.epochs": 8, "train.lr": 0.05})
-        sim = experiment.simulation(experiment.build(config))
+        sim = runner.simulation(runner.build(config))
         sim.fit(config.train.epochs)
         runs[codec] = sim
     cut = {codec: sum(sim.log.total_bytes(kind=k) for k in ("Activation", "Gradient")) for codec, sim in runs.items()}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import MultiHead, OptimizerSpec, Vertical
 from splitlearn.split import configs
 

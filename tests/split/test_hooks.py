@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from splitlearn.privacy.attacks.label_leakage import GradientNoise
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressed, Compressor, decompress
 from splitlearn.split.hooks import Chain

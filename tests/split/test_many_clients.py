@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.messages import Weights
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from splitlearn.checkpoint import FolderCheckpoints
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
 from splitlearn.split.compression import compress
 from splitlearn.split.configs import Vertical

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from splitlearn.checkpoint import FolderCheckpoints
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, ProtocolError, Vertical, configs
 from splitlearn.split import Head, Node, Plan
 from splitlearn.split.configs import Split

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from splitlearn.simulation import Simulation, build_parties
+from splitlearn.split.cast import build_parties
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.messages import ProtocolError, Scores
 from splitlearn.transport.local import LocalTransport
@@ -141,7 +142,7 @@ def test_a_simulation_of_built_parties_refuses_data_options_and_unknown_parties(
 def _leaky(kind, tabular, *, change=None):
     """The remote client measures its leakage as splitlearn's deployments do (asked at batch size
     16); ``change`` replaces what it reports."""
-    from splitlearn.experiment import party_leakage
+    from splitlearn.runner import party_leakage
 
     outbox = None if change is None else (lambda m: dataclasses.replace(m, meta=m.meta | {"leakage": change(m.meta["leakage"])})
                                           if isinstance(m, Scores) else m)
@@ -153,7 +154,7 @@ def _leaky(kind, tabular, *, change=None):
 
 @pytest.mark.parametrize("kind", ["vanilla", "ushaped"])
 def test_a_remote_data_party_reports_the_leakage_train_measures(tabular, kind):
-    from splitlearn.experiment import client_leakage
+    from splitlearn.runner import client_leakage
 
     train, test = tabular
     reference = Simulation(_split(kind), train=train, test=test, batch_size=16)

@@ -2,7 +2,7 @@
 
 import torch
 
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.messages import Activation, Gradient, Output
 

@@ -22,7 +22,7 @@ _IDLE = nullcontext()
 
 class FlopMeter:
     """A ``compute(phase, node)`` hook for :class:`~splitlearn.split.party.Party` and
-    :class:`~splitlearn.simulation.Simulation` that measures each node (segment) of a plan.
+    :class:`~splitlearn.split.simulation.Simulation` that measures each node (segment) of a plan.
 
     ``flops[node][phase]``: FLOPs counted by :class:`~torch.utils.flop_counter.FlopCounterMode`
     (matrix products, convolutions, attention; element-wise ops, norms and the loss count 0).

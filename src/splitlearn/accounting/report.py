@@ -9,7 +9,7 @@ from splitlearn.accounting.wire import wire_bytes
 
 if TYPE_CHECKING:
     from splitlearn.accounting.meter import FlopMeter
-    from splitlearn.simulation import Simulation
+    from splitlearn.split.simulation import Simulation
 
 __all__ = ["account"]
 

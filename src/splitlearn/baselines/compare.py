@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.accounting import wire_bytes
 from splitlearn.baselines.fedavg import fedavg
 from splitlearn.baselines.large_batch import large_batch_sgd
@@ -48,17 +48,17 @@ def compare(
         train_only = lambda m: None if getattr(m, "mode", "train") == "eval" or m.kind == "Output" else log(m)  # noqa: E731
         key = "split" if codec == "none" else f"split {codec}"
         progress(f"{key}: training")
-        metrics = experiment.train(config.override({"compression.codec": codec}), observers=[train_only],
-                                   on_epoch=lambda record, key=key: progress(f"{key}: {experiment.epoch_summary(record)}")).metrics
+        metrics = runner.train(config.override({"compression.codec": codec}), observers=[train_only],
+                                   on_epoch=lambda record, key=key: progress(f"{key}: {runner.epoch_summary(record)}")).metrics
         out[key] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
-    built = experiment.build(config)
-    options = experiment.party_options(built)
+    built = runner.build(config)
+    options = runner.party_options(built)
     del options["targets"], options["outbox"]
     for method in (m for m in METHODS[1:] if m in methods):
         progress(f"{method}: training {c.epochs} {'rounds' if method == 'fedavg' else 'epochs'}")
-        torch.manual_seed(c.seed)  # the initial weights experiment.build gives the split model
+        torch.manual_seed(c.seed)  # the initial weights runner.build gives the split model
         model = build_model(config.model.name, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes)
-        said = lambda record, method=method: progress(f"{method}: {experiment.epoch_summary(record)}")  # noqa: E731
+        said = lambda record, method=method: progress(f"{method}: {runner.epoch_summary(record)}")  # noqa: E731
         if method == "fedavg":
             run = fedavg(model, rounds=c.epochs, local_epochs=1, batch_size=c.batch_size, on_epoch=said, **options)
         else:

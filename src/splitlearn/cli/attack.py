@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from splitlearn import audit
+from splitlearn.runner import attacks
 from splitlearn.report import RunEvidence, verdicts
 
 
@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     what = "training a decoder from smashed data to inputs" if args.kind == "reconstruction" else "reading labels from cut gradients"
     with console.status(f"{args.kind} attack on {args.run_dir}: {what}"):
         if args.kind == "reconstruction":
-            results = audit.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device, weights=args.weights)
+            results = attacks.attack_reconstruction(args.run_dir, aux_samples=args.aux, device=args.device, weights=args.weights)
         else:
-            results = audit.attack_labels(args.run_dir, device=args.device, weights=args.weights)
+            results = attacks.attack_labels(args.run_dir, device=args.device, weights=args.weights)
     console.print(results["view"], soft_wrap=True, highlight=False, markup=False)
     metrics = {k: v for k, v in results.items() if k not in ("classes", "view")}
     for key, value in metrics.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from splitlearn.privacy_study import run_nopeek_study
+from splitlearn.runner.nopeek_study import run_nopeek_study
 
 README_START, README_END = "<!-- nopeek-results:start -->", "<!-- nopeek-results:end -->"
 

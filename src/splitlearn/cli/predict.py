@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.cli._logging import add_log_argument, operational
 
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("certs", "insecure"):
         if getattr(args, flag):
             raise ValueError(f"--{flag} goes with --listen (a deployment's prediction)")
-    path, scores = experiment.predict(args.run_dir, split=args.split, device=args.device, weights=args.weights)
+    path, scores = runner.predict(args.run_dir, split=args.split, device=args.device, weights=args.weights)
     console = Console()
     for key, value in scores.items():
         console.print(f"{args.split} {key}: {value:.4f}")

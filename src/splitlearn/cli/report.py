@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from splitlearn import audit
+from splitlearn.runner import attacks
 
 
 def add_parser(sub) -> None:
@@ -15,6 +15,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = audit.report(args.run_dir)
+    path = attacks.report(args.run_dir)
     Console().print(f"Report: {path}", soft_wrap=True, highlight=False)
     return 0

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.cli._format import codec_label, human_bytes
 from splitlearn.config import COMPRESSION_CODECS, CONFIGURATION_KINDS, load_config
 
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
 
         def on_epoch(record: dict) -> None:
             progress.update(task, description=f"epoch {record['epoch'] + 1}" if record["epoch"] < c.train.epochs else "done")
-            console.log(experiment.epoch_summary(record), markup=False, highlight=False)
+            console.log(runner.epoch_summary(record), markup=False, highlight=False)
 
         try:
-            run_dir, metrics, _ = experiment.train(config, on_step=on_step, on_epoch=on_epoch, resume=args.resume)
-        except experiment.Interrupted as stop:
+            run_dir, metrics, _ = runner.train(config, on_step=on_step, on_epoch=on_epoch, resume=args.resume)
+        except runner.Interrupted as stop:
             progress.stop()
             console.print(f"Interrupted. {stop.run_dir} holds every party's checkpoint of step {stop.step}; "
                           f"`splitlearn train --resume {stop.run_dir}` goes on from there", soft_wrap=True, highlight=False)

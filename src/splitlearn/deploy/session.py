@@ -1,6 +1,6 @@
 """One process per site: ``serve`` hosts the coordinator and the non-client parties on a gRPC hub;
 ``join`` runs one client party against it. Both rebuild the same parties from the same config
-(:func:`~splitlearn.simulation.build_parties` is deterministic) and keep only their own.
+(:func:`~splitlearn.split.cast.build_parties` is deterministic) and keep only their own.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Any
 import grpc
 import torch
 
-from splitlearn import __version__, experiment
+from splitlearn import __version__, runner
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
-from splitlearn.runfiles import METRICS, POSITION, STATUS, VERSIONED, RunFileError, confined, read_checked
-from splitlearn.simulation import Cast, Simulation, build_parties, load_party_weights, save_party_weights
+from splitlearn.runner.files import METRICS, POSITION, STATUS, VERSIONED, RunFileError, confined, read_checked
+from splitlearn.split.cast import Cast, build_parties
+from splitlearn.split.simulation import Simulation
+from splitlearn.split.weights import load_party_weights, save_party_weights
 from splitlearn.split.messages import Message, ProtocolError, RelayRequest, StartStep
 from splitlearn.split.party import Party
 from splitlearn.split.transport import ByteTotals, PartyLost
@@ -82,14 +84,14 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _remote(config: RunConfig) -> tuple[experiment.Built, Cast, list[str]]:
+def _remote(config: RunConfig) -> tuple[runner.Built, Cast, list[str]]:
     """The built config, its parties, and the names of the client parties (one process each)."""
     if config.privacy.nopeek_a1:
         raise DeployError("privacy.nopeek_a1 > 0 is not supported in a deployment yet; train it in-process")
-    built = experiment.build(config)
-    cast = build_parties(built.split, **experiment.party_options(built))
+    built = runner.build(config)
+    cast = build_parties(built.split, **runner.party_options(built))
     for party in cast.parties.values():  # what a data party reports of its leakage when the server asks
-        party.leakage = experiment.party_leakage
+        party.leakage = runner.party_leakage
     data_roles = built.split.plan.data_roles
     return built, cast, [n for n, p in cast.parties.items() if p.role in data_roles]
 
@@ -97,7 +99,7 @@ def _remote(config: RunConfig) -> tuple[experiment.Built, Cast, list[str]]:
 # -- server ------------------------------------------------------------------------------------
 
 
-def _hub(built: experiment.Built, remote: Sequence[str], certs: str | Path, *, insecure: bool, timeout: float,
+def _hub(built: runner.Built, remote: Sequence[str], certs: str | Path, *, insecure: bool, timeout: float,
          progress_timeout: float, limits: Limits = Limits()) -> tuple[HubTransport, grpc.ServerCredentials | None]:
     """The server's hub for the client parties ``remote``, and its TLS credentials (None: ``insecure``)."""
     tokens = read_tokens(certs)
@@ -110,7 +112,7 @@ def _hub(built: experiment.Built, remote: Sequence[str], certs: str | Path, *, i
     return hub, credentials
 
 
-def _hosted(built: experiment.Built, cast: Cast, remote: Sequence[str], hub: HubTransport) -> Simulation:
+def _hosted(built: runner.Built, cast: Cast, remote: Sequence[str], hub: HubTransport) -> Simulation:
     """The coordinator and the parties the server hosts, on ``hub``."""
     c = built.config
     # A record per message would grow without bound: running totals instead.
@@ -185,7 +187,7 @@ def serve(
     c = built.config
     sim = _hosted(built, cast, remote, hub)
     sim.leakage_batch_size = c.privacy.leakage_batch_size
-    tag = experiment.fingerprint(config)
+    tag = runner.fingerprint(config)
     folder = Path(checkpoints) if checkpoints is not None else Path(config.out).parent / "checkpoints" / "serve"
     position_file = folder / "position.json"
     try:
@@ -210,7 +212,7 @@ def serve(
         log_event("resume", f"resuming {run_dir.name} at epoch {co.epoch}, batch {co.next_batch} (step {co.committed})",
                run=str(run_dir), epoch=co.epoch, batch=co.next_batch, step=co.committed)
     else:
-        run_dir = experiment.new_run_dir(config)
+        run_dir = runner.new_run_dir(config)
     log_event("run_folder", f"run folder: {run_dir} (config.json, metrics.json, status.json; `splitlearn status {run_dir}` "
                             "shows progress once every client has joined)", run=str(run_dir))
     start = time.perf_counter() - (state or {}).get("seconds", 0.0)
@@ -249,7 +251,7 @@ def serve(
         """End the session short of its epochs, at the last checkpoint: unfinished metrics, the
         streams closed with "resume", and ``state`` in status.json."""
         seconds = time.perf_counter() - start
-        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=False, **about)
+        metrics = runner.write_metrics(run_dir, sim, seconds, finished=False, **about)
         hub.stop(resume=True)
         _write_status(run_dir, sim, hub, remote, seconds, state)
         return metrics
@@ -294,7 +296,7 @@ def serve(
         def epoch_done(record: dict[str, Any]) -> None:
             record |= sim.remote_leakage()  # each client's DCOR(X, Z) on its own held-out data, as train reports it
             commit()
-            experiment.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, **about)
+            runner.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, **about)
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -307,7 +309,7 @@ def serve(
             sim.fit(remaining, on_step=step_done, on_epoch=epoch_done)
         weights = save_party_weights(list(sim.parties.values()), run_dir / "weights")
         seconds = save_position(finished=True)
-        metrics = experiment.write_metrics(run_dir, sim, seconds, finished=True, **about)
+        metrics = runner.write_metrics(run_dir, sim, seconds, finished=True, **about)
         hub.stop()  # the last status shows the streams ended
         _write_status(run_dir, sim, hub, remote, seconds, "finished")
     except _Stopped:
@@ -421,7 +423,7 @@ def predict(
             merged = {task: (torch.cat([i for i, _ in pairs]), torch.cat([o for _, o in pairs])) for task, pairs in outputs.items()}
             labels = {task: dict(zip(owners[task].shards[split].sample_ids.tolist(), owners[task].shards[split].labels[task].tolist()))
                       for task in merged}
-            path = experiment.write_predictions(run_dir / f"predictions-{split}.csv", merged, labels)
+            path = runner.write_predictions(run_dir / f"predictions-{split}.csv", merged, labels)
         write_json_atomic(run_dir / f"predictions-{split}.json", {"split": split, "scores": scores})
         hub.stop()  # the session is over: every client writes what it predicted
     except PartyLost as e:
@@ -495,7 +497,7 @@ class _EpochLines:
         if losses:
             fields["train_loss"] = sum(losses) / len(losses)
             text += f", train loss {fields['train_loss']:.4f}"
-        by_node, collapsed = experiment.party_leakage(p, batch_size=self.leakage_batch_size)
+        by_node, collapsed = runner.party_leakage(p, batch_size=self.leakage_batch_size)
         if by_node:
             fields["dcor"] = sum(by_node.values()) / len(by_node)
             text += f", leakage DCOR(X, Z) {fields['dcor']:.3f} on its held-out data" + (" (collapsed)" if collapsed else "")
@@ -578,7 +580,7 @@ def join(
         if data_root is None:
             raise DeployError(f"data.sites = 'own': give {party} its data with --data-root (files of data set {config.data.name!r})")
         try:
-            cast.parties[party].shards = experiment.own_shards(built, cast.parties[party].role, data_root)
+            cast.parties[party].shards = runner.own_shards(built, cast.parties[party].role, data_root)
         except (ValueError, OSError) as e:
             raise DeployError(f"{party}'s own data: {e}") from None
     elif data_root is not None:
@@ -595,7 +597,7 @@ def join(
     if predict is None:
         me.watchers.append(epochs)
         try:
-            me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=experiment.fingerprint(config))
+            me.checkpoints = FolderCheckpoints(Path(out) / "checkpoints" / party, tag=runner.fingerprint(config))
             if step := me.resume():
                 log_event("resume", f"{party}: starting from its checkpoint of step {step}", party=party, step=step)
         except CheckpointError as e:
@@ -657,6 +659,6 @@ def _write_own_predictions(me: Party, out: Path, split: str) -> Path | None:
     shard = me.shards[split]
     outputs = {task: (torch.cat([i for i, _ in pairs]), torch.cat([o for _, o in pairs])) for task, pairs in me.predictions.items()}
     labels = {task: dict(zip(shard.sample_ids.tolist(), shard.labels[task].tolist())) for task in outputs}
-    path = experiment.write_predictions(out / f"{me.name}-predictions-{split}.csv", outputs, labels)
+    path = runner.write_predictions(out / f"{me.name}-predictions-{split}.csv", outputs, labels)
     log_event("predictions", f"{me.name}: predictions of its {split} samples are in {path}", party=me.name, path=str(path))
     return path

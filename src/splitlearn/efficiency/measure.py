@@ -16,7 +16,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.baselines.compare import compare, summary
 from splitlearn.data.partition import deal
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
@@ -40,7 +40,7 @@ def measure(
         split=SplitConfig(configuration="vanilla"),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="sgd", momentum=0.9, seed=seed), out=out,
     )
-    built = experiment.build(base)
+    built = runner.build(base)
     n = len(built.train)
     prof = profile(model, in_shape=tuple(built.train.sample_shape), num_classes=built.train.num_classes, cut=cut)
     slots = 1  # SGD with momentum keeps one buffer per parameter, relayed with the weights
@@ -72,6 +72,6 @@ def measure(
     return rows
 
 
-def _shards(built: experiment.Built, k: int):
+def _shards(built: runner.Built, k: int):
     c = built.config
     return deal(built.train.labels, k, partition=c.data.partition, alpha=c.data.alpha, seed=c.train.seed)

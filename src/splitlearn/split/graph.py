@@ -48,7 +48,6 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """Capture ``model.forward`` with ``torch.fx.symbolic_trace``: one graph, exact in train and
     eval mode and at any batch size. ``_Untraceable`` (saying why) for a forward with Python
     control flow on tensors, or one that runs different code in train and eval mode."""
-    kind = type(model).__name__
     mode = model.training
     code = {}
     try:

@@ -12,7 +12,7 @@ from splitlearn.models import build_model
 from splitlearn.privacy.attacks import inversion as inversion_module
 from splitlearn.privacy.attacks.inversion import fresh_surrogate, invert, inversion_attack, total_variation
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, score_reconstruction
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 
 VICTIMS = 200  # test images attacked; 1000 joint steps on them take about 2 s on one core

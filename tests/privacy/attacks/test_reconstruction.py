@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from splitlearn.data import load_digits
 from splitlearn.models import build_model
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, reconstruction_attack, ssim
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.messages import Activation

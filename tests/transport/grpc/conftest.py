@@ -4,7 +4,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import StartStep
 from splitlearn.split.plan import Head, Node, Plan

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.simulation import Simulation, build_parties
+from splitlearn.split.cast import build_parties
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split import messages as m
 from splitlearn.transport.grpc import ClientTransport, HubTransport

@@ -5,12 +5,11 @@ for bit), and memory stays flat from epoch to epoch."""
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.simulation import Simulation
+from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import Vertical
 

@@ -18,12 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import load_config
-from splitlearn.experiment import load_run
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
-from splitlearn.runfiles import ATTACKS, METRICS, RunFileError, read_checked
-from splitlearn.simulation import Simulation
+from splitlearn.runner import load_run
+from splitlearn.runner.files import ATTACKS, METRICS, RunFileError, read_checked
+from splitlearn.split.simulation import Simulation
 
 __all__ = ["attack_labels", "attack_reconstruction", "label_attack", "reconstruct", "report"]
 

@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitlearn import experiment
+from splitlearn import runner
 from splitlearn.config import DataConfig, ModelConfig, PrivacyConfig, RunConfig, SplitConfig, TrainConfig
 from splitlearn.data.dataset import DataError
 from splitlearn.data.registry import load_dataset
-from splitlearn.audit import label_attack, reconstruct
 from splitlearn.privacy.attacks.label_leakage import GradientNoise, GradientRecorder, direction_scores, leak_auc, norm_scores
 from splitlearn.report import RunEvidence, write_report
-from splitlearn.simulation import Simulation
+from splitlearn.runner.attacks import label_attack, reconstruct
 from splitlearn.split import OptimizerSpec, configs
+from splitlearn.split.simulation import Simulation
 
 __all__ = ["default_dataset", "run_nopeek_study"]
 
@@ -70,7 +70,7 @@ def _base_config(dataset: str, *, out: Path, seed: int, device: str, epochs: int
     )
 
 
-def _attack(run: experiment.TrainedRun, grads: GradientRecorder, *, name: str, config: RunConfig) -> RunEvidence:
+def _attack(run: runner.TrainedRun, grads: GradientRecorder, *, name: str, config: RunConfig) -> RunEvidence:
     sim = run.sim
     recon = reconstruct(sim, aux_samples=AUX_SAMPLES)
     train = sim.parties[sim.coordinator.holder].shards["train"]
@@ -85,14 +85,14 @@ def _attack(run: experiment.TrainedRun, grads: GradientRecorder, *, name: str, c
 
 def _dcor_estimates(sim: Simulation, sizes: Sequence[int]) -> dict[str, dict[str, float]]:
     """Held-out DCOR(X, Z) and its floor (Z shuffled, see ``leakage``) at each batch size."""
-    return {str(n): {"dcor": experiment.client_leakage(sim, batch_size=n)["dcor"],
-                     "floor": experiment.client_leakage(sim, batch_size=n, shuffled=True)["dcor"]} for n in sizes}
+    return {str(n): {"dcor": runner.client_leakage(sim, batch_size=n)["dcor"],
+                     "floor": runner.client_leakage(sim, batch_size=n, shuffled=True)["dcor"]} for n in sizes}
 
 
 def _train_and_attack(config: RunConfig, name: str,
                       progress: Callable[[str], None] = lambda message: None) -> tuple[RunEvidence, dict[str, Any]]:
     grads = GradientRecorder("server")
-    run = experiment.train(config, observers=[grads], on_epoch=lambda record: progress(f"{name}: {experiment.epoch_summary(record)}"))
+    run = runner.train(config, observers=[grads], on_epoch=lambda record: progress(f"{name}: {runner.epoch_summary(record)}"))
     progress(f"{name}: attacking (reconstruction from smashed data)")
     evidence = _attack(run, grads, name=name, config=config)
     last = run.metrics["epochs"][-1]

@@ -1,52 +1,36 @@
-"""From a :class:`~splitlearn.config.RunConfig` to a trained split and a run folder.
-
-``build`` turns a config into data and a :class:`~splitlearn.split.configs.Split`; ``train``
-runs it in-process and writes the run folder (resolved config, metrics JSON, one safetensors file
-per party); ``predict`` reloads a run folder and predicts through the protocol.
-"""
+"""From a :class:`~splitlearn.config.RunConfig` to data and a :class:`~splitlearn.split.configs.Split`:
+the data loaded (or, with ``data.sites = "own"``, each site's own), the model built and cut,
+and the options every process uses to deal the same parties."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import json
 import math
-import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splitlearn import __version__
-from splitlearn.accounting import FlopMeter, account
-from splitlearn.checkpoint import write_json_atomic
-from splitlearn.config import RunConfig, load_config
+from splitlearn.config import RunConfig
 from splitlearn.data.dataset import ArrayDataset, as_array_dataset
 from splitlearn.data.partition import vertical_split
-from splitlearn.data.registry import DATASETS, EMBEDDED, load_dataset
+from splitlearn.data.registry import EMBEDDED, load_dataset
 from splitlearn.data.table import load_site_csv, load_vertical_csv
 from splitlearn.models import build_model, flatten_layers
-from splitlearn.privacy import NoPeek, detect_collapse, leakage
-from splitlearn.runfiles import METRICS, POSITION_IN_PROCESS, VERSIONED, check, read_checked
-from splitlearn.simulation import Simulation, role_labels
 from splitlearn.split import configs
+from splitlearn.split.cast import role_labels
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.graph import CAPTURE_LOCK
-from splitlearn.split.messages import Message
-from splitlearn.split.party import Party, Shard
+from splitlearn.split.party import Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["Built", "Interrupted", "TrainedRun", "build", "client_leakage", "epoch_summary", "fingerprint", "load_run", "new_run_dir", "party_leakage",
-           "party_options", "predict", "simulation", "train", "write_predictions"]
+__all__ = ["Built", "build", "own_shards", "party_options", "simulation"]
 
 
 @dataclass
@@ -338,18 +322,9 @@ def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut, c
                             label_role=label_role)
 
 
-def new_run_dir(config: RunConfig) -> Path:
-    """A fresh folder name under ``config.out``: time, configuration and data set."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = Path(config.out) / f"{stamp}-{config.split.configuration}-{config.data.name}"
-    path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
-
 
 def party_options(built: Built) -> dict[str, Any]:
-    """Keyword arguments of :func:`~splitlearn.simulation.build_parties` for this config, so that
+    """Keyword arguments of :func:`~splitlearn.split.cast.build_parties` for this config, so that
     every process of a deployment deals the same data and segments (and compresses alike)."""
     c = built.config
     momentum = c.train.momentum if c.train.optimizer == "sgd" else 0.0
@@ -372,251 +347,3 @@ def simulation(built: Built, **kw) -> Simulation:
     return Simulation(built.split, **options)
 
 
-class TrainedRun(NamedTuple):
-    run_dir: Path
-    metrics: dict[str, Any]
-    sim: Simulation  # the parties as trained, for attacks and analysis in the same process
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C); ``run_dir`` holds every party's checkpoint of ``step``,
-    from which ``train(config, resume=run_dir)`` (``splitlearn train --resume``) goes on."""
-
-    def __init__(self, run_dir: Path, step: int) -> None:
-        super().__init__(f"interrupted; {run_dir} holds every party's checkpoint of step {step}")
-        self.run_dir, self.step = run_dir, step
-
-
-def epoch_summary(record: dict[str, Any]) -> str:
-    """One line of an epoch's record: train loss, test accuracy and leakage, where measured."""
-    acc = record.get("test_accuracy", record.get("test_accuracy_label"))
-    line = f"epoch {record['epoch']}"
-    parts = ([f"train loss {record['train_loss']:.4f}"] if "train_loss" in record else []) + (
-        [f"test accuracy {acc:.4f}"] if acc is not None else []) + (
-        [f"leakage DCOR(X, Z) {record['dcor']:.3f}" + (" (smashed data collapsed to a constant)" if record.get("collapsed") else "")]
-        if "dcor" in record else [])
-    return line + (": " + ", ".join(parts) if parts else "")
-
-
-def fingerprint(config: RunConfig) -> str:
-    """A short hash of what decides the parties' segments and data: checkpoints carry it, so a
-    process never resumes from another configuration's checkpoints."""
-    d = config.to_dict()
-    d.pop("out", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-CHECKPOINTS = "checkpoints"
-"""The folder of a run folder holding each party's checkpoints and ``position.json`` while it trains."""
-
-
-def _resumable(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
-    """The position an interrupted run folder of ``config`` stands at (None: it was interrupted
-    before its first checkpoint); ``ValueError`` unless it is such a folder."""
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
-    if load_config(run_dir / "config.json") != config:
-        raise ValueError(f"{run_dir} is a run of another configuration: resume it with its own config.json")
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file() and read_checked(metrics, METRICS)["finished"]:
-        raise ValueError(f"{run_dir} has finished: there is nothing to resume")
-    position = run_dir / CHECKPOINTS / "position.json"
-    if not position.is_file():
-        return None
-    state = read_checked(position, POSITION_IN_PROCESS)
-    if state["tag"] != fingerprint(config):
-        raise ValueError(f"{position}: its checkpoints are of another configuration")
-    return state
-
-
-def train(
-    config: RunConfig,
-    *,
-    on_step: Callable[[int, int], None] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    observers: Sequence[Callable[[Message], None]] = (),
-    data: tuple[Any, Any] | None = None,
-    resume: str | Path | None = None,
-    checkpoint_every: int = 20,
-) -> TrainedRun:
-    """Train as configured; write the run folder; return it with the metrics and the parties.
-
-    ``observers`` see every message sent during training (e.g. an attacker's recorder).
-    ``data`` = (train, test) trains on the caller's data (ArrayDatasets, TensorDatasets or any
-    map-style Datasets of (x, y) pairs) instead of ``config.data``; the run folder, its metrics
-    (DCOR per epoch) and ``splitlearn report`` work as for any run. ``splitlearn predict`` needs
-    data it can load again, so it does not apply to such a run.
-
-    While it trains, every party checkpoints in ``<run>/checkpoints`` every ``checkpoint_every``
-    steps and at the end of each client's turn and epoch. Interrupted (Ctrl-C), it raises
-    :class:`Interrupted`; ``resume=<run>`` with the same config (and data) goes on from the last
-    checkpoint to the weights an uninterrupted run reaches, bit for bit on the same device. The
-    checkpoints are removed once the run has finished. The accounting (FLOPs, memory, bytes) of a
-    resumed run covers the steps run since it was resumed.
-    """
-    if data is not None and config.data.name in DATASETS:
-        config = config.override({"data.name": "own-data"})  # the run folder must not claim a data set it did not use
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    state = None if resume is None else _resumable(Path(resume), config)
-    built = build(config, data=data)
-    meter = FlopMeter()
-    privacy = config.privacy
-    data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]
-    nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
-    sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
-    sim.transport.observers.extend(observers)
-    if resume is None:
-        run_dir = new_run_dir(config)
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    else:
-        run_dir = Path(resume)
-    folder, tag = run_dir / CHECKPOINTS, fingerprint(config)
-    sim.checkpoint_to(folder, tag=tag, fresh=state is None)
-    if state is not None:
-        sim.go_on_from(state)
-        sim.coordinator.restart()  # every party back to the last step all checkpointed
-        if nopeek is not None:
-            nopeek.set_epoch(len(sim.history) + 1)
-    start = time.perf_counter() - (state or {}).get("seconds", 0.0)
-    sim.coordinator.checkpoint_every = checkpoint_every
-    sim.coordinator.on_commit = lambda: write_json_atomic(
-        folder / "position.json", {"tag": tag, "seconds": time.perf_counter() - start} | sim.position())
-    extra = ({} if state is None else {"resumed_at_step": state["coordinator"]["committed"]}) | (
-        {"alignment": built.alignment} if built.alignment else {})
-
-    def epoch_done(record: dict[str, Any]) -> None:
-        record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)
-        if nopeek is not None:
-            record["nopeek_weight"] = nopeek.weight
-            nopeek.set_epoch(record["epoch"] + 1)
-        sim.coordinator.on_commit()  # the epoch's record joins the position
-        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter), **extra)
-        if on_epoch is not None:
-            on_epoch(record)
-
-    try:
-        if (remaining := config.train.epochs - len(sim.history)) > 0:
-            sim.fit(remaining, on_step=on_step, on_epoch=epoch_done)
-    except KeyboardInterrupt:
-        write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, accounting=account(sim, meter), **extra)
-        raise Interrupted(run_dir, sim.coordinator.committed) from None
-    sim.save_weights(run_dir / "weights")
-    metrics = write_metrics(run_dir, sim, time.perf_counter() - start, finished=True, accounting=account(sim, meter), **extra)
-    shutil.rmtree(folder)
-    return TrainedRun(run_dir, metrics, sim)
-
-
-def party_leakage(party: Party, *, split: str = "test", batch_size: int = 64,
-                  shuffled: bool = False) -> tuple[dict[str, float], bool]:
-    """Held-out DCOR(X, Z) between ``party``'s raw features of ``split`` and the smashed data
-    each of its data segments sends, computed on its own data (node -> DCOR; none where it holds
-    no segments or fewer than ``batch_size`` samples); and whether any Z has collapsed."""
-    shard = party.shards.get(split)
-    by_node, collapsed = {}, False
-    if not party.holds_weights or shard is None or shard.features is None or len(shard.features) < batch_size:
-        return by_node, collapsed
-    for node in (n for n in party.nodes.values() if not n.inputs):
-        module = party.modules[node.name]
-        was_training = module.training
-        module.eval()
-        encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
-        by_node[node.name] = leakage(encode, shard.features, batch_size=batch_size, shuffled=shuffled)
-        with torch.no_grad():
-            collapsed |= detect_collapse(encode(shard.features[: 4 * batch_size]))
-        module.train(was_training)
-    return by_node, collapsed
-
-
-def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64, shuffled: bool = False) -> dict[str, Any]:
-    """Held-out DCOR(X, Z) of every data party here (:func:`party_leakage`), and whether Z has collapsed.
-
-    Returns ``dcor`` (the mean over data parties), ``dcor_by_party`` and ``collapsed``. With
-    ``shuffled=True``, ``dcor`` is the statistic's floor at this batch size instead: X against
-    its Z in shuffled order (see :func:`~splitlearn.privacy.leakage`).
-    """
-    by_party, collapsed = {}, False
-    for name, party in sim.parties.items():
-        by_node, hit = party_leakage(party, split=split, batch_size=batch_size, shuffled=shuffled)
-        collapsed |= hit
-        by_party |= {(f"{name}/{node}" if len(party.nodes) > 1 else name): d for node, d in by_node.items()}
-    if not by_party:
-        return {}
-    return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
-
-
-def write_metrics(run_dir: Path, sim: Simulation, seconds: float, *, finished: bool, **extra: Any) -> dict[str, Any]:
-    """Write ``metrics.json`` of a run folder, in-process or served alike: the epochs so far (each
-    with its leakage where measured), bytes on the wire, and ``extra`` (e.g. FLOP accounting, the
-    parties that ran elsewhere); return what was written."""
-    metrics = {
-        "splitlearn_version": __version__,
-        "finished": finished,
-        "seconds": seconds,
-        "epochs": sim.history,
-        "parties": sorted(sim.parties),
-        "bytes_sent": sim.log.bytes_by("sender"),
-        "bytes_received": sim.log.bytes_by("receiver"),
-        "bytes_by_kind": sim.log.bytes_by("kind"),
-        "messages": sim.log.messages,
-    } | extra
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def load_run(run_dir: str | Path, *, device: str | None = None,
-             weights: Sequence[str | Path] = ()) -> tuple[Built, Simulation, dict[str, Any]]:
-    """Rebuild a finished run folder's parties with their trained weights (round-robin clients
-    collapse to the one that holds the weights), from ``<run>/weights`` and the folders of
-    ``weights`` (a deployment's clients keep theirs at their sites). Refuses folders of another
-    splitlearn version."""
-    run_dir = Path(run_dir)
-    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
-    if not config_path.is_file() or not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it needs config.json and metrics.json")
-    metrics = read_checked(metrics_path, VERSIONED)
-    version = metrics["splitlearn_version"]
-    if version != __version__:
-        raise ValueError(f"{run_dir} was written by splitlearn {version}, this is {__version__}: retrain it")
-    check(metrics, METRICS, metrics_path)
-    if not metrics["finished"]:
-        raise ValueError(f"{run_dir} holds an unfinished run (no final weights)")
-    config = load_config(config_path, {"train.device": device} if device else None)
-    if config.data.sites == "own":
-        raise ValueError(f"{run_dir} was trained on the sites' own data (data.sites = 'own'), which stays at the sites, so it cannot "
-                         "be loaded in one process: predict through the deployment (splitlearn predict RUN --listen, and "
-                         "join --predict at each site); attack a rehearsal of it with data.sites = 'dealt'")
-    built = build(config)
-    sim = simulation(built, clients=1 if built.split.plan.data_roles == ("client",) else config.split.clients)
-    sim.load_weights(run_dir / "weights", *weights)
-    return built, sim, metrics
-
-
-def predict(run_dir: str | Path, *, split: str = "test", device: str | None = None,
-            weights: Sequence[str | Path] = ()) -> tuple[Path, dict[str, float]]:
-    """Reload a run folder's weights (and those in the folders of ``weights``, see
-    :func:`load_run`), predict ``split`` through the protocol, write a CSV."""
-    run_dir = Path(run_dir)
-    built, sim, _ = load_run(run_dir, device=device, weights=weights)
-    outputs, scores = sim.predict(split)
-    data = built.test if split == "test" else built.train
-    targets = built.targets or {task: lambda y: y for task in outputs}
-    labels = {task: dict(zip(data.sample_ids.tolist(), targets[task](data.labels).tolist())) for task in outputs}
-    return write_predictions(run_dir / f"predictions-{split}.csv", outputs, labels), scores
-
-
-def write_predictions(path: str | Path, outputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                      labels: dict[str, dict[int, int]]) -> Path:
-    """A CSV of ``sample_id, task, prediction, label`` rows: the predicted class of each output
-    (``outputs``: task -> (sample ids, outputs)) beside its label (``labels``: task -> id -> class)."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample_id", "task", "prediction", "label"])
-        for task, (ids, logits) in outputs.items():
-            for i, p in zip(ids.tolist(), logits.argmax(-1).tolist()):
-                w.writerow([i, task, p, labels[task][i]])
-    tmp.replace(path)
-    return path
