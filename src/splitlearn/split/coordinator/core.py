@@ -1,89 +1,23 @@
-"""The coordinator: decides which batch runs next and whose turn it is; sees no data or tensors.
-
-It learns each data party's sample ids (``Manifest``), draws the batch order from a seed, starts
-each step by telling the data parties which ids to run, waits for every party's ``StepDone``, and
-in round-robin training asks the client holding the shared segments to relay them to the next.
-
-Training steps are pipelined one deep: the ``StartStep`` of the next batch goes out with the
-current one's, and each party begins it as soon as it has finished the current step itself. A
-party's work and its order are the same as without pipelining (the results are identical), but
-the round trip from a party's ``StepDone`` to the next ``StartStep`` leaves the critical path: over
-a network, one message delay less per step.
-"""
+"""The coordinator itself: manifests, the steps it issues and waits for, relays and epochs."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from splitlearn.split.messages import Abort, Manifest, Message, ProtocolError, RelayRequest, ScoreRequest, Scores, StartStep, StepDone
+from splitlearn.split.coordinator.recovery import Recovery
+from splitlearn.split.coordinator.schedule import Batch, pipelinable, shuffled_batches
+from splitlearn.split.coordinator.scores import Asked, Scoring
+from splitlearn.split.messages import Manifest, Message, ProtocolError, RelayRequest, Scores, StartStep, StepDone
 from splitlearn.split.plan import Plan
 from splitlearn.split.transport import PartyLost, Transport
 
-__all__ = ["Batch", "Coordinator", "pipelinable", "shuffled_batches"]
+__all__ = ["Coordinator"]
 
 
-def _as_float(value: int | float) -> float:
-    """``value`` as a float; an int too large for one is infinite."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
-
-
-def shuffled_batches(ids: torch.Tensor, batch_size: int, *, key: tuple[int, ...] | None) -> list[torch.Tensor]:
-    """``ids`` in batches, shuffled by a generator seeded from the ints in ``key`` (None: in order).
-    The same key gives the same order in every process and for every method compared."""
-    if key is not None:
-        seed = sum(v * 1_000_003**i for i, v in enumerate(key)) % 2**62
-        ids = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
-    return list(torch.split(ids, batch_size))
-
-
-def pipelinable(plan: Plan) -> bool:
-    """Whether a party may start step n + 1 as soon as it has finished step n itself.
-
-    A party that starts a step sends at once: its smashed data, or its labels. Each receiver must
-    have finished step n by then, whatever the order of delivery. It has if it holds a single
-    segment: it returns the gradient for that segment last, just before it finishes (and the
-    sender needed that gradient to finish). A party holding no segment (labels only) finishes as
-    soon as it has sent its labels, so it would send the next step's labels too early.
-    """
-    if not all(plan.nodes_of(role) for role in plan.roles):
-        return False
-    receivers = set()  # roles that another role's start of a step sends to
-    for node in plan.nodes:
-        consumer = plan.consumer(node.name)
-        if not node.inputs and consumer is not None and consumer.role != node.role:
-            receivers.add(consumer.role)
-    receivers |= {plan.root.role for head in plan.root.heads if head.label_role != plan.root.role}
-    return all(len(plan.nodes_of(role)) == 1 for role in receivers)
-
-
-@dataclass(frozen=True)
-class _Asked:
-    """The ScoreRequests out: for which pass (split, step), to whom, over how many samples."""
-
-    split: str
-    step: int
-    parties: frozenset[str]
-    samples: int
-    leakage: frozenset[str] = frozenset()  # the data parties asked for DCOR(X, Z) too
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One step of the schedule: which party plays each role, and the sample ids of the batch."""
-
-    bindings: dict[str, str]
-    sample_ids: torch.Tensor
-
-
-class Coordinator:
+class Coordinator(Scoring, Recovery):
     """Drives steps over any transport.
 
     ``clients`` names the parties that take turns playing ``plan``'s single data role (round
@@ -133,7 +67,7 @@ class Coordinator:
         self._aborted: set[str] = set()
         self._relayed = False
         self._relay_target: str | None = None
-        self._asked: _Asked | None = None
+        self._asked: Asked | None = None
         self._scores: dict[str, dict[str, dict[str, int | float]]] = {}  # label owner -> task -> its totals
         self.leakage_reported: dict[str, dict[str, Any]] = {}  # data party -> {"dcor": {node: value}, "collapsed"}, of the last pass
         # fault tolerance
@@ -306,162 +240,3 @@ class Coordinator:
             if on_step is not None:
                 on_step(i, len(batches))
 
-    def evaluate(self, split: str = "test", *, batch_size: int = 512, ask: Collection[str] = (),
-                 leakage_from: Collection[str] = (), leakage_batch_size: int = 0,
-                 client: str | None = None) -> dict[str, dict[str, dict[str, int | float]]]:
-        """Run ``split`` forward through the protocol; the label owner scores it locally. Then ask
-        each party in ``ask`` (label owners that run elsewhere) for its totals over the pass;
-        return them: party -> task -> ``{"count", "correct", "loss_sum"}`` (no tasks from a party
-        that keeps its scores). Each party of ``leakage_from`` (data parties that run elsewhere) is
-        asked for the held-out DCOR(X, Z) of its data segments at ``leakage_batch_size`` too; what
-        they report is in :attr:`leakage_reported`.
-
-        In round robin the current holder of the shared segments evaluates on its own copy, or,
-        with ``client``, that client on its own data (the segments are relayed to it first). A
-        lost party restarts the evaluation from its first batch (scores are reset by the roll back).
-        """
-        while True:
-            if client is not None and client != self.holder:
-                if client not in self.clients:
-                    raise ValueError(f"{client!r} is not a round-robin client here; the clients are {self.clients}")
-                self.relay_to(client)
-            ids = torch.sort(self.manifests[self.holder][split]).values if self.group_role is not None else self.aligned[split]
-            bindings = self._bindings(self.holder)
-            try:
-                for b in self._batches(ids, shuffle_key=None, batch_size=batch_size):
-                    self.run_step(Batch(bindings, b), mode="eval", split=split)
-                return self._collect_scores(split, ask, len(ids), leakage_from, leakage_batch_size)
-            except PartyLost as lost:
-                self.recover(lost)
-
-    def _collect_scores(self, split: str, ask: Collection[str], samples: int, leakage_from: Collection[str] = (),
-                        leakage_batch_size: int = 0) -> dict[str, dict[str, dict[str, int | float]]]:
-        leak = frozenset(leakage_from) if leakage_batch_size > 0 else frozenset()
-        parties = set(ask) | leak
-        self._asked, self._scores, self.leakage_reported = _Asked(split, self.step, frozenset(parties), samples, leak), {}, {}
-        try:
-            for party in sorted(parties):
-                self.transport.send(ScoreRequest(self.name, party, self.step, split=split,
-                                                 leakage_batch_size=leakage_batch_size if party in leak else 0))
-            self.transport.run_until(lambda: self._scores.keys() >= parties)
-            return {p: s for p, s in self._scores.items() if p in ask}
-        finally:
-            self._asked = None
-
-    def _check_scores(self, msg: Scores) -> dict[str, dict[str, int | float]]:
-        """The totals of ``msg``, refused unless they are counts and a loss sum for tasks of this plan
-        (and the leakage asked for, values of DCOR for the sender's data nodes)."""
-        tasks, samples = {h.task for h in self.plan.root.heads}, self._asked.samples
-        meta = dict(msg.meta)
-        if "leakage" in meta:
-            self.leakage_reported[msg.sender] = self._check_leakage(msg.sender, meta.pop("leakage"))
-        for task, t in meta.items():
-            ok = (task in tasks and isinstance(t, dict) and set(t) == {"count", "correct", "loss_sum"}
-                  and t["count"] == samples and type(t["count"]) is int  # every sample of the pass, scored once
-                  and type(t["correct"]) is int and 0 <= t["correct"] <= samples
-                  and type(t["loss_sum"]) in (int, float) and 0 <= _as_float(t["loss_sum"]) < math.inf)
-            if not ok:
-                raise ProtocolError(f"coordinator: {msg.sender} reported scores that are not totals of a task here "
-                                    f"over the {samples} samples of the pass: {task!r}: {t!r}")
-        return meta
-
-    def _check_leakage(self, sender: str, leak: Any) -> dict[str, Any]:
-        role = self.group_role if sender in self.clients else sender
-        nodes = {n.name for n in self.plan.nodes_of(role) if not n.inputs} if role in self.plan.roles else set()
-        dcor = leak.get("dcor") if isinstance(leak, dict) else None
-        ok = (sender in self._asked.leakage and isinstance(dcor, dict) and set(leak) == {"dcor", "collapsed"}
-              and type(leak["collapsed"]) is bool and dcor and set(dcor) <= nodes
-              and all(type(v) in (int, float) and 0 <= v <= 1 for v in dcor.values()))
-        if not ok:
-            raise ProtocolError(f"coordinator: {sender} reported leakage that is not DCOR values in [0, 1] of its data nodes, "
-                                f"as asked: {leak!r}"[:1000])
-        return leak
-
-    # -- fault tolerance -----------------------------------------------------------------------
-
-    def _commit(self, step: int) -> None:
-        """Every party has checkpointed after ``step``: training goes on from there after a loss."""
-        self.committed = step
-        self._committed_holder = self.holder
-        self._cursor = (self.epoch, self.next_batch)
-        self._save()
-
-    def _save(self) -> None:
-        if self.on_commit is not None:
-            self.on_commit()
-
-    def recover(self, lost: PartyLost) -> None:
-        """Roll back the step ``lost`` interrupted on every connected party; the lost party is
-        rolled back when a step needs it again. Re-raises ``lost`` when ``rejoin`` is not set."""
-        if self.rejoin is None:
-            raise lost
-        while True:
-            self._heard(lost)
-            self.absent.setdefault(lost.party, self.committed)
-            try:
-                self._abort([p for p in self.parties if p not in self.absent], self.committed)
-                return
-            except PartyLost as again:
-                lost = again
-
-    def _heard(self, lost: PartyLost) -> None:
-        if self.on_lost is not None:
-            self.on_lost(lost)
-
-    def _abort(self, parties: list[str], restore_to: int) -> None:
-        self.step += 1
-        self.floor = self.step
-        self._save()  # the step ids issued so far, so a restarted coordinator goes on above them
-        self._aborted = set()
-        self._done = {}  # steps in flight are void
-        self.holder = self._committed_holder
-        for party in parties:
-            self.transport.send(Abort(self.name, party, self.step, restore_to=restore_to))
-        self.transport.run_until(lambda: self._aborted >= set(parties))
-        self._progressed()
-
-    def _progressed(self) -> None:
-        if self.on_progress is not None:
-            self.on_progress()
-
-    def _await(self, parties: list[str]) -> None:
-        """Wait for the lost parties among ``parties`` to be back, and roll each back."""
-        while back := [p for p in dict.fromkeys(parties) if p in self.absent]:
-            party = back[0]
-            self.rejoin(party)
-            try:
-                self._abort([party], self.absent[party])
-                del self.absent[party]
-            except PartyLost as lost:
-                self._heard(lost)
-                self.absent.setdefault(lost.party, self.committed)
-
-    def state_dict(self) -> dict:
-        """Where training stands, as JSON: enough to go on after a restart of this process."""
-        return {"step": self.step, "committed": self.committed, "holder": self._committed_holder,
-                "epoch": self._cursor[0], "next_batch": self._cursor[1]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Go on from :meth:`state_dict`; every party must then be rolled back to ``committed``
-        (:meth:`restart`)."""
-        if self.group_role is not None and state["holder"] not in self.clients:
-            raise ValueError(f"checkpoint names holder {state['holder']!r}, not one of the clients")
-        self.committed, self.step = int(state["committed"]), int(state["step"])
-        if self.step < self.committed:
-            raise ValueError(f"checkpoint step {self.step} is before its committed step {self.committed}")
-        self.holder = self._committed_holder = state["holder"]
-        self.epoch, self.next_batch = int(state["epoch"]), int(state["next_batch"])
-        self._cursor = (self.epoch, self.next_batch)
-
-    def restart(self) -> None:
-        """After :meth:`load_state_dict` in a new process: roll every party back to the last
-        committed step (parties that finished a later step before the crash forget it)."""
-        self.floor = 0
-        self.absent = {}
-        while True:
-            try:
-                self._abort(self.parties, self.committed)
-                return
-            except PartyLost as lost:
-                self._heard(lost)
-                self.rejoin(lost.party)

@@ -1,33 +1,17 @@
-"""A party: one site that owns some segments, their optimiser and its local data.
-
-A party reacts to messages only. It never sees another party's modules, data or labels; what it
-learns arrives as :mod:`splitlearn.split.messages`. Gradients cross the cut as explicit messages,
-each segment's input is a fresh leaf tensor, and the party steps its own optimiser once all of its
-segments have finished the backward pass of the step.
-
-Nothing non-finite is committed: a party refuses floating inputs holding NaN or Inf (smashed data,
-gradients, soft labels, outputs, relayed weights) and checks what it computes from them (each
-segment's output, its loss, the gradients it sends, the gradients it is about to apply, and its
-parameters, optimiser state and buffers after the step) before the step is committed. A step that
-fails a check is rolled back (parameters, optimiser state and buffers as before it) and raises
-:class:`~splitlearn.split.messages.NonFinite` naming the party whose input caused it.
-"""
+"""The party itself: setup, message dispatch, the forward pass, the loss and the backward pass of
+each step, and its scores."""
 
 from __future__ import annotations
 
-import math
-import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splitlearn.checkpoint import CheckpointError
-from splitlearn.split.compression import Compressed, decompress
+from splitlearn.split.compression import decompress
 from splitlearn.split.messages import (
     Abort,
     Activation,
@@ -45,146 +29,17 @@ from splitlearn.split.messages import (
     StepDone,
     Weights,
 )
+from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite
+from splitlearn.split.party.data import CheckpointStore, EvalTotals, Penalty, Shard, StepState
+from splitlearn.split.party.recovery import Recovery
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
 from splitlearn.split.segments import writes_in_place
-from splitlearn.split.state import OptimizerSpec, pack_state, unpack_state
+from splitlearn.split.state import OptimizerSpec
 
-__all__ = ["CheckpointStore", "EvalTotals", "Party", "Penalty", "Shard"]
-
-Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""A local loss term of a data node, from its input (raw features) and its output (smashed data)."""
+__all__ = ["Party"]
 
 
-class CheckpointStore(Protocol):
-    """Where a party keeps its state after each step it finishes (see :mod:`splitlearn.checkpoint`)."""
-
-    def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Keep ``tensors`` and JSON ``meta`` as the state after ``step``, durably and atomically."""
-
-    def load(self, at_most: int | None = None) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The newest state saved at or before step ``at_most`` (any step if None), or None."""
-
-    def discard_after(self, step: int) -> None:
-        """Forget every state saved after ``step``."""
-
-
-@dataclass
-class Shard:
-    """The rows of one split (train/test) that a party holds, addressed by sample id."""
-
-    sample_ids: torch.Tensor
-    features: torch.Tensor | None = None
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = len(self.sample_ids)
-        if self.features is not None and len(self.features) != n:
-            raise ValueError(f"shard has {n} sample ids but {len(self.features)} feature rows")
-        for task, y in self.labels.items():
-            if len(y) != n:
-                raise ValueError(f"shard has {n} sample ids but {len(y)} labels for task {task!r}")
-        self._sorted, self._order = torch.sort(self.sample_ids)
-        if n > 1 and bool((self._sorted[1:] == self._sorted[:-1]).any()):
-            raise ValueError("shard sample ids must be unique")
-
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Row positions of ``ids``; ``ProtocolError`` naming ids this shard does not hold."""
-        pos = torch.searchsorted(self._sorted, ids).clamp(max=max(len(self._sorted) - 1, 0))
-        found = self._sorted[pos] == ids if len(self._sorted) else torch.zeros_like(ids, dtype=torch.bool)
-        if not bool(found.all()):
-            missing = ids[~found][:5].tolist()
-            raise ProtocolError(f"asked for {int((~found).sum())} sample ids this party does not hold, e.g. {missing}")
-        return self._order[pos]
-
-
-@dataclass
-class EvalTotals:
-    """Sufficient statistics of evaluation for one task, kept by the label owner."""
-
-    correct: int = 0
-    count: int = 0
-    loss_sum: float = 0.0
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.count if self.count else float("nan")
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / self.count if self.count else float("nan")
-
-
-@dataclass
-class _Step:
-    step: int
-    mode: str
-    split: str
-    sample_ids: torch.Tensor | None = None
-    peers: dict[str, str] = field(default_factory=dict)  # role -> party playing it this step
-    leaves: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # node -> src -> leaf
-    senders: dict[str, str] = field(default_factory=dict)  # src node -> party that sent its output
-    grad_from: dict[str, str] = field(default_factory=dict)  # my node -> party owing its gradient
-    outputs: dict[str, torch.Tensor | tuple[torch.Tensor, ...]] = field(default_factory=dict)
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    remaining: set[str] = field(default_factory=set)
-    outputs_expected: int = 0
-    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
-    checkpoint: bool = True
-    received: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (party, floating tensor it sent)
-    buffers: list[torch.Tensor] | None = None  # train: the segments' buffers before the step (forward updates them)
-
-
-_verified: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its version when found finite)
-
-
-def _known_finite(t: torch.Tensor) -> bool:
-    """Whether this process has already found ``t`` finite and it has not changed since."""
-    seen = _verified.get(id(t))
-    return seen is not None and seen[0]() is t and seen[1] == t._version
-
-
-def _mark_finite(t: torch.Tensor) -> None:
-    """Remember that ``t`` (as it is now) is finite, so that a party of the same process receiving
-    this very tensor does not scan it again. Only the latest few are kept."""
-    if len(_verified) >= 64:
-        del _verified[next(iter(_verified))]
-    _verified[id(t)] = (weakref.ref(t), t._version)
-
-
-def _finite(tensors) -> bool:
-    """Whether every floating tensor of ``tensors`` holds no NaN or Inf, with one sync for all.
-
-    A sum is finite when every element is (NaN and Inf propagate) and is the cheapest full pass
-    there is (``isfinite(t).all()`` costs ten times more on the CPU); only when some sum is not
-    finite, which finite values can also cause by overflowing, are those tensors looked at again
-    element by element. A tensor sent within one process, unchanged since its sender checked it
-    (:func:`_mark_finite`), is not scanned twice; a copy or a tensor a hook replaced always is."""
-    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel() and not _known_finite(t)]
-    if not ts:
-        return True
-    sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32).to(ts[0].device) for t in ts])
-    finite = torch.isfinite(sums)
-    if bool(finite.all()):
-        return True
-    return all(bool(torch.isfinite(t).all()) for t, ok in zip(ts, finite.tolist(), strict=True) if not ok)
-
-
-def _gradient_bound(dtype: torch.dtype) -> float:
-    """The largest gradient magnitude a step may apply: squared (as Adam does) it stays finite,
-    with room to spare. Half precision has no such room; there only finiteness is required."""
-    if dtype not in (torch.float32, torch.float64):
-        return math.inf
-    return math.sqrt(torch.finfo(dtype).max) / 16
-
-
-def _magnitude(t: torch.Tensor) -> float:
-    """The largest magnitude in ``t``, NaN counting as infinite (0 for an empty tensor)."""
-    if not t.numel():
-        return 0.0
-    return float(torch.nan_to_num(t.detach().abs().float(), nan=math.inf).max())
-
-
-class Party:
+class Party(MessageChecks, Recovery):
     """One site. ``modules`` maps each node this role owns to its segment (``None`` until relayed).
 
     ``make_modules`` builds empty segments of the right architecture, for a round-robin client
@@ -250,7 +105,7 @@ class Party:
         self.losses: list[tuple[int, float]] = []  # (step, loss) for heads computed here
         self.eval_totals: dict[str, dict[str, EvalTotals]] = {}  # split -> task -> totals
         self.predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._st: _Step | None = None
+        self._st: StepState | None = None
         self._next: StartStep | None = None  # the coordinator's next step, begun once this one is finished
         self._edges: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]] = {}  # per-sample shape, dtype
         self._shapes = {k: tuple(v) for k, v in (edges or {}).items() if k[1] in self.nodes}  # as the split's probe found them
@@ -390,7 +245,7 @@ class Party:
             raise RuntimeError(f"party {self.name!r} is not connected to a transport")
         self.send(msg if self.outbox is None else self.outbox(msg))
 
-    def _state(self, step: int, mode: str | None = None, split: str = "") -> _Step:
+    def _state(self, step: int, mode: str | None = None, split: str = "") -> StepState:
         st = self._st
         if st is None:
             if mode is None:
@@ -404,10 +259,10 @@ class Party:
             st.split = split
         return st
 
-    def _new_step(self, step: int, mode: str, split: str) -> _Step:
+    def _new_step(self, step: int, mode: str, split: str) -> StepState:
         if self.nodes and self.modules is None:
             raise ProtocolError(f"{self.name} does not hold its segments (they are with another client)")
-        st = _Step(step=step, mode=mode, split=split, remaining=set(self.nodes))
+        st = StepState(step=step, mode=mode, split=split, remaining=set(self.nodes))
         if mode == "train" and self.modules:
             st.buffers = [b.detach().clone() for m in self.modules.values() for b in m.buffers()]
         if mode == "eval":
@@ -415,15 +270,15 @@ class Party:
             st.outputs_expected = 0 if root.role == self.role else sum(h.label_role == self.role for h in root.heads)
         return st
 
-    def _bind(self, st: _Step, role: str, party: str) -> None:
+    def _bind(self, st: StepState, role: str, party: str) -> None:
         bound = st.peers.setdefault(role, party)
         if bound != party:
             raise ProtocolError(f"{party} spoke for role {role!r}, which {bound} plays in step {st.step}")
 
-    def _party_of(self, st: _Step, role: str) -> str:
+    def _party_of(self, st: StepState, role: str) -> str:
         return self.name if role == self.role else st.peers.get(role, role)
 
-    def _check_ids(self, st: _Step, ids: torch.Tensor) -> None:
+    def _check_ids(self, st: StepState, ids: torch.Tensor) -> None:
         if st.sample_ids is None:
             st.sample_ids = ids
         elif not torch.equal(st.sample_ids, ids):
@@ -433,7 +288,7 @@ class Party:
 
     # -- forward -------------------------------------------------------------------------------
 
-    def _start(self, st: _Step, msg: StartStep) -> None:
+    def _start(self, st: StepState, msg: StartStep) -> None:
         if msg.bindings.get(self.role) != self.name:
             raise ProtocolError(f"{self.name} was started as {msg.bindings.get(self.role)!r} for role {self.role!r}")
         for role, party in msg.bindings.items():
@@ -465,65 +320,6 @@ class Party:
                 self._forward(st, node, shard.features[rows].to(self.device))
         self._maybe_finish(st)
 
-    def _check_activation(self, msg: Activation) -> None:
-        """Refuse smashed data whose rows, dtype or per-sample shape differ from what this edge
-        carries (the first activation on it sets the shape; the segment's parameters the dtype)."""
-        t, where = msg.tensor, f"{self.name}: activation {msg.src} -> {msg.dst} from {msg.sender}"
-        if t.dim() == 0 or t.shape[0] != len(msg.sample_ids):
-            raise ProtocolError(f"{where} has shape {tuple(t.shape)} for {len(msg.sample_ids)} sample ids")
-        module = self.modules[msg.dst] if self.modules else None
-        param = next(module.parameters(), None) if module is not None else None
-        dtype = param.dtype if param is not None else torch.get_default_dtype()
-        key = (msg.src, msg.dst)
-        expected = self._edges.setdefault(key, (self._shapes.get(key, tuple(t.shape[1:])), dtype))
-        if (tuple(t.shape[1:]), t.dtype) != expected:
-            raise ProtocolError(f"{where} is {t.dtype} with per-sample shape {tuple(t.shape[1:])}; "
-                                f"this edge carries {expected[1]} {expected[0]}")
-        self._check_finite(msg, t, f"activation {msg.src} -> {msg.dst}")
-
-    def _check_declared(self, msg: Message) -> None:
-        """Refuse a compressed tensor whose declared shape is not the one its edge carries before
-        decoding it allocates that shape: smashed data of the edge's per-sample shape (as the
-        split's probe found it, else as the edge's first activation set it) for each sample id; a
-        gradient of the shape of the output it is for."""
-        t = getattr(msg, "tensor", None)
-        if not isinstance(t, Compressed) or not isinstance(msg, Activation | Gradient):
-            return
-        if isinstance(msg, Activation):
-            key = (msg.src, msg.dst)
-            per_sample = self._edges[key][0] if key in self._edges else self._shapes.get(key)
-            agreed = None if per_sample is None else (len(msg.sample_ids), *per_sample)
-            fits = tuple(t.shape[:1]) == (len(msg.sample_ids),) and (agreed is None or tuple(t.shape) == agreed)
-            carries = list(agreed) if agreed is not None else f"{len(msg.sample_ids)} rows"
-        else:
-            out = self._st.outputs.get(msg.dst) if self._st is not None and self._st.step == msg.step else None
-            agreed = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-            fits = agreed is not None and tuple(t.shape) == agreed
-            carries = list(agreed) if agreed is not None else "no output of that step here"
-        if not fits:
-            raise ProtocolError(f"{self.name}: {t.codec} {msg.kind} {msg.src} -> {msg.dst} of step {msg.step} from {msg.sender} "
-                                f"declares shape {list(t.shape)[:8]}; this edge carries {carries}", party=msg.sender)
-
-    def _check_finite(self, msg: Message, t: torch.Tensor, what: str) -> None:
-        if not _finite([t]):
-            self._reject(msg, f"{what} of step {msg.step} from {msg.sender} holds NaN or Inf")
-
-    def _reject(self, msg: Message, problem: str) -> NoReturn:
-        """Refuse ``msg`` as its sender's fault: the step in progress is rolled back."""
-        if self._st is not None:
-            self._roll_back(self._st)
-        raise NonFinite(f"{self.name}: {problem}", party=msg.sender)
-
-    def _check_labels(self, msg: Labels) -> None:
-        """Soft (float) labels are class probabilities: finite and in [0, 1]."""
-        y = msg.labels
-        if not y.is_floating_point():
-            return
-        self._check_finite(msg, y, f"labels for task {msg.task!r}")
-        if y.numel() and not (bool((y >= 0).all()) and bool((y <= 1).all())):
-            raise ProtocolError(f"{self.name}: soft labels for task {msg.task!r} of step {msg.step} from {msg.sender} "
-                                "are not probabilities (values outside [0, 1])", party=msg.sender)
-
     def _receive_activation(self, st, src: str, node: Node, tensor, ids, sender: str) -> None:
         self._check_ids(st, ids)
         if src in st.leaves.get(node.name, {}):
@@ -535,7 +331,7 @@ class Party:
             parts = [st.leaves[node.name][i] for i in node.inputs]
             self._forward(st, node, merge_inputs(parts, node.merge, node.merge_dim))
 
-    def _forward(self, st: _Step, node: Node, x: torch.Tensor) -> None:
+    def _forward(self, st: StepState, node: Node, x: torch.Tensor) -> None:
         module = self.modules[node.name]
         module.train(st.mode == "train")
         with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name, len(st.sample_ids)):
@@ -547,7 +343,7 @@ class Party:
             if penalty is not None and st.mode == "train":
                 st.penalties[node.name] = value = penalty(x, out)
                 self.penalty_log.append((st.step, node.name, float(value.detach())))
-        if not _finite(out if isinstance(out, tuple) else (out,)):
+        if not all_finite(out if isinstance(out, tuple) else (out,)):
             self._refuse(st, f"the output of {node.name}")
         st.outputs[node.name] = out
         if node.heads:
@@ -564,7 +360,7 @@ class Party:
             return self._maybe_finish(st)
         consumer = self.plan.consumer(node.name)
         payload = out.detach()
-        _mark_finite(payload)  # checked above, as ``out``
+        mark_finite(payload)  # checked above, as ``out``
         if consumer.role == self.role:
             self._receive_activation(st, node.name, consumer, payload, st.sample_ids, self.name)
         else:
@@ -579,7 +375,7 @@ class Party:
             st.remaining.discard(node.name)
             self._maybe_finish(st)
 
-    def _score(self, st: _Step, head: Head, y_hat: torch.Tensor) -> None:
+    def _score(self, st: StepState, head: Head, y_hat: torch.Tensor) -> None:
         ids = st.sample_ids
         if self.keep_predictions:
             self.predictions.setdefault(head.task, []).append((ids.cpu(), y_hat.detach().cpu()))
@@ -593,7 +389,7 @@ class Party:
 
     # -- loss and backward ---------------------------------------------------------------------
 
-    def _try_loss(self, st: _Step) -> None:
+    def _try_loss(self, st: StepState) -> None:
         root = self.plan.root
         out = st.outputs.get(root.name)
         if out is None or any(h.task not in st.labels for h in root.heads):
@@ -605,14 +401,14 @@ class Party:
                 raise ProtocolError(f"{self.name}: labels for task {h.task!r} of step {st.step} are not classes in "
                                     f"[0, {y_hat.shape[-1]})", party=self._party_of(st, h.label_role))
         loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
-        if not _finite([loss.detach()]):
+        if not all_finite([loss.detach()]):
             self._refuse(st, "its loss")
         self.losses.append((st.step, float(loss.detach())))
         with self.compute("backward", root.name, len(st.sample_ids)):
             loss.backward()
         self._backward_done(st, root)
 
-    def _receive_gradient(self, st: _Step, node: Node, grad: torch.Tensor) -> None:
+    def _receive_gradient(self, st: StepState, node: Node, grad: torch.Tensor) -> None:
         out = st.outputs.get(node.name)
         if out is None or node.name not in st.remaining:
             raise ProtocolError(f"{self.name}: gradient for {node.name} before its forward or twice")
@@ -629,14 +425,14 @@ class Party:
                 torch.autograd.backward([out, penalty], [grad.to(self.device), None])
         self._backward_done(st, node)
 
-    def _backward_done(self, st: _Step, node: Node) -> None:
+    def _backward_done(self, st: StepState, node: Node) -> None:
         st.remaining.discard(node.name)
         for src in node.inputs:
             leaf = st.leaves[node.name][src]
             grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-            if not _finite([grad]):
+            if not all_finite([grad]):
                 self._refuse(st, f"the gradient for {src}")
-            _mark_finite(grad)
+            mark_finite(grad)
             producer = self.plan.node(src)
             if producer.role == self.role:
                 self._receive_gradient(st, producer, grad)
@@ -645,7 +441,7 @@ class Party:
                 self._send(Gradient(self.name, receiver, st.step, src=node.name, dst=src, tensor=grad))
         self._maybe_finish(st)
 
-    def _maybe_finish(self, st: _Step) -> None:
+    def _maybe_finish(self, st: StepState) -> None:
         if self._st is not st or st.remaining or st.outputs_expected:
             return
         if st.mode == "train":
@@ -658,7 +454,7 @@ class Party:
             self._next = None
             self.handle(following)
 
-    def _step_optimizer(self, st: _Step) -> None:
+    def _step_optimizer(self, st: StepState) -> None:
         """Step the optimiser, unless that would leave NaN or Inf in the buffers (which the forward
         pass updated), the gradients, the parameters or the optimiser state: then roll back.
 
@@ -667,7 +463,7 @@ class Party:
         is checked too; should it still hold NaN or Inf, the party goes back to its last checkpoint
         (the step before), since keeping a copy of every parameter each step would cost more than the
         check. Without a checkpoint store the party cannot be rolled back and says so."""
-        if self.modules and not _finite(b for m in self.modules.values() for b in m.buffers()):
+        if self.modules and not all_finite(b for m in self.modules.values() for b in m.buffers()):
             self._refuse(st, "its buffers (e.g. batch-norm statistics)")
         if self.optimizer is None:
             return
@@ -676,15 +472,15 @@ class Party:
         if grads:
             # The L2 norm bounds every element and costs a tenth of the largest magnitude's pass.
             norms = torch.stack([torch.linalg.vector_norm(g).float().to(grads[0].device) for g in grads])
-            big = _gradient_bound(grads[0].dtype)
+            big = gradient_bound(grads[0].dtype)
             if not bool((norms <= big).all()):  # NaN compares False
-                finite = _finite(grads)  # a norm may overflow where the gradient does not
+                finite = all_finite(grads)  # a norm may overflow where the gradient does not
                 self._refuse(st, f"its optimiser state (gradients of norm over {big:.3g})" if finite
                              else "the gradients it was about to apply")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         state = (v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
-        if not _finite([*params, *state]):
+        if not all_finite([*params, *state]):
             if self.checkpoints is None or self.checkpoints.load() is None:
                 culprit = self._culprit(st)
                 self._st = self._next = None
@@ -693,7 +489,7 @@ class Party:
             self._restore(None)
             self._refuse(st, "its parameters or optimiser state")
 
-    def _refuse(self, st: _Step, what: str) -> NoReturn:
+    def _refuse(self, st: StepState, what: str) -> NoReturn:
         """Roll back step ``st`` (buffers as before it, no gradients kept, the step and any step
         begun after it forgotten) and raise :class:`NonFinite` naming whose input caused ``what``
         to be NaN or Inf: the other party whose tensors in this step reached the largest magnitude,
@@ -704,7 +500,7 @@ class Party:
         raise NonFinite(f"{self.name}: step {st.step} would make {what} NaN or Inf; refused and rolled back "
                         f"(caused by {cause})", party=culprit)
 
-    def _roll_back(self, st: _Step) -> None:
+    def _roll_back(self, st: StepState) -> None:
         """Undo what step ``st`` changed so far (the buffers its forward passes updated, the
         gradients they accumulated) and forget it and any step begun after it."""
         if st.buffers is not None and self.modules:
@@ -716,11 +512,11 @@ class Party:
                 p.grad = None
         self._st = self._next = None
 
-    def _culprit(self, st: _Step) -> str:
+    def _culprit(self, st: StepState) -> str:
         inputs: dict[str, float] = {}
         for party, t in st.received:
             if party != self.name:
-                inputs[party] = max(inputs.get(party, 0.0), _magnitude(t))
+                inputs[party] = max(inputs.get(party, 0.0), magnitude(t))
         if not inputs:
             return self.name
         return max(inputs, key=inputs.__getitem__) if len(inputs) > 1 else next(iter(inputs))
@@ -739,108 +535,3 @@ class Party:
                 meta["leakage"] = {"dcor": by_node, "collapsed": collapsed}
         self._send(Scores(self.name, msg.sender, msg.step, split=msg.split, meta=meta))
 
-    # -- round-robin relay ---------------------------------------------------------------------
-
-    def _relay(self, msg: RelayRequest) -> None:
-        if msg.sender != self.plan.coordinator or self._st is not None:
-            raise ProtocolError(f"{self.name}: relay request from {msg.sender} refused")
-        if self.modules is None:
-            raise ProtocolError(f"{self.name} was asked to relay segments it does not hold")
-        state, meta = pack_state(self.modules, self.optimizer)
-        receiver = msg.destination if msg.route == "peer" else self.plan.relay_role
-        if receiver is None:
-            raise ProtocolError(f"{self.name}: this plan has no server to relay weights through")
-        self.modules = self.optimizer = None  # the segments now live with the next client only
-        self._commit(msg.step)
-        self._send(Weights(self.name, receiver, msg.step, destination=msg.destination, state=state, meta=meta))
-
-    def _on_weights(self, msg: Weights) -> None:
-        if msg.destination != self.name:
-            # Only in transit here: pass it on unchanged, keep nothing.
-            self._send(Weights(self.name, msg.destination, msg.step, destination=msg.destination, state=msg.state, meta=msg.meta))
-            return
-        if self.make_modules is None:
-            raise ProtocolError(f"{self.name} cannot hold relayed segments")
-        if self.modules is not None or msg.step <= self.committed:
-            held = "it holds its segments already" if self.modules is not None else f"they would replace its checkpoint of step {self.committed}"
-            raise ProtocolError(f"{self.name}: relayed weights of step {msg.step} from {msg.sender} refused: {held}")
-        bad = next((k for k, t in msg.state.items() if not _finite([t])), None)
-        if bad is not None:
-            self._reject(msg, f"relayed weights of step {msg.step} from {msg.sender} hold NaN or Inf in {bad!r}")
-        modules = self.make_modules()
-        self._install(modules)
-        unpack_state(msg.state, msg.meta, self.modules, self.optimizer)
-        self._commit(msg.step)
-        self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="relay"))
-
-    # -- checkpoints and roll back --------------------------------------------------------------
-
-    def _commit(self, step: int) -> None:
-        self.committed = step
-        if self.checkpoints is None or not self.nodes:
-            return
-        tensors, meta = self.state()
-        self.checkpoints.save(step, {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                              {"holds": self.modules is not None, "state": meta})
-
-    def resume(self) -> int:
-        """Load the newest checkpoint, or save the present state as step 0 when there is none
-        (a fresh start); return the step it stands for. Needs ``checkpoints``.
-
-        A party resumed from a checkpoint is :attr:`fenced`: it drops every message until the
-        coordinator rolls it back (``Abort``), since the others may have gone on without it, or
-        have been rolled back behind it, meanwhile."""
-        if self.checkpoints is None:
-            raise RuntimeError(f"party {self.name!r} has no checkpoint store")
-        found = self.checkpoints.load()
-        if found is None:
-            self._commit(0)
-            return 0
-        self.fenced = True
-        return self._load(found, None)
-
-    def _restore(self, at_most: int | None) -> int:
-        self._st = self._next = None
-        self.eval_totals.clear()
-        if not self.nodes:
-            return 0
-        found = None if self.checkpoints is None else self.checkpoints.load(at_most)
-        if found is None:
-            raise ProtocolError(f"{self.name} holds no checkpoint at or before step {at_most} to roll back to")
-        return self._load(found, at_most)
-
-    def _load(self, found: tuple[int, dict[str, torch.Tensor], dict], at_most: int | None) -> int:
-        """Install checkpoint ``found``; forget later checkpoints, losses and penalties."""
-        step, tensors, meta = found
-        holds = meta.get("holds") if isinstance(meta, dict) else None
-        if not isinstance(holds, bool):
-            raise CheckpointError(f"{self.name}'s checkpoint of step {step} does not say whether it holds segments")
-        self.committed = step
-        if holds:
-            if self.modules is None and self.make_modules is None:
-                raise ProtocolError(f"{self.name} cannot rebuild its segments to restore step {step}")
-            self._install(self.make_modules() if self.modules is None else self.modules)  # a fresh optimiser
-            try:
-                unpack_state(tensors, meta.get("state"), self.modules, self.optimizer)
-            except ValueError as e:
-                raise CheckpointError(f"{self.name}'s checkpoint of step {step}: {e}") from None
-        else:
-            self.modules = self.optimizer = None
-        if at_most is not None:
-            self.checkpoints.discard_after(at_most)
-        self.losses = [(s, v) for s, v in self.losses if s <= step]
-        self.penalty_log = [e for e in self.penalty_log if e[0] <= step]
-        return step
-
-    def _abort(self, msg: Abort) -> None:
-        if msg.sender != self.plan.coordinator:
-            raise ProtocolError(f"{self.name}: abort from {msg.sender}, not the coordinator")
-        self._restore(msg.restore_to)
-        self.floor, self.fenced = msg.step, False
-        self._send(StepDone(self.name, self.plan.coordinator, msg.step, tag="abort"))
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """This party's segments and optimiser state, for a checkpoint on its own disk."""
-        if self.modules is None:
-            return {}, {}
-        return pack_state(self.modules, self.optimizer)
