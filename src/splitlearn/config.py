@@ -162,6 +162,8 @@ class PrivacyConfig:
     nopeek_a2: float = 1.0  # weight of the task loss; the client trains a1 / a2 (see splitlearn.privacy.NoPeek)
     nopeek_ramp_epochs: int = 0  # ramp a1 linearly up over this many epochs (0: full weight at once)
     leakage_batch_size: int = 64  # held-out DCOR(X, Z) is the mean over batches of this fixed size
+    dp_noise_multiplier: float = 0.0  # > 0: clip each sample's smashed data and add Gaussian noise (see splitlearn.privacy.dp)
+    dp_clip: float = 1.0  # the L2 norm each sample's smashed data is clipped to; the noise's std is noise_multiplier * clip
 
     def __post_init__(self) -> None:
         if not self.nopeek_a1 >= 0:
@@ -170,6 +172,10 @@ class PrivacyConfig:
             raise ValueError(f"privacy.nopeek_a2 must be > 0, got {self.nopeek_a2}")
         if self.nopeek_ramp_epochs < 0:
             raise ValueError(f"privacy.nopeek_ramp_epochs must be >= 0, got {self.nopeek_ramp_epochs}")
+        if not self.dp_noise_multiplier >= 0:
+            raise ValueError(f"privacy.dp_noise_multiplier must be >= 0 (0: no noise), got {self.dp_noise_multiplier}")
+        if not self.dp_clip > 0:
+            raise ValueError(f"privacy.dp_clip must be > 0, got {self.dp_clip}")
         if self.leakage_batch_size < 2:
             raise ValueError(f"privacy.leakage_batch_size must be >= 2 (DCOR needs 2 samples), got {self.leakage_batch_size}")
 

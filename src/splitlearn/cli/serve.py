@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                           f"waiting for {', '.join(clients)}", address=f"{host}:{port}", tls=not args.insecure, clients=list(clients))
 
     def epoch(record: dict) -> None:
-        scores = {k: v for k, v in record.items() if k == "train_loss" or k.startswith("test_accuracy")}
+        scores = {k: v for k, v in record.items() if k in ("train_loss", "dp_epsilon") or k.startswith("test_accuracy")}
         text = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         log_event("epoch", f"epoch {record['epoch']}" + (f": {text}" if text else ""), epoch=record["epoch"], **scores)
 

@@ -295,6 +295,7 @@ def serve(
 
         def epoch_done(record: dict[str, Any]) -> None:
             record |= sim.remote_leakage()  # each client's DCOR(X, Z) on its own held-out data, as train reports it
+            record |= runner.privacy_spent(config, sim, record["epoch"])
             commit()
             runner.write_metrics(run_dir, sim, time.perf_counter() - start, finished=False, **about)
             if on_epoch is not None:

@@ -1,6 +1,7 @@
-"""Privacy of the smashed data: distance correlation, held-out leakage and NoPeek."""
+"""Privacy of the smashed data: distance correlation, held-out leakage, NoPeek and DP noise."""
 
 from splitlearn.privacy.dcor import distance_correlation, distance_covariance, leakage
+from splitlearn.privacy.dp import GaussianRelease, epsilon
 from splitlearn.privacy.nopeek import NoPeek, detect_collapse
 
-__all__ = ["NoPeek", "detect_collapse", "distance_correlation", "distance_covariance", "leakage"]
+__all__ = ["GaussianRelease", "NoPeek", "detect_collapse", "distance_correlation", "distance_covariance", "epsilon", "leakage"]

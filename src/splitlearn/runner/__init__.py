@@ -6,7 +6,7 @@ trained, :mod:`~splitlearn.runner.files` checks what run folders hold, and
 (:mod:`splitlearn.deploy`) build and write run folders through the same functions."""
 
 from splitlearn.runner.assembly import Built, build, own_shards, party_options, simulation
-from splitlearn.runner.leakage import client_leakage, party_leakage
+from splitlearn.runner.leakage import client_leakage, party_leakage, privacy_spent
 from splitlearn.runner.prediction import load_run, predict, write_predictions
 from splitlearn.runner.training import (
     CHECKPOINTS,
@@ -21,6 +21,6 @@ from splitlearn.runner.training import (
 
 __all__ = [
     "CHECKPOINTS", "Built", "Interrupted", "TrainedRun", "build", "client_leakage", "epoch_summary", "fingerprint", "load_run",
-    "new_run_dir", "own_shards", "party_leakage", "party_options", "predict", "simulation", "train", "write_metrics",
+    "new_run_dir", "own_shards", "party_leakage", "party_options", "predict", "privacy_spent", "simulation", "train", "write_metrics",
     "write_predictions",
 ]

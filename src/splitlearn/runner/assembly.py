@@ -20,6 +20,7 @@ from splitlearn.data.partition import vertical_split
 from splitlearn.data.registry import EMBEDDED, load_dataset
 from splitlearn.data.table import load_site_csv, load_vertical_csv
 from splitlearn.models import build_model, flatten_layers
+from splitlearn.privacy.dp import GaussianRelease
 from splitlearn.split import configs
 from splitlearn.split.cast import role_labels
 from splitlearn.split.compression import Compressor
@@ -330,10 +331,13 @@ def party_options(built: Built) -> dict[str, Any]:
     momentum = c.train.momentum if c.train.optimizer == "sgd" else 0.0
     codec = c.compression.codec
     outbox = None if codec == "none" else dict.fromkeys(built.split.plan.roles, Compressor(codec, c.compression.topk_ratio))
+    p = c.privacy
+    releases = None if not p.dp_noise_multiplier else {  # drawn from this process's own secret randomness
+        n.name: GaussianRelease(p.dp_noise_multiplier, p.dp_clip) for n in built.split.plan.nodes if not n.inputs}
     return dict(
         train=built.train, test=built.test, clients=c.split.clients, partition=c.data.partition, alpha=c.data.alpha,
         optimizer=OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=momentum, weight_decay=c.train.weight_decay),
-        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets, outbox=outbox,
+        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets, outbox=outbox, releases=releases,
     )
 
 

@@ -50,7 +50,7 @@ _EPOCH = {
     "type": "object",
     "required": ["epoch"],
     "properties": {"epoch": {"type": "integer", "minimum": 1}, "train_loss": _NUMBER, "test_accuracy": _NUMBER,
-                   "dcor": _NUMBER, "seconds": _NUMBER, "nopeek_weight": _NUMBER},
+                   "dcor": _NUMBER, "seconds": _NUMBER, "nopeek_weight": _NUMBER, "dp_epsilon": _NUMBER, "dp_delta": _NUMBER},
 }
 
 VERSIONED = {

@@ -1,4 +1,5 @@
-"""Held-out DCOR(X, Z) of the data parties, measured where their data is."""
+"""Held-out DCOR(X, Z) of the data parties, measured where their data is, and the (ε, δ) of DP noise
+on the smashed data."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 import torch
 
-from splitlearn.privacy import detect_collapse, leakage
+from splitlearn.config import RunConfig
+from splitlearn.privacy import detect_collapse, epsilon, leakage
 from splitlearn.split.party import Party
 from splitlearn.split.simulation import Simulation
 
-__all__ = ["client_leakage", "party_leakage"]
+__all__ = ["client_leakage", "party_leakage", "privacy_spent"]
 
 
 def party_leakage(party: Party, *, split: str = "test", batch_size: int = 64,
@@ -51,3 +53,16 @@ def client_leakage(sim: Simulation, *, split: str = "test", batch_size: int = 64
     return {"dcor": sum(by_party.values()) / len(by_party), "dcor_by_party": by_party, "collapsed": collapsed}
 
 
+
+
+def privacy_spent(config: RunConfig, sim: Simulation, epochs: int) -> dict[str, float]:
+    """With DP noise on the smashed data (``privacy.dp_noise_multiplier``): ``dp_epsilon`` after
+    ``epochs`` training epochs (each releases every training sample once) at ``dp_delta`` = 1/n,
+    n the training samples the data parties announced; empty without DP noise."""
+    p = config.privacy
+    if not p.dp_noise_multiplier:
+        return {}
+    c = sim.coordinator
+    n = sum(len(c.manifests[name]["train"]) for name in c.clients) if c.group_role is not None else len(c.aligned["train"])
+    delta = 1.0 / max(n, 2)
+    return {"dp_epsilon": epsilon(p.dp_noise_multiplier, epochs, delta=delta), "dp_delta": delta}

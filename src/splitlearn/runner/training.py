@@ -20,7 +20,7 @@ from splitlearn.data.registry import DATASETS
 from splitlearn.privacy import NoPeek
 from splitlearn.runner.assembly import build, simulation
 from splitlearn.runner.files import METRICS, POSITION_IN_PROCESS, read_checked
-from splitlearn.runner.leakage import client_leakage
+from splitlearn.runner.leakage import client_leakage, privacy_spent
 from splitlearn.split.messages import Message
 from splitlearn.split.simulation import Simulation
 
@@ -59,7 +59,8 @@ def epoch_summary(record: dict[str, Any]) -> str:
     parts = ([f"train loss {record['train_loss']:.4f}"] if "train_loss" in record else []) + (
         [f"test accuracy {acc:.4f}"] if acc is not None else []) + (
         [f"leakage DCOR(X, Z) {record['dcor']:.3f}" + (" (smashed data collapsed to a constant)" if record.get("collapsed") else "")]
-        if "dcor" in record else [])
+        if "dcor" in record else []) + (
+        [f"DP ε {record['dp_epsilon']:.2f} at δ {record['dp_delta']:.1e} (opacus RDP accountant)"] if "dp_epsilon" in record else [])
     return line + (": " + ", ".join(parts) if parts else "")
 
 
@@ -152,7 +153,7 @@ def train(
         {"alignment": built.alignment} if built.alignment else {})
 
     def epoch_done(record: dict[str, Any]) -> None:
-        record |= client_leakage(sim, batch_size=privacy.leakage_batch_size)
+        record |= client_leakage(sim, batch_size=privacy.leakage_batch_size) | privacy_spent(config, sim, record["epoch"])
         if nopeek is not None:
             record["nopeek_weight"] = nopeek.weight
             nopeek.set_epoch(record["epoch"] + 1)

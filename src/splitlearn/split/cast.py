@@ -70,6 +70,7 @@ def build_parties(
     device: str | torch.device = "cpu",
     targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     penalties: Mapping[str, Penalty] | None = None,
+    releases: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     compute: Callable[[str, str, int], AbstractContextManager] | None = None,
     outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     inbox: Mapping[str, Callable[[Message], Message]] | None = None,
@@ -94,10 +95,11 @@ def build_parties(
         unknown_roles = set(hooks or {}) - set(plan.roles)
         if unknown_roles:
             raise ValueError(f"{what} names roles {sorted(unknown_roles)}; the plan's roles are {list(plan.roles)}")
-    penalties = dict(penalties or {})
-    unknown = set(penalties) - {n.name for n in plan.nodes if not n.inputs}
-    if unknown:
-        raise ValueError(f"penalties name {sorted(unknown)}, which are not data nodes of the plan")
+    penalties, releases = dict(penalties or {}), dict(releases or {})
+    for what, hooks in (("penalties", penalties), ("releases", releases)):
+        unknown = set(hooks) - {n.name for n in plan.nodes if not n.inputs}
+        if unknown:
+            raise ValueError(f"{what} name {sorted(unknown)}, which are not data nodes of the plan")
 
     data_roles = plan.data_roles
     edges = split.edge_shapes(leaves) if (leaves := _leaf_shapes(split, train)) is not None else {}
@@ -105,7 +107,8 @@ def build_parties(
     def party(name: str, role: str, shards=None, **kw) -> Party:
         mine = {k: v for k, v in penalties.items() if plan.node(k).role == role}
         return Party(name, role=role, plan=plan, optimizer=optimizer, shards=shards, device=device,
-                     penalties=mine, compute=compute, outbox=(outbox or {}).get(role), inbox=(inbox or {}).get(role),
+                     penalties=mine, releases={k: v for k, v in releases.items() if plan.node(k).role == role},
+                     compute=compute, outbox=(outbox or {}).get(role), inbox=(inbox or {}).get(role),
                      edges=edges, **kw)
 
     parties: dict[str, Party] = {}

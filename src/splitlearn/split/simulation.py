@@ -51,7 +51,7 @@ class Simulation:
     ``targets`` maps each head's task to a function of the data set's labels (default: identity).
     ``train`` and ``test`` are :class:`~splitlearn.data.ArrayDataset` objects or any map-style
     ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (``TensorDataset`` too), read once.
-    ``penalties``, ``compute``, ``outbox`` and ``inbox`` (by role) are passed to the parties; see :class:`Party`.
+    ``penalties`` and ``releases`` (by data node), ``compute``, ``outbox`` and ``inbox`` (by role) are passed to the parties; see :class:`Party`.
 
     Instead of data, ``parties`` may give a :class:`Cast` from :func:`build_parties` (every process
     of a deployment builds the same one), of which only those named in ``local`` run here, on
@@ -79,6 +79,7 @@ class Simulation:
         targets: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         transport: Transport | None = None,
         penalties: Mapping[str, Penalty] | None = None,
+        releases: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Mapping[str, Callable[[Message], Message]] | None = None,
         inbox: Mapping[str, Callable[[Message], Message]] | None = None,
@@ -95,12 +96,14 @@ class Simulation:
             test = None if test is None else as_array_dataset(test, name="test")
             parties = build_parties(
                 split, train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-                seed=seed, device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox, inbox=inbox,
+                seed=seed, device=device, targets=targets, penalties=penalties, releases=releases, compute=compute,
+                outbox=outbox, inbox=inbox,
             )
             collect = True  # every party runs here and has announced its data
         else:
             dealt = dict(train=train, test=test, clients=clients, partition=partition, alpha=alpha, optimizer=optimizer,
-                         device=device, targets=targets, penalties=penalties, compute=compute, outbox=outbox, inbox=inbox)
+                         device=device, targets=targets, penalties=penalties, releases=releases, compute=compute, outbox=outbox,
+                         inbox=inbox)
             defaults = {k: p.default for k, p in inspect.signature(Simulation.__init__).parameters.items() if k in dealt}
             given = sorted(k for k, v in dealt.items() if v is not defaults[k] and v != defaults[k])
             if given:

@@ -45,7 +45,8 @@ class Party(MessageChecks, Recovery):
     ``make_modules`` builds empty segments of the right architecture, for a round-robin client
     that receives weights from its predecessor. ``shards`` maps split name to local data.
     ``penalties`` adds local loss terms to data nodes (computed and back-propagated here only,
-    e.g. NoPeek); ``compute(phase, node, batch_size)`` wraps every forward and backward
+    e.g. NoPeek); ``releases`` maps a data node to what its output becomes before it is used or
+    sent, in training and evaluation alike (e.g. :class:`~splitlearn.privacy.GaussianRelease`); ``compute(phase, node, batch_size)`` wraps every forward and backward
     computation in a context manager (e.g. a FLOP counter); ``outbox`` may replace each message this party sends
     (e.g. a defence perturbing the gradients it returns, or a codec for smashed data), and
     ``inbox`` each message it receives, once checked and decoded, before it acts on it (e.g. noise
@@ -75,6 +76,7 @@ class Party(MessageChecks, Recovery):
         device: str | torch.device = "cpu",
         keep_predictions: bool = False,
         penalties: Mapping[str, Penalty] | None = None,
+        releases: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         compute: Callable[[str, str, int], AbstractContextManager] | None = None,
         outbox: Callable[[Message], Message] | None = None,
         inbox: Callable[[Message], Message] | None = None,
@@ -99,6 +101,10 @@ class Party(MessageChecks, Recovery):
         if unknown:
             raise ValueError(f"penalties may only attach to {self.name}'s data nodes, not {sorted(unknown)}")
         self.penalties = dict(penalties or {})
+        unknown = set(releases or {}) - {n for n, node in self.nodes.items() if not node.inputs}
+        if unknown:
+            raise ValueError(f"releases may only attach to {self.name}'s data nodes, not {sorted(unknown)}")
+        self.releases = dict(releases or {})
         self.penalty_log: list[tuple[int, str, float]] = []  # (step, node, value) of local penalties
         self.compute = compute or (lambda phase, node, batch: nullcontext())
         self.outbox, self.inbox = outbox, inbox
@@ -339,6 +345,9 @@ class Party(MessageChecks, Recovery):
             # the leaf it received, whose .grad goes back; any other runs on the sender's storage.
             copy = x.requires_grad and x.is_leaf and node.name in self._copy_input
             out = module(x.clone() if copy else x)
+            release = self.releases.get(node.name)
+            if release is not None:  # what leaves the party (e.g. clipped and noised), with gradients through it
+                out = release(out)
             penalty = self.penalties.get(node.name)
             if penalty is not None and st.mode == "train":
                 st.penalties[node.name] = value = penalty(x, out)
