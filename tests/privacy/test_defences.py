@@ -56,3 +56,16 @@ def test_one_registry_of_defences():
         register_defence("max_norm", lambda s: None, target="labels", where="x", method="y")
     with pytest.raises(ValueError, match="unknown defence 'dropout'; known defences: gradient_noise, max_norm, nopeek, smashed_dp"):
         defence("dropout")
+
+
+def test_label_noise_is_drawn_from_a_secret_unless_a_seed_is_given():
+    """The receiver of the gradients must not be able to draw the noise again and subtract it."""
+    from splitlearn.privacy.attacks.label_leakage import GradientNoise
+
+    g = Gradient("client", "server", 5, src="server", dst="client/head", tensor=torch.randn(16, 8))
+    for make in (lambda **kw: GradientNoise(1.0, **kw), lambda **kw: MaxNormNoise(**kw)):
+        assert not torch.equal(make()(g).tensor, make()(g).tensor)
+        assert torch.equal(make(seed=3)(g).tensor, make(seed=3)(g).tensor)
+        hook = make()
+        assert torch.equal(hook(g).tensor, hook(g).tensor)  # the same step again (after a roll back): the same noise
+        assert "seed" not in repr(hook)

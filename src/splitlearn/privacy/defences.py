@@ -27,12 +27,15 @@ class MaxNormNoise:
     Learning"): the label owner adds to each sample's cut gradient g_i zero-mean Gaussian noise of
     variance (max_j |g_j|² - |g_i|²) / d per value, so that every row's expected squared norm is
     the batch's largest, and the norm no longer ranks samples by label. Use as the ``outbox`` of
-    the party that computes the loss (before any codec). The noise comes from this party's own
-    secret randomness unless ``seed`` is given (for tests): the receiver must not be able to
-    draw it again."""
+    the party that computes the loss (before any codec). A step's noise is drawn from ``seed``
+    and the step id (a step run again after a roll back gets the same noise); without ``seed``,
+    the seed is this party's own secret: the receiver must not be able to draw the noise again."""
 
     def __init__(self, *, seed: int | None = None) -> None:
-        self.generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        self._seed = secrets.randbits(40) if seed is None else seed
+
+    def __repr__(self) -> str:
+        return "MaxNormNoise()"
 
     def __call__(self, message: Message) -> Message:
         if not isinstance(message, Gradient):
@@ -44,7 +47,8 @@ class MaxNormNoise:
         flat = g.flatten(1)
         squared = flat.pow(2).sum(dim=1, keepdim=True)
         sigma = ((squared.max() - squared).clamp_min(0) / flat.shape[1]).sqrt()
-        noise = torch.randn(flat.shape, generator=self.generator, dtype=flat.dtype).to(flat.device) * sigma
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + message.step)
+        noise = torch.randn(flat.shape, generator=generator, dtype=flat.dtype).to(flat.device) * sigma
         return Gradient(message.sender, message.receiver, message.step, src=message.src, dst=message.dst,
                         tensor=(flat + noise).view_as(g))
 

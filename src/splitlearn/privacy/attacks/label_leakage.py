@@ -19,6 +19,7 @@ the accuracy of the best cluster-to-label matching.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -121,14 +122,20 @@ class GradientNoise:
     Each row gets isotropic noise with standard deviation ``scale`` times the mean per-sample
     gradient norm of the batch divided by sqrt(dim), so the noise norm is about ``scale`` times
     a typical gradient norm whatever the layer width. Use as an ``outbox`` of the label owner.
+    The noise of a step is drawn from ``seed`` and the step id, so a step run again after a roll
+    back gets the same noise; without ``seed`` (the default) the seed is this party's own secret,
+    drawn from the operating system's randomness: a receiver who knew it could draw the noise
+    again and subtract it.
     """
 
     scale: float
-    seed: int = 0
+    seed: int | None = field(default=None, repr=False)  # repr: a secret seed stays out of logs
 
     def __post_init__(self) -> None:
         if not self.scale >= 0:
             raise ValueError(f"noise scale must be >= 0, got {self.scale}")
+        if self.seed is None:
+            object.__setattr__(self, "seed", secrets.randbits(40))
 
     def __call__(self, message: Message) -> Message:
         if not isinstance(message, Gradient) or self.scale == 0:
