@@ -1,0 +1,45 @@
+"""The report as a browser renders it: every figure decodes to an image of its own size, and the
+page loads nothing from elsewhere. Runs headless Chromium where it is installed (Debian:
+``apt-get install chromium``, which ``.ci/run`` does), and skips cleanly where it is not."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from splitlearn.report import write_report
+
+from .test_leakage import _runs
+
+BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+# Once the page has loaded, write each figure's decoded size (and any load error) into the page,
+# where --dump-dom returns it.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const figures = [...document.querySelectorAll("img[data-figure]")].map(
+    (img) => [img.dataset.figure, img.complete, img.naturalWidth, img.naturalHeight]);
+  document.body.setAttribute("data-probe", JSON.stringify({figures, resources: performance.getEntriesByType("resource").length}));
+});
+</script>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install chromium)")
+def test_every_figure_renders_in_a_real_browser(tmp_path):
+    sweep = [{"a1": a, "test_accuracy": 0.9 - a / 10, "dcor": 0.9 - a / 2, "ssim": 0.6 - a / 3} for a in (0.0, 0.5, 1.0)]
+    path = write_report(tmp_path / "report.html", runs=_runs(), config={"data": {"name": "digits"}}, sweep=sweep)
+    probed = tmp_path / "probed.html"
+    probed.write_text(path.read_text().replace("</body>", _PROBE + "</body>"))
+    done = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-probe="([^"]*)"', done.stdout)
+    assert found, done.stdout[-2000:]
+    probe = json.loads(found.group(1).replace("&quot;", '"'))
+    figures = {name: (complete, width, height) for name, complete, width, height in probe["figures"]}
+    assert set(figures) == {"accuracy", "dcor", "reconstructions", "tradeoff"}
+    for name, (complete, width, height) in figures.items():
+        assert complete and width > 100 and height > 100, (name, complete, width, height)
+    assert probe["resources"] == 0  # self-contained: nothing fetched from anywhere
