@@ -26,7 +26,16 @@ def test_attacks_then_report(ushaped_run, capsys):
     results = json.loads((ushaped_run / "attacks.json").read_text())
     assert 0 < results["reconstruction MSE"] < 0.05 and results["reconstruction SSIM"] > 0.5
     assert results["label attack accuracy"] > 0.5  # ten classes: chance is about 0.1
+    # Without auxiliary data: the server knows the client segment's architecture only.
+    assert main(["attack", "inversion", str(ushaped_run), "--victims", "32", "--steps", "400"]) == 0
+    out = capsys.readouterr().out
+    assert "knows only the architecture of that segment, no data and no weights; it inverts the smashed data of 32" in out
+    inverted = json.loads((ushaped_run / "attacks.json").read_text())
+    assert inverted["reconstruction SSIM"] == results["reconstruction SSIM"]  # the earlier results are kept
+    assert 0 < inverted["inversion MSE"] and -1 <= inverted["inversion SSIM"] <= 1
+    assert "inverting the smashed data leaves inputs" in out
     assert main(["report", str(ushaped_run)]) == 0
+    assert "inversion SSIM" in (ushaped_run / "report.html").read_text()
     page = _Page()
     page.feed((ushaped_run / "report.html").read_text())
     assert set(page.figures) == {"accuracy", "dcor", "reconstructions"}

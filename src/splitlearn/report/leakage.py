@@ -48,6 +48,10 @@ def verdicts(run: RunEvidence) -> list[str]:
             out.append(f"Inputs are partly recognisable from the smashed data: reconstruction SSIM {ssim:.2f}.")
         else:
             out.append(f"Reconstructions bear little likeness to the inputs: SSIM {ssim:.2f}.")
+    inverted = m.get("inversion SSIM")
+    if inverted is not None:
+        likeness = "still recognisable" if inverted >= 0.5 else "partly recognisable" if inverted >= 0.2 else "not recognisable"
+        out.append(f"Without any auxiliary data, inverting the smashed data leaves inputs {likeness}: inversion SSIM {inverted:.2f}.")
     accuracy = m.get("label attack accuracy")
     if accuracy is not None:
         chance = 1 / run.classes if run.classes else None

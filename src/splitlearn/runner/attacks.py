@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import load_config
+from splitlearn.privacy.attacks.inversion import inversion_attack
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
@@ -25,7 +26,7 @@ from splitlearn.runner import load_run
 from splitlearn.runner.files import ATTACKS, METRICS, RunFileError, read_checked
 from splitlearn.split.simulation import Simulation
 
-__all__ = ["attack_labels", "attack_reconstruction", "label_attack", "reconstruct", "report"]
+__all__ = ["attack_inversion", "attack_labels", "attack_reconstruction", "invert_smashed", "label_attack", "reconstruct", "report"]
 
 RECONSTRUCTIONS = "attack-reconstruction.safetensors"
 
@@ -67,6 +68,29 @@ def reconstruct(sim: Simulation, *, aux_samples: int = 1000, epochs: int = 25) -
         aux_z = module(aux_x.to(client.device)).cpu()
     module.train(was_training)
     return reconstruction_attack(aux_z, aux_x, victim_z, victim_x, epochs=epochs)
+
+
+def _victims(sim: Simulation, victims: int) -> tuple[Any, Any, str, torch.Tensor, torch.Tensor]:
+    """The smashed data of the first ``victims`` test samples as the receiving party records it
+    off the wire during an evaluation pass, and those samples' private inputs."""
+    client, node, attacker = _smashed_edge(sim)
+    recorder = ActivationRecorder(attacker, src=node.name)
+    sim.transport.observers.append(recorder)
+    try:
+        sim.evaluate()
+    finally:
+        sim.transport.observers.remove(recorder)
+    ids, victim_z = recorder.smashed()
+    ids, victim_z = ids[:victims], victim_z[:victims]
+    return client, node, attacker, victim_z, client.shards["test"].features[client.shards["test"].rows(ids)]
+
+
+def invert_smashed(sim: Simulation, *, victims: int = 64, steps: int = 1000) -> ReconstructionResult:
+    """The party receiving the client's smashed data inverts it without any auxiliary data (UnSplit,
+    :mod:`~splitlearn.privacy.attacks.inversion`): it knows the client segment's architecture only."""
+    client, node, _, victim_z, victim_x = _victims(sim, victims)
+    return inversion_attack(victim_z, client.modules[node.name], victim_x, steps=steps,
+                            tv=0.01 if victim_x.dim() == 4 else 0.0)
 
 
 def _gradient_receiver(sim: Simulation) -> str:
@@ -131,6 +155,20 @@ def attack_reconstruction(run_dir: str | Path, *, aux_samples: int = 1000, devic
     view = (f"{attacker}'s view: it receives {client.name}'s smashed data (the output of {node.name!r}) and holds {aux} "
             f"training inputs passed through {client.name}'s segment; it reconstructs {client.name}'s test inputs")
     return _merge(run_dir, {"reconstruction MSE": result.mse, "reconstruction SSIM": result.ssim}) | {"view": view}
+
+
+def attack_inversion(run_dir: str | Path, *, victims: int = 64, steps: int = 1000, device: str | None = None,
+                     weights: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """:func:`invert_smashed` on a finished run folder; the scores join ``attacks.json``."""
+    run_dir = Path(run_dir)
+    _, sim, _ = load_run(run_dir, device=device, weights=weights)
+    result = invert_smashed(sim, victims=victims, steps=steps)
+    client, node, attacker = _smashed_edge(sim)
+    view = (f"{attacker}'s view: it receives {client.name}'s smashed data (the output of {node.name!r}) and knows only the "
+            f"architecture of that segment, no data and no weights; it inverts the smashed data of "
+            f"{min(victims, len(client.shards['test'].sample_ids))} "
+            f"of {client.name}'s test inputs")
+    return _merge(run_dir, {"inversion MSE": result.mse, "inversion SSIM": result.ssim}) | {"view": view}
 
 
 def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Sequence[str | Path] = ()) -> dict[str, Any]:
