@@ -28,7 +28,8 @@ def party_leakage(party: Party, *, split: str = "test", batch_size: int = 64,
         module = party.modules[node.name]
         was_training = module.training
         module.eval()
-        encode = lambda x: module(x.to(party.device)).cpu()  # noqa: E731
+        release = party.releases.get(node.name, lambda z: z)  # DCOR of what the receiver is given (e.g. noised)
+        encode = lambda x, module=module, release=release: release(module(x.to(party.device))).cpu()  # noqa: E731
         by_node[node.name] = leakage(encode, shard.features, batch_size=batch_size, shuffled=shuffled)
         with torch.no_grad():
             collapsed |= detect_collapse(encode(shard.features[: 4 * batch_size]))
