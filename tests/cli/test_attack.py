@@ -34,6 +34,13 @@ def test_attacks_then_report(ushaped_run, capsys):
     assert inverted["reconstruction SSIM"] == results["reconstruction SSIM"]  # the earlier results are kept
     assert 0 < inverted["inversion MSE"] and -1 <= inverted["inversion SSIM"] <= 1
     assert "inverting the smashed data leaves inputs" in out
+    # Model completion: the server knows 10 labels per class of the training samples it saw.
+    assert main(["attack", "completion", str(ushaped_run)]) == 0
+    out = capsys.readouterr().out
+    assert "and knows the labels of 100 of them (10 per class); it infers the labels of the rest" in out
+    completed = json.loads((ushaped_run / "attacks.json").read_text())
+    assert completed["completion accuracy"] > 0.5 and completed["completion majority share"] < 0.2  # chance: 0.10
+    assert "Labels leak by model completion" in out
     assert main(["report", str(ushaped_run)]) == 0
     assert "inversion SSIM" in (ushaped_run / "report.html").read_text()
     page = _Page()
@@ -48,6 +55,8 @@ def test_refusals(ushaped_run, tmp_path, capsys):
     (run,) = out.iterdir()
     assert main(["attack", "labels", str(run)]) == 2
     assert "receives the labels themselves" in capsys.readouterr().err
+    assert main(["attack", "completion", str(run)]) == 2
+    assert "in this vanilla run the server computes the loss, and so receives the labels themselves" in capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps(metrics | {"splitlearn_version": "0.0.9"}))
     assert main(["attack", "reconstruction", str(run)]) == 2

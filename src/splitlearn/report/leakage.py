@@ -52,6 +52,15 @@ def verdicts(run: RunEvidence) -> list[str]:
     if inverted is not None:
         likeness = "still recognisable" if inverted >= 0.5 else "partly recognisable" if inverted >= 0.2 else "not recognisable"
         out.append(f"Without any auxiliary data, inverting the smashed data leaves inputs {likeness}: inversion SSIM {inverted:.2f}.")
+    completed = m.get("completion accuracy")
+    if completed is not None:
+        chance = 1 / run.classes if run.classes else None
+        majority = m.get("completion majority share")
+        against = f" against {chance:.0%} chance" if chance else ""
+        against += f" and {majority:.0%} for always guessing the largest class" if majority is not None else ""
+        leaks = chance is None or completed > max(chance, majority or 0) + 0.1
+        out.append(f"{'Labels leak' if leaks else 'No label leakage beyond chance'} by model completion: from a handful of "
+                   f"known labels the attacker infers {completed:.0%} of the others{against}.")
     accuracy = m.get("label attack accuracy")
     if accuracy is not None:
         chance = 1 / run.classes if run.classes else None

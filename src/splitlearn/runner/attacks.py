@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import load_config
 from splitlearn.privacy.attacks.inversion import inversion_attack
+from splitlearn.privacy.attacks.model_completion import labelled_handful, model_completion_attack
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
@@ -26,7 +27,7 @@ from splitlearn.runner import load_run
 from splitlearn.runner.files import ATTACKS, METRICS, RunFileError, read_checked
 from splitlearn.split.simulation import Simulation
 
-__all__ = ["attack_inversion", "attack_labels", "attack_reconstruction", "invert_smashed", "label_attack", "reconstruct", "report"]
+__all__ = ["attack_completion", "attack_inversion", "attack_labels", "attack_reconstruction", "invert_smashed", "label_attack", "reconstruct", "report"]
 
 RECONSTRUCTIONS = "attack-reconstruction.safetensors"
 
@@ -169,6 +170,46 @@ def attack_inversion(run_dir: str | Path, *, victims: int = 64, steps: int = 100
             f"{min(victims, len(client.shards['test'].sample_ids))} "
             f"of {client.name}'s test inputs")
     return _merge(run_dir, {"inversion MSE": result.mse, "inversion SSIM": result.ssim}) | {"view": view}
+
+
+def attack_completion(run_dir: str | Path, *, per_class: int = 10, device: str | None = None,
+                      weights: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Model completion (Fu et al. 2022) by the server of a U-shaped run: it records the smashed
+    data of the training samples in one evaluation pass over them, runs its own trained middle
+    segment on it, knows the labels of ``per_class`` samples per class, and infers the others'."""
+    run_dir = Path(run_dir)
+    built, sim, _ = load_run(run_dir, device=device, weights=weights)
+    plan = sim.plan
+    client, node, attacker = _smashed_edge(sim)
+    if plan.consumer(node.name) is plan.root:
+        raise ValueError(f"model completion is the attack of a party that computes on the smashed data but is given no labels "
+                         f"(the server of a U-shaped run, a middle hop); in this {built.config.split.configuration} run the "
+                         f"{attacker} computes the loss, and so receives the labels themselves")
+    recorder = ActivationRecorder(attacker, src=node.name)
+    sim.transport.observers.append(recorder)
+    try:
+        sim.evaluate("train")
+    finally:
+        sim.transport.observers.remove(recorder)
+    ids, smashed = recorder.smashed()
+    server = sim.parties[attacker]
+    middle = server.modules[plan.consumer(node.name).name]
+    middle.eval()
+    with torch.no_grad():
+        z = middle(smashed.to(server.device)).cpu()
+    label_of = dict(zip(built.train.sample_ids.tolist(), built.train.labels.tolist()))
+    truth = torch.tensor([label_of[i] for i in ids.tolist()])
+    classes = built.train.num_classes
+    known = labelled_handful(truth, per_class)
+    rest = torch.ones(len(truth), dtype=torch.bool)
+    rest[known] = False
+    result = model_completion_attack(z[known], truth[known], z[rest], classes, unknown_y=truth[rest])
+    view = (f"{attacker}'s view: it runs its own trained segment on the smashed data of {client.name}'s {len(truth)} training "
+            f"samples and knows the labels of {len(known)} of them ({per_class} per class); it infers the labels of the rest")
+    found = {"completion accuracy": result.accuracy, "completion majority share": result.majority}
+    if result.auc is not None:
+        found["completion AUC"] = result.auc
+    return _merge(run_dir, found | {"classes": classes}) | {"view": view}
 
 
 def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Sequence[str | Path] = ()) -> dict[str, Any]:
