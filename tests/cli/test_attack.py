@@ -56,7 +56,7 @@ def test_refusals(ushaped_run, tmp_path, capsys):
     assert main(["attack", "labels", str(run)]) == 2
     assert "receives the labels themselves" in capsys.readouterr().err
     assert main(["attack", "completion", str(run)]) == 2
-    assert "in this vanilla run the server computes the loss, and so receives the labels themselves" in capsys.readouterr().err
+    assert "here the server computes the loss, and so receives the labels themselves (this is a vanilla run)" in capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps(metrics | {"splitlearn_version": "0.0.9"}))
     assert main(["attack", "reconstruction", str(run)]) == 2

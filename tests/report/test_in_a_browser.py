@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from splitlearn.report import write_report
+from splitlearn.report.leakage import write_matrix_report
 
 from .test_leakage import _runs
 
@@ -26,10 +27,26 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install chromium)")
-def test_every_figure_renders_in_a_real_browser(tmp_path):
+def _leakage_report(tmp_path):
     sweep = [{"a1": a, "test_accuracy": 0.9 - a / 10, "dcor": 0.9 - a / 2, "ssim": 0.6 - a / 3} for a in (0.0, 0.5, 1.0)]
-    path = write_report(tmp_path / "report.html", runs=_runs(), config={"data": {"name": "digits"}}, sweep=sweep)
+    return (write_report(tmp_path / "report.html", runs=_runs(), config={"data": {"name": "digits"}}, sweep=sweep),
+            {"accuracy", "dcor", "reconstructions", "tradeoff"})
+
+
+def _matrix_report(tmp_path):
+    attacks = {"reconstruction": ("reconstruction SSIM", "inputs"), "model_completion": ("completion accuracy", "labels")}
+    rows = [{"defence": d, "strength": s, "test_accuracy": 0.9 - s / 10, "reconstruction SSIM": 0.9 - s / 5, "completion accuracy": 0.8}
+            for d, s in (("none", 0.0), ("nopeek", 2.0), ("nopeek", 8.0), ("max_norm", 1.0))]
+    matrix = {"dataset": "digits", "epochs": 3, "rows": rows, "chance": {"reconstruction SSIM": 0.37, "completion accuracy": 0.1},
+              "attacks": {n: {"score": k, "target": t} for n, (k, t) in attacks.items()}}
+    return (write_matrix_report(tmp_path / "matrix.html", matrix, defences={"nopeek": "a1 DCOR", "max_norm": "noise"}),
+            {"matrix-reconstruction", "matrix-model_completion"})
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install chromium)")
+@pytest.mark.parametrize("make", [_leakage_report, _matrix_report])
+def test_every_figure_renders_in_a_real_browser(tmp_path, make):
+    path, expected = make(tmp_path)
     probed = tmp_path / "probed.html"
     probed.write_text(path.read_text().replace("</body>", _PROBE + "</body>"))
     done = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
@@ -39,7 +56,7 @@ def test_every_figure_renders_in_a_real_browser(tmp_path):
     assert found, done.stdout[-2000:]
     probe = json.loads(found.group(1).replace("&quot;", '"'))
     figures = {name: (complete, width, height) for name, complete, width, height in probe["figures"]}
-    assert set(figures) == {"accuracy", "dcor", "reconstructions", "tradeoff"}
+    assert set(figures) == expected
     for name, (complete, width, height) in figures.items():
         assert complete and width > 100 and height > 100, (name, complete, width, height)
     assert probe["resources"] == 0  # self-contained: nothing fetched from anywhere

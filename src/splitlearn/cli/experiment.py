@@ -1,4 +1,5 @@
-"""``splitlearn experiment nopeek``: vanilla vs NoPeek SplitNN, attacked, with a leakage report."""
+"""``splitlearn experiment nopeek``: vanilla vs NoPeek SplitNN, attacked, with a leakage report; and
+``splitlearn experiment privacy``: every registered defence against every attack."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from splitlearn.runner.nopeek_study import run_nopeek_study
+from splitlearn.runner.privacy_matrix import run_privacy_matrix
 
 README_START, README_END = "<!-- nopeek-results:start -->", "<!-- nopeek-results:end -->"
 
@@ -21,8 +23,9 @@ def _floats(text: str) -> list[float]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("experiment", help="run a packaged experiment (nopeek: vanilla vs NoPeek, attacks, report)")
-    p.add_argument("name", choices=["nopeek"])
+    p = sub.add_parser("experiment", help="run a packaged experiment (nopeek: vanilla vs NoPeek, attacks, report; "
+                                          "privacy: every defence against every attack)")
+    p.add_argument("name", choices=["nopeek", "privacy"])
     p.add_argument("--dataset", help="default: fashion_mnist when its files are present, else digits")
     p.add_argument("--a1", type=float, help="NoPeek weight of DCOR(X, Z) (default per data set)")
     p.add_argument("--epochs", type=int)
@@ -75,8 +78,34 @@ def _update_readme(path: Path, block: str) -> None:
     path.write_text(pattern.sub(lambda _: f"{README_START}\n{block}\n{README_END}", text))
 
 
+def _privacy(args: argparse.Namespace, console: Console) -> int:
+    if args.a1 is not None or args.sweep or args.update_readme:
+        raise ValueError("--a1, --sweep and --update-readme are for experiment nopeek; experiment privacy trains every "
+                         "registered defence at its own strengths")
+    out = Path(args.out or f"runs/privacy-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+    start = time.perf_counter()
+    with console.status("starting") as status:
+        matrix = run_privacy_matrix(
+            out, dataset=args.dataset or "digits", epochs=args.epochs or 10, seed=args.seed, device=args.device,
+            progress=lambda message: (status.update(message), console.log(message, markup=False, highlight=False)),
+        )
+    table = Table(title=f"Privacy matrix on {matrix['dataset']} (chance in the last row)")
+    keys = [a["score"] for a in matrix["attacks"].values()]
+    for col in ("defence", "strength", "test accuracy", *keys):
+        table.add_column(col, justify="left" if col == "defence" else "right")
+    for r in matrix["rows"]:
+        table.add_row(r["defence"], f"{r['strength']:g}", f"{r['test_accuracy']:.4f}", *(f"{r[k]:.3f}" for k in keys))
+    table.add_row("chance", "", "", *(f"{matrix['chance'][k]:.3f}" for k in keys))
+    console.print(table)
+    console.print(f"Report: {out / 'report.html'} (numbers in {out / 'matrix.json'}); took {time.perf_counter() - start:.0f} s",
+                  soft_wrap=True, highlight=False)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console()
+    if args.name == "privacy":
+        return _privacy(args, console)
     out = Path(args.out or f"runs/nopeek-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     start = time.perf_counter()
     with console.status("starting") as status:

@@ -232,6 +232,71 @@ def write_report(
     return path
 
 
+def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float) -> str:
+    """Test accuracy against one attack's score: a point per run, a colour per defence, the
+    undefended run as a star, chance as a dashed line; both axes from 0."""
+    fig = _new_figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
+    for name in dict.fromkeys(r["defence"] for r in rows):
+        mine = [r for r in rows if r["defence"] == name]
+        ax.plot([r[key] for r in mine], [r["test_accuracy"] for r in mine], marker="*" if name == "none" else "o",
+                markersize=12 if name == "none" else 6, linestyle="-" if len(mine) > 1 else "",
+                label="undefended" if name == "none" else name)
+        for r in mine:
+            if name != "none":
+                ax.annotate(f"{r['strength']:g}", (r[key], r["test_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if chance == chance:  # not NaN
+        ax.axvline(chance, linestyle="--", color="grey", label=f"chance {chance:.2f}")
+    ax.set_xlim(min(0.0, min(r[key] for r in rows)), 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"attack success: {key}")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences: Mapping[str, str]) -> Path:
+    """The privacy matrix of ``splitlearn experiment privacy`` as one page: per attack, test
+    accuracy against attack success for every defence and strength, with chance and the
+    undefended point; then every number, and a sentence per defence on what it bought and cost."""
+    rows, chance = matrix["rows"], matrix["chance"]
+    undefended = next(r for r in rows if r["defence"] == "none")
+    parts = ["<h1>Privacy matrix: every defence against every attack</h1>",
+             f"<p>{html.escape(str(matrix['dataset']))}, U-shaped small CNN, {matrix['epochs']} epochs; the attacker is the "
+             "server, from what it receives. Up and to the left is better: accuracy kept, attack held near chance.</p>"]
+    for name, about in matrix["attacks"].items():
+        key = about["score"]
+        parts.append(f"<h2>{html.escape(name)} (infers {html.escape(about['target'])})</h2>")
+        parts.append(_figure(f"matrix-{name}", _matrix_figure(rows, key, chance[key]),
+                             f"Test accuracy against {key} for each run; the star is the undefended run, the dashed line what "
+                             f"an attacker without any information scores ({chance[key]:.2f})."))
+    keys = [about["score"] for about in matrix["attacks"].values()]
+    extra = [k for k in ("dcor", "dp_epsilon") if any(r.get(k) is not None for r in rows)]
+    parts.append("<h2>All runs</h2>")
+    parts.append(_table("matrix", ["defence", "strength", "test accuracy", *keys, *extra],
+                        [[r["defence"], r["strength"], r["test_accuracy"], *(r[k] for k in keys),
+                          *(r.get(k) if r.get(k) is not None else "-" for k in extra)] for r in rows]))
+    parts.append("<h2>In plain words</h2><ul data-verdicts>")
+    for r in rows:
+        if r["defence"] == "none":
+            continue
+        moved = ", ".join(f"{k} {undefended[k]:.2f} to {r[k]:.2f}" for k in keys)
+        cost = 100 * (undefended["test_accuracy"] - r["test_accuracy"])
+        parts.append(f"<li>{html.escape(r['defence'])} at {r['strength']:g}: {html.escape(moved)}; accuracy "
+                     f"{'cost' if cost >= 0 else 'gain'} {abs(cost):.1f} points.</li>")
+    parts.append("</ul><h2>Defences</h2><ul>" + "".join(
+        f"<li><b>{html.escape(n)}</b>: {html.escape(m)}</li>" for n, m in defences.items()) + "</ul>")
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>Privacy matrix</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
 def _config_table(runs: Sequence[RunEvidence], shared: Mapping[str, Any]) -> str:
     """Each run's own settings (a run without one shows ``shared``): one value column when they
     agree, one column per run when they differ, so no run is shown with another's settings."""

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import load_config
 from splitlearn.privacy.attacks.inversion import inversion_attack
-from splitlearn.privacy.attacks.model_completion import labelled_handful, model_completion_attack
+from splitlearn.privacy.attacks.model_completion import ModelCompletionResult, labelled_handful, model_completion_attack
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
@@ -27,7 +28,7 @@ from splitlearn.runner import load_run
 from splitlearn.runner.files import ATTACKS, METRICS, RunFileError, read_checked
 from splitlearn.split.simulation import Simulation
 
-__all__ = ["attack_completion", "attack_inversion", "attack_labels", "attack_reconstruction", "invert_smashed", "label_attack", "reconstruct", "report"]
+__all__ = ["attack_completion", "attack_inversion", "complete_labels", "attack_labels", "attack_reconstruction", "invert_smashed", "label_attack", "reconstruct", "report"]
 
 RECONSTRUCTIONS = "attack-reconstruction.safetensors"
 
@@ -62,13 +63,31 @@ def reconstruct(sim: Simulation, *, aux_samples: int = 1000, epochs: int = 25) -
     ids, victim_z = recorder.smashed()
     victim_x = client.shards["test"].features[client.shards["test"].rows(ids)]
     aux_x = client.shards["train"].features[:aux_samples]
-    module = client.modules[node.name]
+    module = _as_sent(client, node.name)
     was_training = module.training
     module.eval()
     with torch.no_grad():
         aux_z = module(aux_x.to(client.device)).cpu()
     module.train(was_training)
     return reconstruction_attack(aux_z, aux_x, victim_z, victim_x, epochs=epochs)
+
+
+class _Sent(nn.Module):
+    """A client segment followed by what the client does to its output before sending it (a
+    release such as DP noise): the pipeline an attacker with query access, or who knows the
+    defence in place, reproduces."""
+
+    def __init__(self, segment: nn.Module, release) -> None:
+        super().__init__()
+        self.segment, self.release = segment, release
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.release(self.segment(x))
+
+
+def _as_sent(client, node: str) -> nn.Module:
+    release = client.releases.get(node)
+    return client.modules[node] if release is None else _Sent(client.modules[node], release)
 
 
 def _victims(sim: Simulation, victims: int) -> tuple[Any, Any, str, torch.Tensor, torch.Tensor]:
@@ -90,7 +109,7 @@ def invert_smashed(sim: Simulation, *, victims: int = 64, steps: int = 1000) -> 
     """The party receiving the client's smashed data inverts it without any auxiliary data (UnSplit,
     :mod:`~splitlearn.privacy.attacks.inversion`): it knows the client segment's architecture only."""
     client, node, _, victim_z, victim_x = _victims(sim, victims)
-    return inversion_attack(victim_z, client.modules[node.name], victim_x, steps=steps,
+    return inversion_attack(victim_z, _as_sent(client, node.name), victim_x, steps=steps,
                             tv=0.01 if victim_x.dim() == 4 else 0.0)
 
 
@@ -172,19 +191,18 @@ def attack_inversion(run_dir: str | Path, *, victims: int = 64, steps: int = 100
     return _merge(run_dir, {"inversion MSE": result.mse, "inversion SSIM": result.ssim}) | {"view": view}
 
 
-def attack_completion(run_dir: str | Path, *, per_class: int = 10, device: str | None = None,
-                      weights: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Model completion (Fu et al. 2022) by the server of a U-shaped run: it records the smashed
-    data of the training samples in one evaluation pass over them, runs its own trained middle
-    segment on it, knows the labels of ``per_class`` samples per class, and infers the others'."""
-    run_dir = Path(run_dir)
-    built, sim, _ = load_run(run_dir, device=device, weights=weights)
+def complete_labels(sim: Simulation, train: Any, *, per_class: int = 10) -> tuple[ModelCompletionResult, str]:
+    """Model completion (Fu et al. 2022) by the party receiving the client's smashed data, which
+    computes on it but is given no labels (the server of a U-shaped split): it records the smashed
+    data of the training samples in one evaluation pass over them, runs its own trained segment on
+    it, knows the labels of ``per_class`` samples per class and infers the others'. Returns the
+    result and the attacker's view in one sentence."""
     plan = sim.plan
     client, node, attacker = _smashed_edge(sim)
     if plan.consumer(node.name) is plan.root:
         raise ValueError(f"model completion is the attack of a party that computes on the smashed data but is given no labels "
-                         f"(the server of a U-shaped run, a middle hop); in this {built.config.split.configuration} run the "
-                         f"{attacker} computes the loss, and so receives the labels themselves")
+                         f"(the server of a U-shaped run, a middle hop); here the {attacker} computes the loss, and so "
+                         "receives the labels themselves")
     recorder = ActivationRecorder(attacker, src=node.name)
     sim.transport.observers.append(recorder)
     try:
@@ -194,22 +212,35 @@ def attack_completion(run_dir: str | Path, *, per_class: int = 10, device: str |
     ids, smashed = recorder.smashed()
     server = sim.parties[attacker]
     middle = server.modules[plan.consumer(node.name).name]
+    was_training = middle.training
     middle.eval()
     with torch.no_grad():
         z = middle(smashed.to(server.device)).cpu()
-    label_of = dict(zip(built.train.sample_ids.tolist(), built.train.labels.tolist()))
+    middle.train(was_training)
+    label_of = dict(zip(train.sample_ids.tolist(), train.labels.tolist()))
     truth = torch.tensor([label_of[i] for i in ids.tolist()])
-    classes = built.train.num_classes
     known = labelled_handful(truth, per_class)
     rest = torch.ones(len(truth), dtype=torch.bool)
     rest[known] = False
-    result = model_completion_attack(z[known], truth[known], z[rest], classes, unknown_y=truth[rest])
+    result = model_completion_attack(z[known], truth[known], z[rest], train.num_classes, unknown_y=truth[rest])
     view = (f"{attacker}'s view: it runs its own trained segment on the smashed data of {client.name}'s {len(truth)} training "
             f"samples and knows the labels of {len(known)} of them ({per_class} per class); it infers the labels of the rest")
+    return result, view
+
+
+def attack_completion(run_dir: str | Path, *, per_class: int = 10, device: str | None = None,
+                      weights: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """:func:`complete_labels` on a finished run folder; the scores join ``attacks.json``."""
+    run_dir = Path(run_dir)
+    built, sim, _ = load_run(run_dir, device=device, weights=weights)
+    try:
+        result, view = complete_labels(sim, built.train, per_class=per_class)
+    except ValueError as e:
+        raise ValueError(f"{e} (this is a {built.config.split.configuration} run)") from None
     found = {"completion accuracy": result.accuracy, "completion majority share": result.majority}
     if result.auc is not None:
         found["completion AUC"] = result.auc
-    return _merge(run_dir, found | {"classes": classes}) | {"view": view}
+    return _merge(run_dir, found | {"classes": built.train.num_classes}) | {"view": view}
 
 
 def attack_labels(run_dir: str | Path, *, device: str | None = None, weights: Sequence[str | Path] = ()) -> dict[str, Any]:

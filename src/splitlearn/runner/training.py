@@ -7,7 +7,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,9 +18,10 @@ from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.registry import DATASETS
 from splitlearn.privacy import NoPeek
-from splitlearn.runner.assembly import build, simulation
+from splitlearn.runner.assembly import build, party_options, simulation
 from splitlearn.runner.files import METRICS, POSITION_IN_PROCESS, read_checked
 from splitlearn.runner.leakage import client_leakage, privacy_spent
+from splitlearn.split.hooks import Chain
 from splitlearn.split.messages import Message
 from splitlearn.split.simulation import Simulation
 
@@ -102,12 +103,14 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     observers: Sequence[Callable[[Message], None]] = (),
     data: tuple[Any, Any] | None = None,
+    outbox: Mapping[str, Callable[[Message], Message]] | None = None,
     resume: str | Path | None = None,
     checkpoint_every: int = 20,
 ) -> TrainedRun:
     """Train as configured; write the run folder; return it with the metrics and the parties.
 
-    ``observers`` see every message sent during training (e.g. an attacker's recorder).
+    ``observers`` see every message sent during training (e.g. an attacker's recorder);
+    ``outbox`` adds hooks by role to what the parties send (e.g. a defence), before the codec.
     ``data`` = (train, test) trains on the caller's data (ArrayDatasets, TensorDatasets or any
     map-style Datasets of (x, y) pairs) instead of ``config.data``; the run folder, its metrics
     (DCOR per epoch) and ``splitlearn report`` work as for any run. ``splitlearn predict`` needs
@@ -130,7 +133,13 @@ def train(
     privacy = config.privacy
     data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]
     nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
-    sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
+    hooks = {}
+    if outbox:  # the caller's hooks by role (a defence, say), before the configured codec
+        merged = dict(party_options(built)["outbox"] or {})
+        for role, hook in outbox.items():
+            merged[role] = Chain(hook, merged[role]) if role in merged else hook
+        hooks = {"outbox": merged}
+    sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None, **hooks)
     sim.transport.observers.extend(observers)
     if resume is None:
         run_dir = new_run_dir(config)

@@ -1,0 +1,33 @@
+"""``splitlearn experiment privacy``: defences against attacks, one report."""
+
+import json
+
+from splitlearn.cli.app import main
+from splitlearn.runner import privacy_matrix
+from tests.report.test_leakage import _Page
+
+
+def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(privacy_matrix, "STRENGTHS", {"max_norm": (1.0,), "gradient_noise": (1.0,), "smashed_dp": (0.001,)})
+    assert main(["experiment", "privacy", "--epochs", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/4] undefended: training and attacking" in out and "[4/4] smashed_dp 0.001: accuracy" in out  # progress
+    matrix = json.loads((tmp_path / "matrix.json").read_text())
+    rows = {(r["defence"], r["strength"]): r for r in matrix["rows"]}
+    none, noise, max_norm, dp = rows["none", 0.0], rows["gradient_noise", 1.0], rows["max_norm", 1.0], rows["smashed_dp", 0.001]
+    assert matrix["chance"]["label attack accuracy"] == 0.1 and 0 < matrix["chance"]["reconstruction SSIM"] < 0.6
+    # Undefended, every attack beats chance by a wide margin.
+    for key in ("reconstruction SSIM", "inversion SSIM", "label attack accuracy", "completion accuracy"):
+        assert none[key] > matrix["chance"][key] + 0.3, key
+    # The label defences cut the gradient attack by 30 points or more, for a few points of accuracy at most.
+    for defended in (noise, max_norm):
+        assert defended["label attack accuracy"] < none["label attack accuracy"] - 0.3
+        assert defended["test_accuracy"] > none["test_accuracy"] - 0.05
+    # The attacker reproduces the client's release (clipping) on its auxiliary data: with almost no
+    # noise the decoder still reconstructs, and the run reports its ε.
+    assert dp["reconstruction SSIM"] > 0.5 and dp["dp_epsilon"] > 1000
+    page = _Page()
+    page.feed((tmp_path / "report.html").read_text())
+    assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion"}
+    assert page.tables == ["matrix"] and len(page.captions) == 4
+    assert "max_norm at 1: " in (tmp_path / "report.html").read_text()
