@@ -54,6 +54,13 @@ def test_report_has_every_figure_and_table(tmp_path):
     assert len(page.captions) == len(page.figures)  # one sentence per figure
     text = path.read_text()
     assert "NoPeek a1=0.5" in text and "data.name" in text
+    # Each attack shown comes with its threat model, from the attack registry.
+    import html
+
+    from splitlearn.privacy.attacks import ATTACKS
+
+    assert "<b>reconstruction</b>: " + html.escape(ATTACKS["reconstruction"].threat_model[:60]) in text
+    assert "label_direction" not in text  # no label attack was run
 
 
 def test_report_without_optional_parts(tmp_path):

@@ -77,6 +77,19 @@ def verdicts(run: RunEvidence) -> list[str]:
     return out
 
 
+_ATTACK_OF = {"reconstruction": "reconstruction", "ssim": "reconstruction", "inversion": "inversion", "label direction": "label_direction",
+              "label norm": "label_norm", "label attack accuracy": "label_clustering", "completion": "model_completion"}
+"""The registered attack behind each kind of result key."""
+
+
+def _threat_models(keys: set[str]) -> list[tuple[str, str]]:
+    """(attack, its threat model from the attack registry) for each attack whose results are shown."""
+    from splitlearn.privacy.attacks import ATTACKS
+
+    names = dict.fromkeys(name for prefix, name in _ATTACK_OF.items() for k in sorted(keys) if k.startswith(prefix))
+    return [(name, ATTACKS[name].threat_model) for name in names]
+
+
 def _explanations(runs: Sequence[RunEvidence]) -> list[str]:
     """Why results that look contradictory are not, for the runs at hand."""
     labels = any(k.startswith("label") for r in runs for k in r.metrics)
@@ -217,6 +230,10 @@ def write_report(
             f"<li>{html.escape(name if len(runs) > 1 else '')}{': ' if len(runs) > 1 else ''}{html.escape(v)}</li>"
             for name, v in said) + "</ul>")
     parts += [f"<p>{html.escape(e)}</p>" for e in _explanations(runs)]
+    threats = _threat_models({k for r in runs for k in r.metrics})
+    if threats:
+        parts.append("<h3>Who attacks, what they see, what they hold</h3><ul data-threat-models>" + "".join(
+            f"<li><b>{html.escape(name)}</b>: {html.escape(text)}</li>" for name, text in threats) + "</ul>")
     for name, sentence, header, rows in tables:
         parts.append(f"<p>{html.escape(sentence)}</p>")
         parts.append(_table(name, header, rows))

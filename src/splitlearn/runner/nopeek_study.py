@@ -181,6 +181,10 @@ def run_nopeek_study(
         f"{v_point['test_accuracy']:.4f} to {n_point['test_accuracy']:.4f}.",
         "The sample DCOR is biased upwards, the more so the smaller the batch: the table of estimates gives it at "
         "each batch size next to its floor, the value for the same Z shuffled (independent of X).",
+        f"Published figures, for comparison: Vepakomma et al. (2019, 'Reducing leakage in distributed deep learning for "
+        f"sensitive health data') report NoPeek lowering leakage on colorectal histology images from 0.96 to 0.19 (5.1x) "
+        f"and from 0.92 to 0.33 (2.8x). Here: {v_point['dcor']:.2f} to {n_point['dcor']:.2f} "
+        f"({summary['dcor_reduction']:.2f}x) on {dataset}, another data set and model, so the figures compare in size only.",
     ]
     sweep_points = [{k: p[k] for k in ("a1", "test_accuracy", "dcor", "ssim")} for p in summary["sweep"]]
     label_table = ("label_leakage",
