@@ -97,3 +97,21 @@ def test_leakage_is_measured_on_what_the_receiver_is_given(tabular):  # noqa: F8
     client.releases = {}
     clean, _ = party_leakage(client, batch_size=40)
     assert noised["client"] < clean["client"] - 0.1, (noised, clean)  # (at 40 samples DCOR is biased up: even independence scores about 0.7)
+
+
+def test_a_deployment_with_dp_noise_reports_epsilon_each_epoch(tmp_path):
+    """Each client clips and noises in its own process, from its own secret randomness; the
+    server reports ε for the samples the clients announced."""
+    from splitlearn import deploy
+    from splitlearn.config import load_config
+
+    from ..deploy.conftest import in_threads, write_config
+
+    config = load_config(write_config(tmp_path / "config.json", privacy={"dp_noise_multiplier": 2.0, "dp_clip": 1.0}),
+                         {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client0,client1"]) == 0
+    results = in_threads(config, tmp_path / "certs", {c: dict(out=tmp_path / "clients") for c in ("client0", "client1")})
+    assert isinstance(results["server"], deploy.ServeResult), results
+    epochs = results["server"].metrics["epochs"]
+    assert [e["dp_delta"] for e in epochs] == [1 / 240] * 2  # the 240 training samples the two clients hold
+    assert [e["dp_epsilon"] for e in epochs] == [epsilon(2.0, k, delta=1 / 240) for k in (1, 2)]
