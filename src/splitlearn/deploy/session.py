@@ -23,7 +23,7 @@ from splitlearn import __version__, runner
 from splitlearn.checkpoint import CheckpointError, FolderCheckpoints, write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
-from splitlearn.runner.files import METRICS, POSITION, STATUS, VERSIONED, RunFileError, confined, read_checked
+from splitlearn.runner.files import METRICS, POSITION, STATUS, VERSIONED, RunFileError, check, confined, read_checked
 from splitlearn.split.cast import Cast, build_parties
 from splitlearn.split.simulation import Simulation
 from splitlearn.split.weights import load_party_weights, save_party_weights
@@ -110,6 +110,17 @@ def _hub(built: runner.Built, remote: Sequence[str], certs: str | Path, *, insec
     hub = (HubTransport if insecure else _Hub)({tokens[n]: n for n in remote}, plan=built.split.plan, timeout=timeout,
                                                progress_timeout=progress_timeout, limits=limits)
     return hub, credentials
+
+
+def _listen(hub: HubTransport, listen: str, credentials: grpc.ServerCredentials | None,
+            on_ready: Callable[[int, Sequence[str]], None] | None, remote: Sequence[str]) -> None:
+    """Start ``hub`` on ``listen``; ``on_ready(port, clients)`` once it listens."""
+    try:
+        port = hub.start(listen, credentials)
+    except RuntimeError as e:
+        raise DeployError(f"cannot listen on {listen}: {e}") from None
+    if on_ready is not None:
+        on_ready(port, remote)
 
 
 def _hosted(built: runner.Built, cast: Cast, remote: Sequence[str], hub: HubTransport) -> Simulation:
@@ -260,12 +271,7 @@ def serve(
     sim.coordinator.on_progress = hub.progressed
     sim.coordinator.checkpoint_every = checkpoint_every
     try:
-        try:
-            port = hub.start(listen, credentials)
-        except RuntimeError as e:
-            raise DeployError(f"cannot listen on {listen}: {e}") from None
-        if on_ready is not None:
-            on_ready(port, remote)
+        _listen(hub, listen, credentials, on_ready, remote)
         joined_by = time.monotonic() + join_timeout
         while True:  # a party cut off (or gone) before training may join again, within the join timeout
             try:
@@ -346,7 +352,8 @@ def _trained_run(run_dir: Path) -> RunConfig:
         metrics = read_checked(run_dir / "metrics.json", VERSIONED)
         if metrics["splitlearn_version"] != __version__:
             raise DeployError(f"{run_dir} was written by splitlearn {metrics['splitlearn_version']}, this is {__version__}: retrain it")
-        if not read_checked(run_dir / "metrics.json", METRICS)["finished"]:
+        check(metrics, METRICS, run_dir / "metrics.json")
+        if not metrics["finished"]:
             raise DeployError(f"{run_dir} holds an unfinished run (no final weights): finish it with serve first")
         return load_config(run_dir / "config.json")
     except (RunFileError, ValueError) as e:
@@ -396,12 +403,7 @@ def predict(
     scores: dict[str, dict[str, float]] = {}
     outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     try:
-        try:
-            port = hub.start(listen, credentials)
-        except RuntimeError as e:
-            raise DeployError(f"cannot listen on {listen}: {e}") from None
-        if on_ready is not None:
-            on_ready(port, remote)
+        _listen(hub, listen, credentials, on_ready, remote)
         log_event("predict", f"predicting the {split} split with {run_dir}; waiting for {', '.join(remote)} (join --predict)",
                   run=str(run_dir), split=split)
         try:

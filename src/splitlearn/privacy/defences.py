@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import torch
 
+from splitlearn.privacy.attacks.label_leakage import plain_gradient, step_noise
 from splitlearn.split.messages import Gradient, Message
 
 __all__ = ["DEFENCES", "Defence", "MaxNormNoise", "defence", "register_defence"]
@@ -40,23 +40,19 @@ class MaxNormNoise:
     def __call__(self, message: Message) -> Message:
         if not isinstance(message, Gradient):
             return message
-        g = message.tensor
-        if not isinstance(g, torch.Tensor):
-            raise TypeError(f"MaxNormNoise got an encoded gradient ({type(g).__name__}): put it before the codec, "
-                            "as in Chain(MaxNormNoise(), Compressor(...))")
-        flat = g.flatten(1)
+        flat = plain_gradient(message, "MaxNormNoise").flatten(1)
         squared = flat.pow(2).sum(dim=1, keepdim=True)
         sigma = ((squared.max() - squared).clamp_min(0) / flat.shape[1]).sqrt()
-        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + message.step)
-        noise = torch.randn(flat.shape, generator=generator, dtype=flat.dtype).to(flat.device) * sigma
+        noise = step_noise(self._seed, message.step, flat) * sigma
         return Gradient(message.sender, message.receiver, message.step, src=message.src, dst=message.dst,
-                        tensor=(flat + noise).view_as(g))
+                        tensor=(flat + noise).view_as(message.tensor))
 
 
 @dataclass(frozen=True)
 class Defence:
     """A registered defence: what it protects (``target``), where it runs (``where``), how
-    (``method``), and ``build(strength)``, which returns it ready to use there."""
+    (``method``), and ``build(strength, seed=None)``, which returns it ready to use there (its
+    noise from a secret seed unless ``seed`` is given, as in a reproducible experiment)."""
 
     name: str
     build: Callable[[float], Callable]
@@ -101,15 +97,15 @@ def _register_builtin() -> None:
     from splitlearn.privacy.dp import GaussianRelease
     from splitlearn.privacy.nopeek import NoPeek
 
-    register_defence("nopeek", lambda a1: NoPeek(a1), target="inputs", where="client loss (penalties= of a data node)",
+    register_defence("nopeek", lambda a1, seed=None: NoPeek(a1), target="inputs", where="client loss (penalties= of a data node)",
                      method="Vepakomma et al. 2020: a1 * DCOR(X, Z) added to the client's loss; strength a1")
-    register_defence("smashed_dp", lambda sigma: GaussianRelease(sigma, 1.0), target="inputs",
+    register_defence("smashed_dp", lambda sigma, seed=None: GaussianRelease(sigma, 1.0, seed=seed), target="inputs",
                      where="client release (releases= of a data node)",
                      method="each sample's smashed data clipped to L2 norm 1 and Gaussian noise of std sigma added; "
                             "(ε, δ) from opacus's RDP accountant; strength sigma")
-    register_defence("gradient_noise", lambda scale: GradientNoise(scale), target="labels", where="label owner's outbox",
+    register_defence("gradient_noise", lambda scale, seed=None: GradientNoise(scale, seed=seed), target="labels", where="label owner's outbox",
                      method="isotropic noise on the cut gradients, scale x the batch's mean gradient norm; strength scale")
-    register_defence("max_norm", lambda _: MaxNormNoise(), target="labels", where="label owner's outbox",
+    register_defence("max_norm", lambda _, seed=None: MaxNormNoise(seed=seed), target="labels", where="label owner's outbox",
                      method="Li et al. 2021: noise lifting every cut gradient's expected norm to the batch's largest")
 
 

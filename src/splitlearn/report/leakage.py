@@ -239,14 +239,7 @@ def write_report(
         parts.append(_table(name, header, rows))
     parts.append("<h2>Configuration</h2>")
     parts.append(_config_table(runs, config))
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return _write_page(path, title, parts)
 
 
 def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float) -> str:
@@ -304,8 +297,17 @@ def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences
                      f"{'cost' if cost >= 0 else 'gain'} {abs(cost):.1f} points.</li>")
     parts.append("</ul><h2>Defences</h2><ul>" + "".join(
         f"<li><b>{html.escape(n)}</b>: {html.escape(m)}</li>" for n, m in defences.items()) + "</ul>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}"
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>Privacy matrix</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    return _write_page(path, "Privacy matrix", parts)
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:.2em .6em}figcaption{font-size:.9em;color:#333}")
+
+
+def _write_page(path: str | Path, title: str, parts: Sequence[str]) -> Path:
+    """One self-contained HTML page of ``parts``, written atomically (write, then rename)."""
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,6 +26,8 @@ from splitlearn.split.cast import role_labels
 from splitlearn.split.compression import Compressor
 from splitlearn.split.configs import MultiHead, Split, Vertical
 from splitlearn.split.graph import CAPTURE_LOCK
+from splitlearn.split.hooks import Chain
+from splitlearn.split.messages import Message
 from splitlearn.split.party import Shard
 from splitlearn.split.segments import CutError, check_segments, is_plain_sequential, split_model
 from splitlearn.split.simulation import Simulation
@@ -324,13 +326,18 @@ def _vertical(config: RunConfig, model: nn.Module, in_shape, num_classes, cut, c
 
 
 
-def party_options(built: Built) -> dict[str, Any]:
+def party_options(built: Built, *, hooks: Mapping[str, Callable[[Message], Message]] | None = None) -> dict[str, Any]:
     """Keyword arguments of :func:`~splitlearn.split.cast.build_parties` for this config, so that
-    every process of a deployment deals the same data and segments (and compresses alike)."""
+    every process of a deployment deals the same data and segments (and compresses alike).
+    ``hooks`` (by role, e.g. a defence) run on what the parties send, before the configured codec."""
     c = built.config
     momentum = c.train.momentum if c.train.optimizer == "sgd" else 0.0
     codec = c.compression.codec
-    outbox = None if codec == "none" else dict.fromkeys(built.split.plan.roles, Compressor(codec, c.compression.topk_ratio))
+    outbox = dict(hooks or {})
+    if codec != "none":
+        compress = Compressor(codec, c.compression.topk_ratio)
+        outbox = {role: Chain(outbox[role], compress) if role in outbox else compress for role in built.split.plan.roles}
+    outbox = outbox or None
     p = c.privacy
     releases = None if not p.dp_noise_multiplier else {  # drawn from this process's own secret randomness
         n.name: GaussianRelease(p.dp_noise_multiplier, p.dp_clip) for n in built.split.plan.nodes if not n.inputs}
@@ -341,13 +348,14 @@ def party_options(built: Built) -> dict[str, Any]:
     )
 
 
-def simulation(built: Built, **kw) -> Simulation:
-    """The configured split with all parties in this process (``kw`` overrides options)."""
+def simulation(built: Built, *, hooks: Mapping[str, Callable[[Message], Message]] | None = None, **kw) -> Simulation:
+    """The configured split with all parties in this process (``hooks``: see :func:`party_options`;
+    ``kw`` overrides options)."""
     c = built.config
     if c.data.sites == "own":
         raise ValueError("data.sites = 'own': each client brings its own data to splitlearn join --data-root; "
                          "to train in one process, use data.sites = 'dealt'")
-    options = party_options(built) | dict(relay=c.split.relay, batch_size=c.train.batch_size) | kw
+    options = party_options(built, hooks=hooks) | dict(relay=c.split.relay, batch_size=c.train.batch_size) | kw
     return Simulation(built.split, **options)
 
 

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import load_config
 from splitlearn.privacy.attacks.inversion import inversion_attack
-from splitlearn.privacy.attacks.model_completion import ModelCompletionResult, labelled_handful, model_completion_attack
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder, cluster_accuracy, direction_scores, leak_auc, norm_scores
+from splitlearn.privacy.attacks.model_completion import ModelCompletionResult, labelled_handful, model_completion_attack
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, ReconstructionResult, reconstruction_attack
 from splitlearn.report import RunEvidence, write_report
 from splitlearn.runner import load_run
@@ -53,14 +53,7 @@ def reconstruct(sim: Simulation, *, aux_samples: int = 1000, epochs: int = 25) -
     Its auxiliary pairs: ``aux_samples`` training inputs through the client's segment (query
     access or a colluding client), disjoint from the victim's test inputs.
     """
-    client, node, attacker = _smashed_edge(sim)
-    recorder = ActivationRecorder(attacker, src=node.name)
-    sim.transport.observers.append(recorder)
-    try:
-        sim.evaluate()
-    finally:
-        sim.transport.observers.remove(recorder)
-    ids, victim_z = recorder.smashed()
+    client, node, attacker, ids, victim_z = _seen(sim, "test")
     victim_x = client.shards["test"].features[client.shards["test"].rows(ids)]
     aux_x = client.shards["train"].features[:aux_samples]
     module = _as_sent(client, node.name)
@@ -90,17 +83,23 @@ def _as_sent(client, node: str) -> nn.Module:
     return client.modules[node] if release is None else _Sent(client.modules[node], release)
 
 
-def _victims(sim: Simulation, victims: int) -> tuple[Any, Any, str, torch.Tensor, torch.Tensor]:
-    """The smashed data of the first ``victims`` test samples as the receiving party records it
-    off the wire during an evaluation pass, and those samples' private inputs."""
+def _seen(sim: Simulation, split: str) -> tuple[Any, Any, str, torch.Tensor, torch.Tensor]:
+    """The client, its data node, the party receiving its smashed data, and the (sample ids,
+    smashed data) that party records off the wire during one evaluation pass over ``split``."""
     client, node, attacker = _smashed_edge(sim)
     recorder = ActivationRecorder(attacker, src=node.name)
     sim.transport.observers.append(recorder)
     try:
-        sim.evaluate()
+        sim.evaluate(split)
     finally:
         sim.transport.observers.remove(recorder)
-    ids, victim_z = recorder.smashed()
+    return client, node, attacker, *recorder.smashed()
+
+
+def _victims(sim: Simulation, victims: int) -> tuple[Any, Any, str, torch.Tensor, torch.Tensor]:
+    """The smashed data of the first ``victims`` test samples as the receiving party sees it, and
+    those samples' private inputs."""
+    client, node, attacker, ids, victim_z = _seen(sim, "test")
     ids, victim_z = ids[:victims], victim_z[:victims]
     return client, node, attacker, victim_z, client.shards["test"].features[client.shards["test"].rows(ids)]
 
@@ -198,18 +197,12 @@ def complete_labels(sim: Simulation, train: Any, *, per_class: int = 10) -> tupl
     it, knows the labels of ``per_class`` samples per class and infers the others'. Returns the
     result and the attacker's view in one sentence."""
     plan = sim.plan
-    client, node, attacker = _smashed_edge(sim)
+    _, node, attacker = _smashed_edge(sim)
     if plan.consumer(node.name) is plan.root:
         raise ValueError(f"model completion is the attack of a party that computes on the smashed data but is given no labels "
                          f"(the server of a U-shaped run, a middle hop); here the {attacker} computes the loss, and so "
                          "receives the labels themselves")
-    recorder = ActivationRecorder(attacker, src=node.name)
-    sim.transport.observers.append(recorder)
-    try:
-        sim.evaluate("train")
-    finally:
-        sim.transport.observers.remove(recorder)
-    ids, smashed = recorder.smashed()
+    client, node, attacker, ids, smashed = _seen(sim, "train")
     server = sim.parties[attacker]
     middle = server.modules[plan.consumer(node.name).name]
     was_training = middle.training

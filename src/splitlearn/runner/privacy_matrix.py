@@ -57,32 +57,33 @@ def _defended(base: RunConfig, name: str, strength: float) -> tuple[RunConfig, d
         return replace(base, privacy=replace(base.privacy, nopeek_a1=strength, nopeek_ramp_epochs=min(3, base.train.epochs))), None
     if name == "smashed_dp":
         return replace(base, privacy=replace(base.privacy, dp_noise_multiplier=strength, dp_clip=1.0)), None
-    return base, {"client": defence(name).build(strength)}  # label defences: the client computes the loss in U-shaped
+    # Label defences: the client computes the loss in U-shaped. Their noise is seeded from the run's
+    # seed, so that the matrix repeats (in a deployment it is the site's secret).
+    return base, {"client": defence(name).build(strength, seed=base.train.seed)}
 
 
-def _attacked(config: RunConfig, hooks, *, victims: int, inversion_steps: int) -> dict[str, Any]:
+def _attacked(config: RunConfig, hooks, data: Any, *, victims: int, inversion_steps: int) -> dict[str, Any]:
+    """Train ``config`` with ``hooks``; every attack's score on it. ``data``: its training set."""
     grads = GradientRecorder("server")
     run = runner.train(config, observers=[grads], outbox=hooks)
     sim, last = run.sim, run.metrics["epochs"][-1]
     client = sim.parties[sim.coordinator.holder]
     train = client.shards["train"]
     labels = dict(zip(train.sample_ids.tolist(), train.labels["y"].tolist()))
-    built_train = runner.build(config).train
     row = {"test_accuracy": last["test_accuracy"], "dcor": last.get("dcor"), "run": str(run.run_dir)}
     if "dp_epsilon" in last:
         row["dp_epsilon"] = last["dp_epsilon"]
     recon = reconstruct(sim, aux_samples=500)
     row["reconstruction SSIM"] = recon.ssim
     row["inversion SSIM"] = invert_smashed(sim, victims=victims, steps=inversion_steps).ssim
-    row |= label_attack(sim, grads, labels, built_train.num_classes)
-    row["completion accuracy"] = complete_labels(sim, built_train)[0].accuracy
+    row |= label_attack(sim, grads, labels, data.num_classes)
+    row["completion accuracy"] = complete_labels(sim, data)[0].accuracy
     return row
 
 
-def _chance(config: RunConfig) -> dict[str, float]:
+def _chance(built: runner.Built) -> dict[str, float]:
     """Each attack's score without any information: SSIM of the mean training image for the input
     attacks, 1 / classes for the label attacks."""
-    built = runner.build(config)
     test = built.test.features
     mean = built.train.features.mean(0, keepdim=True).expand_as(test)
     blind = float(ssim(mean, test).mean()) if test.dim() == 4 else float("nan")
@@ -110,17 +111,18 @@ def run_privacy_matrix(
     if unknown:
         raise ValueError(f"unknown defences {sorted(unknown)}; known: {', '.join(sorted(DEFENCES))}")
     base = _config(dataset, epochs=epochs, seed=seed, device=device, out=out)
+    built = runner.build(base)  # the data every run trains on (the defences change no data setting)
     plan = [("none", 0.0)] + [(name, s) for name in sorted(strengths) for s in strengths[name]]
     rows = []
     for i, (name, strength) in enumerate(plan, 1):
         label = "undefended" if name == "none" else f"{name} {strength:g}"
         progress(f"[{i}/{len(plan)}] {label}: training and attacking")
         config, hooks = _defended(base, name, strength)
-        row = {"defence": name, "strength": strength} | _attacked(config, hooks, victims=victims, inversion_steps=inversion_steps)
+        row = {"defence": name, "strength": strength} | _attacked(config, hooks, built.train, victims=victims, inversion_steps=inversion_steps)
         progress(f"[{i}/{len(plan)}] {label}: accuracy {row['test_accuracy']:.4f}, "
                  + ", ".join(f"{key} {row[key]:.3f}" for key, _ in ATTACK_SCORES.values()))
         rows.append(row)
-    chance = _chance(base)
+    chance = _chance(built)
     matrix = {"dataset": dataset, "epochs": epochs, "config": base.to_dict(), "chance": chance, "rows": rows,
               "attacks": {name: {"score": key, "target": target} for name, (key, target) in ATTACK_SCORES.items()}}
     out.mkdir(parents=True, exist_ok=True)

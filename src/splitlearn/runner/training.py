@@ -18,10 +18,9 @@ from splitlearn.checkpoint import write_json_atomic
 from splitlearn.config import RunConfig, load_config
 from splitlearn.data.registry import DATASETS
 from splitlearn.privacy import NoPeek
-from splitlearn.runner.assembly import build, party_options, simulation
+from splitlearn.runner.assembly import build, simulation
 from splitlearn.runner.files import METRICS, POSITION_IN_PROCESS, read_checked
 from splitlearn.runner.leakage import client_leakage, privacy_spent
-from splitlearn.split.hooks import Chain
 from splitlearn.split.messages import Message
 from splitlearn.split.simulation import Simulation
 
@@ -133,13 +132,7 @@ def train(
     privacy = config.privacy
     data_nodes = [n.name for n in built.split.plan.nodes if not n.inputs]
     nopeek = NoPeek(privacy.nopeek_a1, a2=privacy.nopeek_a2, ramp_epochs=privacy.nopeek_ramp_epochs) if privacy.nopeek_a1 else None
-    hooks = {}
-    if outbox:  # the caller's hooks by role (a defence, say), before the configured codec
-        merged = dict(party_options(built)["outbox"] or {})
-        for role, hook in outbox.items():
-            merged[role] = Chain(hook, merged[role]) if role in merged else hook
-        hooks = {"outbox": merged}
-    sim = simulation(built, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None, **hooks)
+    sim = simulation(built, hooks=outbox, compute=meter, penalties=dict.fromkeys(data_nodes, nopeek) if nopeek else None)
     sim.transport.observers.extend(observers)
     if resume is None:
         run_dir = new_run_dir(config)

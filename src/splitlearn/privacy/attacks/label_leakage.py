@@ -115,6 +115,23 @@ def cluster_accuracy(recorder: GradientRecorder, labels_of: Callable[[torch.Tens
     return correct / total
 
 
+def plain_gradient(message: Gradient, hook: str) -> torch.Tensor:
+    """The tensor a gradient message carries, for a hook that changes its values; ``TypeError``
+    saying where the hook belongs if a codec has already encoded it."""
+    g = message.tensor
+    if not isinstance(g, torch.Tensor):
+        raise TypeError(f"{hook} got an encoded gradient ({type(g).__name__}): put it before the codec, "
+                        f"as in Chain({hook}(...), Compressor(...))")
+    return g
+
+
+def step_noise(seed: int, step: int, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, drawn from ``seed`` and the step id: the same
+    for a step run again after a roll back."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
 @dataclass(frozen=True)
 class GradientNoise:
     """Defence: the label owner adds Gaussian noise to every gradient it returns across the cut.
@@ -140,12 +157,8 @@ class GradientNoise:
     def __call__(self, message: Message) -> Message:
         if not isinstance(message, Gradient) or self.scale == 0:
             return message
-        g = message.tensor
-        if not isinstance(g, torch.Tensor):
-            raise TypeError(f"GradientNoise got an encoded gradient ({type(g).__name__}): put it before the codec, "
-                            "as in Chain(GradientNoise(...), Compressor(...))")
+        g = plain_gradient(message, "GradientNoise")
         flat = g.flatten(1)
-        gen = torch.Generator(device=g.device).manual_seed(self.seed * 1_000_003 + message.step)
         sigma = self.scale * flat.norm(dim=1).mean() / flat.shape[1] ** 0.5
-        noise = torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) * sigma
+        noise = step_noise(self.seed, message.step, g) * sigma
         return Gradient(message.sender, message.receiver, message.step, src=message.src, dst=message.dst, tensor=g + noise)
