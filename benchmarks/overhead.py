@@ -2,7 +2,10 @@
 
 Both run side by side in one process on the same synthetic 32x32x3 batches (batch 64), same
 optimiser, same batch order; the centralised loop gathers its batch by sample id as the client
-does. Rounds alternate which goes first so drift in machine load hits both alike. Target: <= 1.05.
+does. Rounds alternate which goes first so drift in machine load hits both alike, and the ratio
+is the median over rounds of each round's split / centralised time (its quartiles show the
+spread): a paired ratio, so a round in which the machine was slow for both cancels out. Target:
+<= 1.05.
 
 On CPU, glibc's malloc hands large freed blocks back to the kernel and page-faults them in again
 on the next allocation; how often depends on the order in which tensors are freed, which differs
@@ -11,7 +14,7 @@ cost. So by default the script re-runs itself with glibc told to keep freed memo
 (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, applied to both arms alike); pass
 ``--allocator default`` to measure with the stock settings.
 
-    python benchmarks/overhead.py [--steps 20] [--rounds 8] [--device cpu] [--models small_cnn,vgg11,densenet121]
+    python benchmarks/overhead.py [--steps 10] [--rounds 20] [--device cpu] [--models small_cnn,vgg11,densenet121]
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def _model(name: str):
     return model, [len(flatten_layers(model)) // 3]
 
 
-def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: int = 64) -> tuple[float, float]:
+def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: int = 64) -> tuple[list[float], list[float]]:
+    """Per-step seconds of each timed round: split, centralised (round by round)."""
     torch.manual_seed(0)
     n = steps * batch
     data = ArrayDataset(torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,)))
@@ -87,13 +91,18 @@ def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: 
         if r:
             split_times.append(s)
             central_times.append(c)
-    return statistics.median(split_times), statistics.median(central_times)
+    return split_times, central_times
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    return q1, q2, q3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="small_cnn,vgg11,densenet121",
                         help="comma-separated; densenet121 is MONAI's (pip install -e '.[monai]'), cut at features.denseblock2")
@@ -105,11 +114,13 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     device = torch.device(args.device)
     alloc = "glibc keeps freed memory" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "stock glibc malloc"
-    print(f"device {device}, batch 64, 32x32x3 inputs, {args.steps} steps x {args.rounds} rounds, median per step, {alloc}")
-    print(f"{'model':<10} {'split ms':>9} {'central ms':>11} {'ratio':>7}")
+    print(f"device {device}, batch 64, 32x32x3 inputs, {args.rounds} rounds of {args.steps} steps, {alloc}")
+    print(f"{'model':<12} {'split ms':>9} {'central ms':>11} {'ratio':>7}  {'quartiles':>13}")
     for name in args.models.split(","):
         split_t, central_t = measure(name, steps=args.steps, rounds=args.rounds, device=device)
-        print(f"{name:<10} {split_t * 1e3:>9.2f} {central_t * 1e3:>11.2f} {split_t / central_t:>7.3f}")
+        q1, ratio, q3 = quartiles([s / c for s, c in zip(split_t, central_t, strict=True)])
+        print(f"{name:<12} {statistics.median(split_t) * 1e3:>9.2f} {statistics.median(central_t) * 1e3:>11.2f} "
+              f"{ratio:>7.3f}  {q1:.3f}-{q3:.3f}")
 
 
 if __name__ == "__main__":

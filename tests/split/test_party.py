@@ -225,3 +225,20 @@ def test_each_party_knows_the_shape_of_what_reaches_it_before_any_step(tabular, 
     sim.transport.observers.append(lambda m: m.kind == "Activation" and seen.setdefault((m.src, m.dst), tuple(m.tensor.shape[1:])))
     sim.fit(1)
     assert seen == expected
+
+
+@pytest.mark.parametrize("count", [1, 3, 40])
+def test_all_finite_finds_one_bad_element_among_few_or_many_tensors(count):
+    """Few tensors are summed one by one, many share one multi-tensor norm: either way one NaN or
+    Inf anywhere is found, and finite values whose sum or norm overflows are not mistaken for it."""
+    from splitlearn.split.party.checks import all_finite
+
+    tensors = [torch.randn(5, 7) for _ in range(count)]
+    assert all_finite(tensors)
+    for bad in (math.nan, math.inf, -math.inf):
+        poisoned = [t.clone() for t in tensors]
+        poisoned[-1][4, 6] = bad
+        assert not all_finite(poisoned), bad
+    huge = [torch.full((5, 7), 3e38) for _ in range(count)]  # finite, but their sum and norm overflow float32
+    assert all_finite(huge)
+    assert all_finite([t.half() for t in tensors] + [t.double() for t in tensors])

@@ -19,7 +19,7 @@ from splitlearn.split.messages import (
     ProtocolError,
 )
 
-__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite"]
+__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite", "total_norm"]
 
 
 _verified: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its version when found finite)
@@ -39,22 +39,35 @@ def mark_finite(t: torch.Tensor) -> None:
     _verified[id(t)] = (weakref.ref(t), t._version)
 
 
+_FEW = 4  # up to this many tensors, one sum each; beyond it, one multi-tensor norm for all
+
+
 def all_finite(tensors) -> bool:
     """Whether every floating tensor of ``tensors`` holds no NaN or Inf, with one sync for all.
 
-    A sum is finite when every element is (NaN and Inf propagate) and is the cheapest full pass
-    there is (``isfinite(t).all()`` costs ten times more on the CPU); only when some sum is not
-    finite, which finite values can also cause by overflowing, are those tensors looked at again
+    A reduction is finite when every element is (NaN and Inf propagate). For a few tensors (smashed
+    data, a gradient, a loss) a sum is the cheapest full pass there is (``isfinite(t).all()`` costs
+    ten times more on the CPU). For many (a model's parameters, its optimiser state, its batch-norm
+    statistics) the cost is in dispatching one reduction per tensor, so they share one
+    multi-tensor L2 norm (:func:`torch.nn.utils.get_total_norm`). Only when the one number is not
+    finite, which finite values can also cause by overflowing, are the tensors looked at again
     element by element. A tensor sent within one process, unchanged since its sender checked it
     (:func:`mark_finite`), is not scanned twice; a copy or a tensor a hook replaced always is."""
     ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel() and not known_finite(t)]
     if not ts:
         return True
-    sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32).to(ts[0].device) for t in ts])
-    finite = torch.isfinite(sums)
-    if bool(finite.all()):
-        return True
-    return all(bool(torch.isfinite(t).all()) for t, ok in zip(ts, finite.tolist(), strict=True) if not ok)
+    if len(ts) > _FEW:
+        total = total_norm(ts)
+    else:  # a sum of the sums: finite when each is, unless it overflows (then each is looked at)
+        sums = [t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32) for t in ts]
+        total = sums[0] if len(sums) == 1 else torch.stack([x.to(sums[0].device) for x in sums]).sum()
+    return math.isfinite(float(total)) or all(bool(torch.isfinite(t).all()) for t in ts)
+
+
+def total_norm(ts: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all of ``ts`` together, in one multi-tensor pass: it bounds the magnitude of
+    every element, and is NaN when any element is (as a float32 scalar on the first's device)."""
+    return torch.nn.utils.get_total_norm(ts).float().to(ts[0].device)
 
 
 def gradient_bound(dtype: torch.dtype) -> float:

@@ -3,6 +3,7 @@ each step, and its scores."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import NoReturn
@@ -29,7 +30,7 @@ from splitlearn.split.messages import (
     StepDone,
     Weights,
 )
-from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite
+from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite, total_norm
 from splitlearn.split.party.data import CheckpointStore, EvalTotals, Penalty, Shard, StepState
 from splitlearn.split.party.recovery import Recovery
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
@@ -339,7 +340,8 @@ class Party(MessageChecks, Recovery):
 
     def _forward(self, st: StepState, node: Node, x: torch.Tensor) -> None:
         module = self.modules[node.name]
-        module.train(st.mode == "train")
+        if module.training != (st.mode == "train"):  # the party alone sets its segments' mode
+            module.train(st.mode == "train")
         with torch.set_grad_enabled(st.mode == "train"), self.compute("forward", node.name, len(st.sample_ids)):
             # A segment that may write in place (ReLU(inplace=True) right after the cut) gets a copy of
             # the leaf it received, whose .grad goes back; any other runs on the sender's storage.
@@ -410,9 +412,10 @@ class Party(MessageChecks, Recovery):
                 raise ProtocolError(f"{self.name}: labels for task {h.task!r} of step {st.step} are not classes in "
                                     f"[0, {y_hat.shape[-1]})", party=self._party_of(st, h.label_role))
         loss = sum(h.weight * F.cross_entropy(y_hat, st.labels[h.task]) for h, y_hat in zip(root.heads, outs, strict=True))
-        if not all_finite([loss.detach()]):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             self._refuse(st, "its loss")
-        self.losses.append((st.step, float(loss.detach())))
+        self.losses.append((st.step, value))
         with self.compute("backward", root.name, len(st.sample_ids)):
             loss.backward()
         self._backward_done(st, root)
@@ -479,11 +482,10 @@ class Party(MessageChecks, Recovery):
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grads = [p.grad.detach() for p in params if p.grad is not None]
         if grads:
-            # The L2 norm bounds every element and costs a tenth of the largest magnitude's pass.
-            norms = torch.stack([torch.linalg.vector_norm(g).float().to(grads[0].device) for g in grads])
+            # One norm over all the gradients bounds every element and costs one multi-tensor pass.
             big = gradient_bound(grads[0].dtype)
-            if not bool((norms <= big).all()):  # NaN compares False
-                finite = all_finite(grads)  # a norm may overflow where the gradient does not
+            if not bool(total_norm(grads) <= big):  # NaN compares False
+                finite = all_finite(grads)  # the norm may overflow where the gradients do not
                 self._refuse(st, f"its optimiser state (gradients of norm over {big:.3g})" if finite
                              else "the gradients it was about to apply")
         self.optimizer.step()
