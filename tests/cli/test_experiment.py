@@ -41,3 +41,30 @@ def test_nopeek_experiment_writes_report_and_readme(tmp_path, capsys, monkeypatc
 def test_bad_a1_is_refused(tmp_path, capsys):
     assert main(["experiment", "nopeek", "--dataset", "digits", "--a1", "-2", "--out", str(tmp_path)]) == 2
     assert "needs a1 > 0" in capsys.readouterr().err
+
+
+def test_nopeek_over_seeds_reports_each_seed_and_the_spread(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- nopeek-results:start -->\n<!-- nopeek-results:end -->\n")
+    out = tmp_path / "seeds"
+    args = ["experiment", "nopeek", "--dataset", "digits", "--epochs", "2", "--seeds", "0,1", "--out", str(out),
+            "--update-readme", str(readme)]
+    assert main(args) == 0
+    assert "seed 1 (2 of 2)" in capsys.readouterr().out
+    seeds = json.loads((out / "seeds.json").read_text())
+    runs = [json.loads((out / f"seed-{k}" / "summary.json").read_text()) for k in (0, 1)]
+    assert seeds["seeds"] == [0, 1] and [r["dcor_reduction"] for r in seeds["runs"]] == [r["dcor_reduction"] for r in runs]
+    assert runs[0]["vanilla"]["test_accuracy"] != runs[1]["vanilla"]["test_accuracy"]  # the seeds differ
+    reductions = [r["dcor_reduction"] for r in runs]
+    assert seeds["dcor_reduction"] == {"mean": sum(reductions) / 2, "min": min(reductions), "max": max(reductions)}
+    text = readme.read_text()
+    assert "Measured by `splitlearn experiment nopeek --seeds 0,1`" in text
+    assert f"DCOR reduction {sum(reductions) / 2:.2f}x on average ({min(reductions):.2f}x to {max(reductions):.2f}x)" in text
+    assert f"seed 1: {runs[1]['vanilla']['dcor']:.3f} -> {runs[1]['nopeek']['dcor']:.3f}" in text
+    assert (out / "seed-0" / "report.html").exists() and (out / "seed-1" / "report.html").exists()
+
+
+def test_seeds_are_for_nopeek_only(tmp_path, capsys):
+    assert main(["experiment", "privacy", "--seeds", "0,1", "--out", str(tmp_path)]) == 2
+    assert "--seeds" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from splitlearn.runner.nopeek_study import run_nopeek_study
+from splitlearn.runner.nopeek_study import run_nopeek_seeds, run_nopeek_study
 from splitlearn.runner.privacy_matrix import run_privacy_matrix
 
 README_START, README_END = "<!-- nopeek-results:start -->", "<!-- nopeek-results:end -->"
@@ -31,12 +31,14 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--sweep", type=_floats, default=[], help="also train these a1 values, e.g. 0,2,4,8,16, and plot the trade-off")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",") if v],
+                   help="nopeek: run the study once per seed, e.g. 0,1,2, and report the spread (each seed in out/seed-<k>)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="output folder (default: runs/nopeek-<time>)")
     p.add_argument("--update-readme", metavar="README", help="write the measured numbers into this README between its markers")
 
 
-def _markdown(summary: dict, seconds: float) -> str:
+def _markdown(summary: dict, seconds: float, command: str = "splitlearn experiment nopeek") -> str:
     v, n = summary["vanilla"], summary["nopeek"]
     sizes = sorted(v["dcor_by_batch"], key=lambda k: -int(k))  # the reported batch size first
     dcor_rows = [
@@ -52,7 +54,7 @@ def _markdown(summary: dict, seconds: float) -> str:
         for k in sizes if int(k) != v["dcor_batch"]
     )
     lines = [
-        f"Measured by `splitlearn experiment nopeek` on {summary['dataset']} in {seconds / 60:.1f} minutes:",
+        f"Measured by `{command}` on {summary['dataset']} in {seconds / 60:.1f} minutes:",
         "",
         "| | vanilla SplitNN | NoPeek SplitNN |",
         "|---|---|---|",
@@ -70,6 +72,21 @@ def _markdown(summary: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _seeds_markdown(summary: dict) -> list[str]:
+    """The lines giving the headline figures over several seeds: each seed's, their mean and range."""
+    r, d = summary["dcor_reduction"], summary["accuracy_drop_points"]
+    per_seed = "; ".join(f"seed {k}: {run['vanilla']['dcor']:.3f} -> {run['nopeek']['dcor']:.3f} ({run['dcor_reduction']:.2f}x), "
+                         f"accuracy {run['vanilla']['test_accuracy']:.4f} -> {run['nopeek']['test_accuracy']:.4f}"
+                         for k, run in zip(summary["seeds"], summary["runs"], strict=True))
+    return [
+        "",
+        f"Over seeds {', '.join(map(str, summary['seeds']))}: DCOR reduction {r['mean']:.2f}x on average "
+        f"({r['min']:.2f}x to {r['max']:.2f}x); accuracy change {-d['mean']:+.2f} points on average "
+        f"({-d['max']:+.2f} to {-d['min']:+.2f}). The table above is seed {summary['seeds'][0]}'s.",
+        f"Per seed (held-out DCOR at batches of {summary['runs'][0]['vanilla']['dcor_batch']}, vanilla -> NoPeek): {per_seed}.",
+    ]
+
+
 def _update_readme(path: Path, block: str) -> None:
     text = path.read_text()
     if README_START not in text or README_END not in text:
@@ -79,8 +96,8 @@ def _update_readme(path: Path, block: str) -> None:
 
 
 def _privacy(args: argparse.Namespace, console: Console) -> int:
-    if args.a1 is not None or args.sweep or args.update_readme:
-        raise ValueError("--a1, --sweep and --update-readme are for experiment nopeek; experiment privacy trains every "
+    if args.a1 is not None or args.sweep or args.update_readme or args.seeds:
+        raise ValueError("--a1, --sweep, --seeds and --update-readme are for experiment nopeek; experiment privacy trains every "
                          "registered defence at its own strengths")
     out = Path(args.out or f"runs/privacy-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     start = time.perf_counter()
@@ -108,11 +125,15 @@ def run(args: argparse.Namespace) -> int:
         return _privacy(args, console)
     out = Path(args.out or f"runs/nopeek-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     start = time.perf_counter()
+    seeds = None
     with console.status("starting") as status:
-        summary = run_nopeek_study(
-            out, dataset=args.dataset, a1=args.a1, epochs=args.epochs, sweep=args.sweep, seed=args.seed,
-            device=args.device, progress=lambda message: (status.update(message), console.log(message, markup=False, highlight=False)),
-        )
+        study = dict(dataset=args.dataset, a1=args.a1, epochs=args.epochs, sweep=args.sweep, device=args.device,
+                     progress=lambda message: (status.update(message), console.log(message, markup=False, highlight=False)))
+        if args.seeds:
+            seeds = run_nopeek_seeds(out, args.seeds, **study)
+            summary = seeds["runs"][0]
+        else:
+            summary = run_nopeek_study(out, seed=args.seed, **study)
     seconds = time.perf_counter() - start
     table = Table(title=f"NoPeek study on {summary['dataset']}")
     for col in ("run", "a1", "DCOR(X, Z)", "test accuracy", "reconstruction SSIM"):
@@ -120,10 +141,16 @@ def run(args: argparse.Namespace) -> int:
     for label, p in (("vanilla", summary["vanilla"]), ("NoPeek", summary["nopeek"]), *(("sweep", p) for p in summary["sweep"])):
         table.add_row(label, f"{p['a1']:g}", f"{p['dcor']:.3f}", f"{p['test_accuracy']:.4f}", f"{p['ssim']:.3f}")
     console.print(table)
-    block = _markdown(summary, seconds)
+    if seeds is None:
+        block = _markdown(summary, seconds)
+    else:
+        command = f"splitlearn experiment nopeek --seeds {','.join(map(str, args.seeds))}"
+        block = "\n".join([_markdown(summary, seconds, command), *_seeds_markdown(seeds)])
     console.print(block, soft_wrap=True, highlight=False, markup=False)
     if args.update_readme:
         _update_readme(Path(args.update_readme), block)
         console.print(f"Updated {args.update_readme}")
-    console.print(f"Report: {out / 'report.html'} (numbers in {out / 'summary.json'}); took {seconds:.0f} s", soft_wrap=True, highlight=False)
+    where = out / f"seed-{args.seeds[0]}" if seeds is not None else out
+    console.print(f"Report: {where / 'report.html'} (numbers in {out / 'seeds.json' if seeds is not None else out / 'summary.json'}); "
+                  f"took {seconds:.0f} s", soft_wrap=True, highlight=False)
     return 0

@@ -9,6 +9,7 @@ defence. Everything lands in one HTML report; ``summary.json`` holds the numbers
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from splitlearn.runner.attacks import label_attack, reconstruct
 from splitlearn.split import OptimizerSpec, configs
 from splitlearn.split.simulation import Simulation
 
-__all__ = ["default_dataset", "run_nopeek_study"]
+__all__ = ["default_dataset", "run_nopeek_seeds", "run_nopeek_study"]
 
 # Per data set: training/test subset sizes (to fit the time budget), model and cuts (one for both
 # runs), epochs, NoPeek a1 and its ramp, and the fixed batch size of the held-out DCOR. Both runs
@@ -203,4 +204,27 @@ def run_nopeek_study(
     write_report(out / "report.html", runs=[vanilla, nopeek], config=base.to_dict(), title="NoPeek leakage report",
                  sweep=sweep_points, notes=notes, tables=[estimates_table, label_table])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_nopeek_seeds(out: str | Path, seeds: Sequence[int], **study: Any) -> dict[str, Any]:
+    """The study once per seed (each in ``out/seed-<k>``, with its own report), and the spread of
+    its two headline figures over the seeds, written to ``out/seeds.json``: the DCOR reduction and
+    the accuracy change (mean, smallest, largest, and each seed's)."""
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    out = Path(out)
+    progress = study.pop("progress", lambda message: None)
+    runs = []
+    for k in seeds:
+        progress(f"seed {k} ({len(runs) + 1} of {len(seeds)})")
+        runs.append(run_nopeek_study(out / f"seed-{k}", seed=k, progress=progress, **study))
+
+    def spread(key: str) -> dict[str, float]:
+        values = [r[key] for r in runs]
+        return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+    summary = {"seeds": list(seeds), "runs": runs, "dcor_reduction": spread("dcor_reduction"),
+               "accuracy_drop_points": spread("accuracy_drop_points")}
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2))
     return summary
