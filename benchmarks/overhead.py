@@ -94,10 +94,6 @@ def measure(name: str, *, steps: int, rounds: int, device: torch.device, batch: 
     return split_times, central_times
 
 
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(xs, n=4)
-    return q1, q2, q3
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,7 +114,7 @@ def main() -> None:
     print(f"{'model':<12} {'split ms':>9} {'central ms':>11} {'ratio':>7}  {'quartiles':>13}")
     for name in args.models.split(","):
         split_t, central_t = measure(name, steps=args.steps, rounds=args.rounds, device=device)
-        q1, ratio, q3 = quartiles([s / c for s, c in zip(split_t, central_t, strict=True)])
+        q1, ratio, q3 = statistics.quantiles([s / c for s, c in zip(split_t, central_t, strict=True)], n=4)
         print(f"{name:<12} {statistics.median(split_t) * 1e3:>9.2f} {statistics.median(central_t) * 1e3:>11.2f} "
               f"{ratio:>7.3f}  {q1:.3f}-{q3:.3f}")
 

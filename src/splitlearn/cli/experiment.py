@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sweep", type=_floats, default=[], help="also train these a1 values, e.g. 0,2,4,8,16, and plot the trade-off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",") if v],
-                   help="nopeek: run the study once per seed, e.g. 0,1,2, and report the spread (each seed in out/seed-<k>)")
+                   help="nopeek: run the study once per seed, e.g. 0,1,2, and report the spread (each seed in out/seed-<k>; "
+                        "replaces --seed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="output folder (default: runs/nopeek-<time>)")
     p.add_argument("--update-readme", metavar="README", help="write the measured numbers into this README between its markers")
@@ -150,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
     if args.update_readme:
         _update_readme(Path(args.update_readme), block)
         console.print(f"Updated {args.update_readme}")
-    where = out / f"seed-{args.seeds[0]}" if seeds is not None else out
-    console.print(f"Report: {where / 'report.html'} (numbers in {out / 'seeds.json' if seeds is not None else out / 'summary.json'}); "
-                  f"took {seconds:.0f} s", soft_wrap=True, highlight=False)
+    report, numbers = (out / f"seed-{args.seeds[0]}", out / "seeds.json") if seeds is not None else (out, out / "summary.json")
+    console.print(f"Report: {report / 'report.html'} (numbers in {numbers}); took {seconds:.0f} s", soft_wrap=True, highlight=False)
     return 0

@@ -207,14 +207,14 @@ def run_nopeek_study(
     return summary
 
 
-def run_nopeek_seeds(out: str | Path, seeds: Sequence[int], **study: Any) -> dict[str, Any]:
+def run_nopeek_seeds(out: str | Path, seeds: Sequence[int], *, progress: Callable[[str], None] = lambda message: None,
+                     **study: Any) -> dict[str, Any]:
     """The study once per seed (each in ``out/seed-<k>``, with its own report), and the spread of
     its two headline figures over the seeds, written to ``out/seeds.json``: the DCOR reduction and
     the accuracy change (mean, smallest, largest, and each seed's)."""
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     out = Path(out)
-    progress = study.pop("progress", lambda message: None)
     runs = []
     for k in seeds:
         progress(f"seed {k} ({len(runs) + 1} of {len(seeds)})")

@@ -19,7 +19,7 @@ from splitlearn.split.messages import (
     ProtocolError,
 )
 
-__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite", "total_norm"]
+__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite"]
 
 
 _verified: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its version when found finite)
@@ -57,17 +57,11 @@ def all_finite(tensors) -> bool:
     if not ts:
         return True
     if len(ts) > _FEW:
-        total = total_norm(ts)
+        total = torch.nn.utils.get_total_norm(ts)  # one multi-tensor pass; NaN if any element is
     else:  # a sum of the sums: finite when each is, unless it overflows (then each is looked at)
         sums = [t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32) for t in ts]
-        total = sums[0] if len(sums) == 1 else torch.stack([x.to(sums[0].device) for x in sums]).sum()
+        total = torch.stack([x.to(sums[0].device) for x in sums]).sum()
     return math.isfinite(float(total)) or all(bool(torch.isfinite(t).all()) for t in ts)
-
-
-def total_norm(ts: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all of ``ts`` together, in one multi-tensor pass: it bounds the magnitude of
-    every element, and is NaN when any element is (as a float32 scalar on the first's device)."""
-    return torch.nn.utils.get_total_norm(ts).float().to(ts[0].device)
 
 
 def gradient_bound(dtype: torch.dtype) -> float:

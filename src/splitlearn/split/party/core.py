@@ -30,7 +30,7 @@ from splitlearn.split.messages import (
     StepDone,
     Weights,
 )
-from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite, total_norm
+from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite
 from splitlearn.split.party.data import CheckpointStore, EvalTotals, Penalty, Shard, StepState
 from splitlearn.split.party.recovery import Recovery
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
@@ -484,7 +484,7 @@ class Party(MessageChecks, Recovery):
         if grads:
             # One norm over all the gradients bounds every element and costs one multi-tensor pass.
             big = gradient_bound(grads[0].dtype)
-            if not bool(total_norm(grads) <= big):  # NaN compares False
+            if not bool(torch.nn.utils.get_total_norm(grads) <= big):  # NaN compares False
                 finite = all_finite(grads)  # the norm may overflow where the gradients do not
                 self._refuse(st, f"its optimiser state (gradients of norm over {big:.3g})" if finite
                              else "the gradients it was about to apply")
