@@ -47,7 +47,6 @@ import threading
 from pathlib import Path
 
 import torch
-
 from _two_threads import on_threads
 
 from splitlearn import deploy, runner

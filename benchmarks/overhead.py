@@ -31,9 +31,8 @@ import torch.nn.functional as F
 
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.models import build_model, flatten_layers
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
-
+from splitlearn.split.simulation import Simulation
 
 _KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": 2**28, "MALLOC_TRIM_THRESHOLD_": 2**30, "MALLOC_TOP_PAD_": 2**28}
 

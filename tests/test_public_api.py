@@ -23,8 +23,8 @@ def test_import_pulls_in_no_grpc_and_no_log_handler():
 
 def test_every_exported_name_resolves_to_its_module():
     import splitlearn as sl
-    from splitlearn.split.simulation import Simulation
     from splitlearn.split.configs import ushaped
+    from splitlearn.split.simulation import Simulation
 
     assert sl.Simulation is Simulation and sl.ushaped is ushaped
     assert len(sl.__all__) == len(set(sl.__all__)) <= 30

@@ -8,8 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from splitlearn.accounting import FlopMeter
 from splitlearn.models.cnn import small_cnn
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.simulation import Simulation
 
 from .conftest import data
 

@@ -7,9 +7,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from torch import nn
 
 from splitlearn.accounting import FlopMeter, account, wire_bytes
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.state import OptimizerSpec
 from splitlearn.transport.local import LocalTransport
 from splitlearn.transport.serde import encode, message_to_proto

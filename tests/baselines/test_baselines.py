@@ -8,9 +8,9 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from splitlearn.baselines import ModelGradients, fedavg, large_batch_sgd
-from splitlearn.split.coordinator import shuffled_batches
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.models.cnn import small_cnn
+from splitlearn.split.coordinator import shuffled_batches
 from splitlearn.split.messages import Weights
 from splitlearn.split.state import OptimizerSpec
 

@@ -2,7 +2,6 @@
 
 import json
 
-
 from splitlearn.cli.app import main
 from tests.report.test_leakage import _Page
 

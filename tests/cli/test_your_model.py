@@ -82,8 +82,8 @@ def test_model_kwargs_must_be_a_json_object(capsys):
 
 
 def test_image_size_resizes_the_data():
-    from splitlearn.runner import assembly
     from splitlearn.config import load_config
+    from splitlearn.runner import assembly
 
     train, test = assembly._load(load_config(overrides={"data.image_size": 12, "data.limit_train": 64}), None)
     assert train.sample_shape == (1, 12, 12) and test.sample_shape == (1, 12, 12)

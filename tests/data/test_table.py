@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from splitlearn.data import DataError, load_csv, load_dataset, load_site_csv, load_vertical_csv
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import Vertical
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.state import OptimizerSpec
 
 

@@ -17,6 +17,7 @@ from splitlearn.cli.app import main
 from .conftest import TIMEOUT, finish, free_port, write_config
 from .test_deploy import _check_matches_in_process, _join
 
+
 # 2 round-robin clients, 300 samples each in batches of 16: about 40 steps an epoch.
 def _sections(device) -> dict:
     return dict(data={"name": "digits", "limit_train": 600, "limit_test": 100},

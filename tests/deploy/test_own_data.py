@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 import splitlearn
 from splitlearn import deploy, runner
-from splitlearn.runner import assembly
 from splitlearn.cli.app import main
 from splitlearn.config import load_config
 from splitlearn.data.idx import write_idx
+from splitlearn.runner import assembly
 from splitlearn.split.cast import build_parties
 from splitlearn.split.simulation import Simulation
 from splitlearn.transport.local import LocalTransport

@@ -6,8 +6,8 @@ import torch
 from splitlearn.data import load_digits
 from splitlearn.models import build_model
 from splitlearn.privacy import NoPeek, detect_collapse, distance_correlation, leakage
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
+from splitlearn.split.simulation import Simulation
 
 BATCH = 64  # the one batch size at which held-out dCor is compared
 

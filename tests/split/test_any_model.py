@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import CutError, OptimizerSpec, configs, split_model
 from splitlearn.split.segments import check_segments
+from splitlearn.split.simulation import Simulation
 
 TOL = 1e-6
 STEPS = 20

@@ -1,7 +1,7 @@
 """serve's running byte totals answer as the full message log does, and carry across a restart."""
 
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.transport import ByteTotals, MessageLog
 
 from .conftest import mlp

@@ -12,10 +12,10 @@ from torch import nn
 
 from splitlearn import runner
 from splitlearn.config import load_config
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import ProtocolError, configs
 from splitlearn.split.compression import Compressed, Compressor, compress, decompress
 from splitlearn.split.messages import Activation, Gradient, Labels, StepDone
+from splitlearn.split.simulation import Simulation
 
 from .conftest import mlp
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from splitlearn.split import MultiHead, OptimizerSpec, Vertical, configs
 from splitlearn.split.simulation import Simulation
-from splitlearn.split import MultiHead, OptimizerSpec, Vertical
-from splitlearn.split import configs
 
 from .conftest import centralised, mlp
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from splitlearn.privacy.attacks.label_leakage import GradientNoise
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressed, Compressor, decompress
 from splitlearn.split.hooks import Chain
 from splitlearn.split.messages import Activation, Gradient
+from splitlearn.split.simulation import Simulation
 
 
 def _gradient(step=3):

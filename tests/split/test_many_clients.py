@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.messages import Weights
+from splitlearn.split.simulation import Simulation
 
 
 def _params(sim):

@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from splitlearn.checkpoint import FolderCheckpoints
-from splitlearn.split.simulation import Simulation
-from splitlearn.split import OptimizerSpec, ProtocolError, Vertical, configs
-from splitlearn.split import Head, Node, Plan
+from splitlearn.split import Head, Node, OptimizerSpec, Plan, ProtocolError, Vertical, configs
 from splitlearn.split.configs import Split
 from splitlearn.split.coordinator import pipelinable
 from splitlearn.split.messages import Abort, StartStep, StepDone
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.transport import Transport
 
 from .conftest import mlp

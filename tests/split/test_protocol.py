@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, ProtocolError, Vertical, configs
 from splitlearn.split.messages import Activation, Gradient, Labels, StartStep
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.state import pack_state, unpack_state
 
 from .conftest import mlp

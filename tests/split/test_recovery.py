@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from splitlearn.checkpoint import FolderCheckpoints
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, configs
 from splitlearn.split.messages import Abort, ProtocolError, StepDone
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.transport import PartyLost
 from splitlearn.transport.local import LocalTransport
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from splitlearn.split.cast import build_parties
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.cast import build_parties
 from splitlearn.split.messages import ProtocolError, Scores
+from splitlearn.split.simulation import Simulation
 from splitlearn.transport.local import LocalTransport
 
 from .conftest import mlp

@@ -2,9 +2,9 @@
 
 import torch
 
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.messages import Activation, Gradient, Output
+from splitlearn.split.simulation import Simulation
 
 from .conftest import mlp
 

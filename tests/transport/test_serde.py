@@ -89,7 +89,6 @@ def test_nonfinite_values_pass_where_allowed():
     assert out.tensor.view(torch.int32).equal(t.view(torch.int32))
 
 
-FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 FINITE_FIELDS = {  # the checked kinds, each carrying t in the field its error names
     "Activation.tensor": lambda t: activation(t),
     "Gradient.tensor": lambda t: m.Gradient("s", "c", 1, src="top", dst="bottom", tensor=t),

@@ -13,7 +13,14 @@ from torch import nn
 
 from splitlearn.accounting import FlopMeter
 from splitlearn.baselines._common import (
-    SERVER, BaselineRun, account, client_names, evaluate, memory, snapshot, train_step,
+    SERVER,
+    BaselineRun,
+    account,
+    client_names,
+    evaluate,
+    memory,
+    snapshot,
+    train_step,
 )
 from splitlearn.data.partition import deal
 from splitlearn.split.coordinator import shuffled_batches

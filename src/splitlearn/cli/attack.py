@@ -6,8 +6,8 @@ import argparse
 
 from rich.console import Console
 
-from splitlearn.runner import attacks
 from splitlearn.report import RunEvidence, verdicts
+from splitlearn.runner import attacks
 
 
 def add_parser(sub) -> None:

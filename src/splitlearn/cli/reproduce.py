@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from splitlearn.cli._format import human_bytes
 from splitlearn.efficiency import (
     TALK_RATIO,
     TalkTable,
@@ -17,7 +18,6 @@ from splitlearn.efficiency import (
     compute_table,
     profile,
 )
-from splitlearn.cli._format import human_bytes
 from splitlearn.efficiency.measure import measure
 from splitlearn.efficiency.tables import TRAIN_IMAGES
 from splitlearn.models import ALEXNET_TABLE, fc_parameter_share

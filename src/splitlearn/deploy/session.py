@@ -25,11 +25,11 @@ from splitlearn.config import RunConfig, load_config
 from splitlearn.deploy.certs import DeployError, client_credentials, read_token, read_tokens, server_credentials, tls_problem
 from splitlearn.runner.files import METRICS, POSITION, STATUS, VERSIONED, RunFileError, check, confined, read_checked
 from splitlearn.split.cast import Cast, build_parties
-from splitlearn.split.simulation import Simulation
-from splitlearn.split.weights import load_party_weights, save_party_weights
 from splitlearn.split.messages import Message, ProtocolError, RelayRequest, StartStep
 from splitlearn.split.party import Party
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.transport import ByteTotals, PartyLost
+from splitlearn.split.weights import load_party_weights, save_party_weights
 from splitlearn.transport.grpc import ClientTransport, HubTransport, Stalled, StreamClosed
 from splitlearn.transport.serde import Limits
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from splitlearn import runner
 from splitlearn.baselines.compare import compare, summary
-from splitlearn.data.partition import deal
 from splitlearn.config import DataConfig, ModelConfig, RunConfig, SplitConfig, TrainConfig
+from splitlearn.data.partition import deal
 from splitlearn.efficiency.comm_model import sl_per_client
 from splitlearn.efficiency.tables import profile
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-
 from splitlearn.privacy.attacks.label_leakage import plain_gradient, step_noise
 from splitlearn.split.messages import Gradient, Message
 

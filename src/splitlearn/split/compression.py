@@ -25,12 +25,12 @@ error:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 
-from splitlearn.split.messages import Encoded, Message
+from splitlearn.split.messages import Encoded, Message, payload_fields
 
 __all__ = ["CODECS", "Compressed", "Compressor", "as_tensor", "compress", "decompress"]
 
@@ -216,7 +216,7 @@ def as_tensor(value: torch.Tensor | Compressed) -> torch.Tensor:
 
 def decompress(message: Message) -> Message:
     """``message`` with every compressed field decoded (``message`` itself if it has none)."""
-    changes = {f.name: v.decode() for f in fields(message) if isinstance(v := getattr(message, f.name), Compressed)}
+    changes = {name: v.decode() for name in payload_fields(type(message)) if isinstance(v := getattr(message, name), Compressed)}
     return replace(message, **changes) if changes else message
 
 

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import torch
 
-
 __all__ = [
     "Abort",
     "Activation",
@@ -36,13 +35,15 @@ __all__ = [
     "StartStep",
     "StepDone",
     "Weights",
+    "payload_fields",
 ]
 
 Mode = Literal["train", "eval"]
 
 
 @functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
+def payload_fields(cls: type) -> tuple[str, ...]:
+    """The fields of message class ``cls`` after its header (sender, receiver, step)."""
     return tuple(f.name for f in fields(cls) if f.name not in ("sender", "receiver", "step"))
 
 
@@ -94,7 +95,7 @@ class Message:
         """The tensors this message carries, by field name (dict fields flattened as ``field/key``,
         compressed fields as ``field.values`` and ``field.indices``)."""
         out: dict[str, torch.Tensor] = {}
-        for name in _field_names(type(self)):
+        for name in payload_fields(type(self)):
             value = getattr(self, name)
             if isinstance(value, torch.Tensor):
                 out[name] = value

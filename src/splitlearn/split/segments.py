@@ -272,6 +272,7 @@ def check_equivalence(model: nn.Module, pieces: Sequence[nn.Module], in_shape: S
         final = _flat(outs[-1])
         grads: dict[int, torch.Tensor | None] = {}
         upstream = [(o * w).sum() for o, w in zip(final, weights) if o.is_floating_point()]
+        carried = None  # the gradient at piece k's output, from piece k + 1
         for k in range(len(pieces) - 1, -1, -1):
             params = [p for p in pieces[k].parameters() if p.requires_grad]
             wrt = params + ([ins[k - 1]] if k else [])

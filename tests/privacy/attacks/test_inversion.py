@@ -10,10 +10,10 @@ from torch import nn
 from splitlearn.data import load_digits
 from splitlearn.models import build_model
 from splitlearn.privacy.attacks import inversion as inversion_module
-from splitlearn.privacy.attacks.inversion import fresh_surrogate, invert, inversion_attack, total_variation
+from splitlearn.privacy.attacks.inversion import fresh_surrogate, inversion_attack, invert, total_variation
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, score_reconstruction
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
+from splitlearn.split.simulation import Simulation
 
 VICTIMS = 200  # test images attacked; 1000 joint steps on them take about 2 s on one core
 

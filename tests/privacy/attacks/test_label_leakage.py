@@ -13,10 +13,10 @@ from splitlearn.privacy.attacks.label_leakage import (
     leak_auc,
     norm_scores,
 )
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, Vertical, configs
 from splitlearn.split.compression import Compressor, compress
 from splitlearn.split.messages import Gradient, StartStep
+from splitlearn.split.simulation import Simulation
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from torch import nn
 from splitlearn.data import load_breast_cancer, load_digits
 from splitlearn.privacy.attacks.model_completion import complete_model, labelled_handful, model_completion_attack
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import OptimizerSpec, Vertical, configs
+from splitlearn.split.simulation import Simulation
 
 PER_CLASS = 10
 

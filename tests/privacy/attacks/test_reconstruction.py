@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from splitlearn.data import load_digits
 from splitlearn.models import build_model
 from splitlearn.privacy.attacks.reconstruction import ActivationRecorder, reconstruction_attack, ssim
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressor
 from splitlearn.split.messages import Activation
+from splitlearn.split.simulation import Simulation
 
 
 def _naive_ssim(x: np.ndarray, y: np.ndarray, window: int, sigma: float = 1.5) -> float:

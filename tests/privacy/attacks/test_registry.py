@@ -6,8 +6,16 @@ import doctest
 import pytest
 
 import splitlearn.privacy.attacks as attacks_module
-from splitlearn.privacy.attacks import ATTACKS, attack, register_attack, threat_model_of
-from splitlearn.privacy.attacks import inversion, label_leakage, model_completion, reconstruction
+from splitlearn.privacy.attacks import (
+    ATTACKS,
+    attack,
+    inversion,
+    label_leakage,
+    model_completion,
+    reconstruction,
+    register_attack,
+    threat_model_of,
+)
 
 
 def test_every_attack_is_registered_with_its_callable_and_threat_model():

@@ -4,10 +4,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from splitlearn.split.simulation import Simulation
 from splitlearn.split.coordinator import Coordinator
 from splitlearn.split.messages import StartStep
 from splitlearn.split.plan import Head, Node, Plan
+from splitlearn.split.simulation import Simulation
 from splitlearn.split.transport import MessageLog
 from splitlearn.transport.grpc import ClientTransport, HubTransport
 

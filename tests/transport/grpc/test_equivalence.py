@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.compression import Compressed, Compressor
 from splitlearn.split.configs import MultiHead, Vertical
+from splitlearn.split.simulation import Simulation
 
 from .conftest import train_over_grpc
 

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.split.cast import build_parties
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split import messages as m
+from splitlearn.split.cast import build_parties
+from splitlearn.split.simulation import Simulation
 from splitlearn.transport.grpc import ClientTransport, HubTransport
 from splitlearn.transport.proto import splitlearn_pb2 as pb
 from splitlearn.transport.proto import splitlearn_pb2_grpc as pb_grpc

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from splitlearn.data.dataset import ArrayDataset
-from splitlearn.split.simulation import Simulation
 from splitlearn.split import configs
 from splitlearn.split.configs import Vertical
+from splitlearn.split.simulation import Simulation
 
 from .conftest import train_over_grpc
 

@@ -19,7 +19,7 @@ from splitlearn.split.messages import (
     ProtocolError,
 )
 
-__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite"]
+__all__ = ["MessageChecks", "all_finite", "gradient_bound", "magnitude", "mark_finite", "state_finite"]
 
 
 _verified: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its version when found finite)
@@ -39,7 +39,7 @@ def mark_finite(t: torch.Tensor) -> None:
     _verified[id(t)] = (weakref.ref(t), t._version)
 
 
-_FEW = 4  # up to this many tensors, one sum each; beyond it, one multi-tensor norm for all
+_FEW = 4  # up to this many tensors, one sum each; beyond it, one multi-tensor norm for all (state_finite)
 
 
 def all_finite(tensors) -> bool:
@@ -47,21 +47,30 @@ def all_finite(tensors) -> bool:
 
     A reduction is finite when every element is (NaN and Inf propagate). For a few tensors (smashed
     data, a gradient, a loss) a sum is the cheapest full pass there is (``isfinite(t).all()`` costs
-    ten times more on the CPU). For many (a model's parameters, its optimiser state, its batch-norm
-    statistics) the cost is in dispatching one reduction per tensor, so they share one
-    multi-tensor L2 norm (:func:`torch.nn.utils.get_total_norm`). Only when the one number is not
+    ten times more on the CPU); many go to :func:`state_finite`. Only when the one number is not
     finite, which finite values can also cause by overflowing, are the tensors looked at again
     element by element. A tensor sent within one process, unchanged since its sender checked it
     (:func:`mark_finite`), is not scanned twice; a copy or a tensor a hook replaced always is."""
     ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel() and not known_finite(t)]
+    if len(ts) > _FEW:
+        return state_finite(ts)
     if not ts:
         return True
-    if len(ts) > _FEW:
-        total = torch.nn.utils.get_total_norm(ts)  # one multi-tensor pass; NaN if any element is
-    else:  # a sum of the sums: finite when each is, unless it overflows (then each is looked at)
-        sums = [t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32) for t in ts]
-        total = torch.stack([x.to(sums[0].device) for x in sums]).sum()
+    # a sum of the sums: finite when each is, unless it overflows (then each is looked at)
+    sums = [t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32) for t in ts]
+    total = torch.stack([x.to(sums[0].device) for x in sums]).sum()
     return math.isfinite(float(total)) or all(bool(torch.isfinite(t).all()) for t in ts)
+
+
+def state_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every one of many floating tensors (a party's parameters or batch-norm statistics)
+    holds no NaN or Inf. Their cost is in dispatching a reduction per tensor, so they share one
+    multi-tensor L2 norm (:func:`torch.nn.utils.get_total_norm`, which takes no gradient), looked
+    at element by element only when that norm is not finite."""
+    if not tensors:
+        return True
+    total = float(torch.nn.utils.get_total_norm(tensors))  # one multi-tensor pass; NaN if any element is
+    return math.isfinite(total) or all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def gradient_bound(dtype: torch.dtype) -> float:

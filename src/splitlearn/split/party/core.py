@@ -30,7 +30,7 @@ from splitlearn.split.messages import (
     StepDone,
     Weights,
 )
-from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite
+from splitlearn.split.party.checks import MessageChecks, all_finite, gradient_bound, magnitude, mark_finite, state_finite
 from splitlearn.split.party.data import CheckpointStore, EvalTotals, Penalty, Shard, StepState
 from splitlearn.split.party.recovery import Recovery
 from splitlearn.split.plan import Head, Node, Plan, merge_inputs
@@ -142,6 +142,9 @@ class Party(MessageChecks, Recovery):
             raise ValueError(f"party {self.name!r} owns nodes {sorted(self.nodes)}, got modules {sorted(modules)}")
         self.modules = {k: m.to(self.device) for k, m in modules.items()}
         self._copy_input = {k for k, m in self.modules.items() if writes_in_place(m)}
+        # The submodules that hold buffers, found once (a walk of a large model's modules costs more
+        # than the checks); their buffers are read afresh each step, so a module may replace its own.
+        self._buffer_owners = list({id(m): m for seg in self.modules.values() for m in seg.modules() if m._buffers}.values())
         params = [p for m in self.modules.values() for p in m.parameters()]
         for p in params:
             p.grad = None  # a fresh optimiser starts from no gradient (a rolled-back step may have left some)
@@ -271,7 +274,7 @@ class Party(MessageChecks, Recovery):
             raise ProtocolError(f"{self.name} does not hold its segments (they are with another client)")
         st = StepState(step=step, mode=mode, split=split, remaining=set(self.nodes))
         if mode == "train" and self.modules:
-            st.buffers = [b.detach().clone() for m in self.modules.values() for b in m.buffers()]
+            st.buffers = [b.detach().clone() for b in self._held_buffers()]
         if mode == "eval":
             root = self.plan.root
             st.outputs_expected = 0 if root.role == self.role else sum(h.label_role == self.role for h in root.heads)
@@ -468,37 +471,46 @@ class Party(MessageChecks, Recovery):
 
     def _step_optimizer(self, st: StepState) -> None:
         """Step the optimiser, unless that would leave NaN or Inf in the buffers (which the forward
-        pass updated), the gradients, the parameters or the optimiser state: then roll back.
+        pass updated), the gradients or the parameters: then roll back.
 
         Gradients must be finite and, in 32- and 64-bit floats, of L2 norm at most ``sqrt(max) / 16``
-        per tensor, so that no optimiser's moments (Adam keeps g**2) overflow. What the step leaves
-        is checked too; should it still hold NaN or Inf, the party goes back to its last checkpoint
-        (the step before), since keeping a copy of every parameter each step would cost more than the
-        check. Without a checkpoint store the party cannot be rolled back and says so."""
-        if self.modules and not all_finite(b for m in self.modules.values() for b in m.buffers()):
-            self._refuse(st, "its buffers (e.g. batch-norm statistics)")
-        if self.optimizer is None:
-            return
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grads = [p.grad.detach() for p in params if p.grad is not None]
-        if grads:
-            # One norm over all the gradients bounds every element and costs one multi-tensor pass.
-            big = gradient_bound(grads[0].dtype)
-            if not bool(torch.nn.utils.get_total_norm(grads) <= big):  # NaN compares False
-                finite = all_finite(grads)  # the norm may overflow where the gradients do not
+        in all, so that no optimiser's moments (Adam keeps g**2) overflow. The parameters the step
+        leaves are checked too; should they hold NaN or Inf, the party goes back to its last
+        checkpoint (the step before), since keeping a copy of every parameter each step would cost
+        more than the check. Without a checkpoint store the party cannot be rolled back and says so.
+        The optimiser's state gets no pass of its own: fed bounded gradients, momentum and Adam's
+        moments stay finite, a state gone wrong shows in the next step's parameters, and a
+        checkpoint store refuses to save any tensor that is not finite."""
+        buffers = [b for b in self._held_buffers() if b.is_floating_point()]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]] if self.optimizer else []
+        grads = [p.grad for p in params if p.grad is not None]
+        big = gradient_bound(grads[0].dtype) if grads else math.inf
+        # One norm over the gradients and the buffers bounds every element of both, in one
+        # multi-tensor pass. Past the bound (rare), each is looked at: a buffer may be large.
+        norm = float(torch.nn.utils.get_total_norm([*grads, *buffers])) if grads or buffers else 0.0
+        if not (math.isfinite(norm) and norm <= big):
+            if not state_finite(buffers):
+                self._refuse(st, "its buffers (e.g. batch-norm statistics)")
+            if grads and not bool(torch.nn.utils.get_total_norm(grads) <= big):
+                finite = state_finite(grads)  # the norm may overflow where the gradients do not
                 self._refuse(st, f"its optimiser state (gradients of norm over {big:.3g})" if finite
                              else "the gradients it was about to apply")
+        if self.optimizer is None:
+            return
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        state = (v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
-        if not all_finite([*params, *state]):
+        if not state_finite(params):
             if self.checkpoints is None or self.checkpoints.load() is None:
                 culprit = self._culprit(st)
                 self._st = self._next = None
-                raise NonFinite(f"{self.name}: step {st.step} made its parameters or optimiser state NaN or Inf and "
+                raise NonFinite(f"{self.name}: step {st.step} made its parameters NaN or Inf and "
                                 f"cannot be rolled back (no checkpoint) (caused by the input of {culprit})", party=culprit)
             self._restore(None)
-            self._refuse(st, "its parameters or optimiser state")
+            self._refuse(st, "its parameters")
+
+    def _held_buffers(self) -> list[torch.Tensor]:
+        """The buffers of this party's segments (batch-norm statistics), each once."""
+        return [b for m in self._buffer_owners for b in m.buffers(recurse=False)] if self.modules else []
 
     def _refuse(self, st: StepState, what: str) -> NoReturn:
         """Roll back step ``st`` (buffers as before it, no gradients kept, the step and any step
@@ -516,7 +528,7 @@ class Party(MessageChecks, Recovery):
         gradients they accumulated) and forget it and any step begun after it."""
         if st.buffers is not None and self.modules:
             with torch.no_grad():
-                for b, old in zip((b for m in self.modules.values() for b in m.buffers()), st.buffers, strict=True):
+                for b, old in zip(self._held_buffers(), st.buffers, strict=True):
                     b.copy_(old)
         for m in (self.modules or {}).values():
             for p in m.parameters():
