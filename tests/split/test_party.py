@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from splitlearn.checkpoint import FolderCheckpoints
+from splitlearn.checkpoint import CheckpointError, FolderCheckpoints
 from splitlearn.data.dataset import ArrayDataset
 from splitlearn.split import OptimizerSpec, configs
 from splitlearn.split.compression import compress
@@ -209,6 +209,26 @@ def test_a_step_that_overflows_the_parameters_goes_back_to_the_last_checkpoint(t
     assert sorted(after) == sorted(before) and all(torch.equal(after[k], before[k]) for k in after)
     assert server._st is None and FolderCheckpoints(tmp_path / "server").steps() == [0]
     assert _scan(tmp_path) == []
+
+
+def test_an_optimiser_state_gone_wrong_never_reaches_a_checkpoint(tabular, tmp_path):
+    """The state gets no pass of its own after each step; saving it checks every tensor."""
+    train, _ = tabular
+    sim = Simulation(_split(), train=train, clients=1, batch_size=16, optimizer=OptimizerSpec("sgd", lr=0.01, momentum=0.9))
+    for p in sim.parties.values():
+        p.checkpoints = FolderCheckpoints(tmp_path / p.name)
+        p.resume()
+    server = sim.parties["server"]
+    step = server.optimizer.step
+
+    def faulty(*args, **kwargs):
+        step(*args, **kwargs)
+        next(iter(server.optimizer.state.values()))["momentum_buffer"].view(-1)[0] = math.nan
+
+    server.optimizer.step = faulty
+    with pytest.raises(CheckpointError, match=r"refused to save a state whose tensor 'optim/\d+/momentum_buffer' holds NaN or Inf"):
+        sim.fit(1)
+    assert FolderCheckpoints(tmp_path / "server").steps() == [0] and _scan(tmp_path) == []
 
 
 def test_without_a_checkpoint_an_overflowing_step_says_it_cannot_be_rolled_back(tabular):
