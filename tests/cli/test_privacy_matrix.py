@@ -16,6 +16,11 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     rows = {(r["defence"], r["strength"]): r for r in matrix["rows"]}
     none, noise, max_norm, dp = rows["none", 0.0], rows["gradient_noise", 1.0], rows["max_norm", 1.0], rows["smashed_dp", 0.001]
     assert matrix["chance"]["label attack accuracy"] == 0.1 and 0 < matrix["chance"]["reconstruction SSIM"] < 0.6
+    # Knowing only each sample's class (its class's mean image) scores well above chance, below the undefended attack.
+    floor = matrix["class_floor"]
+    assert set(floor) == {"reconstruction SSIM", "inversion SSIM"}
+    assert matrix["chance"]["reconstruction SSIM"] + 0.2 < floor["reconstruction SSIM"] < none["reconstruction SSIM"] - 0.1
+    assert "by class" in out
     # Undefended, every attack beats chance by a wide margin.
     for key in ("reconstruction SSIM", "inversion SSIM", "label attack accuracy", "completion accuracy"):
         assert none[key] > matrix["chance"][key] + 0.3, key
@@ -30,4 +35,5 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     page.feed((tmp_path / "report.html").read_text())
     assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion"}
     assert page.tables == ["matrix"] and len(page.captions) == 4
-    assert "max_norm at 1: " in (tmp_path / "report.html").read_text()
+    text = (tmp_path / "report.html").read_text()
+    assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2

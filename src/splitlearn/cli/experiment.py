@@ -107,13 +107,16 @@ def _privacy(args: argparse.Namespace, console: Console) -> int:
             out, dataset=args.dataset or "digits", epochs=args.epochs or 10, seed=args.seed, device=args.device,
             progress=lambda message: (status.update(message), console.log(message, markup=False, highlight=False)),
         )
-    table = Table(title=f"Privacy matrix on {matrix['dataset']} (chance in the last row)")
+    table = Table(title=f"Privacy matrix on {matrix['dataset']} (last rows: chance, and by class, what knowing only each sample's class scores)")
     keys = [a["score"] for a in matrix["attacks"].values()]
     for col in ("defence", "strength", "test accuracy", *keys):
         table.add_column(col, justify="left" if col == "defence" else "right")
     for r in matrix["rows"]:
         table.add_row(r["defence"], f"{r['strength']:g}", f"{r['test_accuracy']:.4f}", *(f"{r[k]:.3f}" for k in keys))
     table.add_row("chance", "", "", *(f"{matrix['chance'][k]:.3f}" for k in keys))
+    floor = matrix.get("class_floor", {})
+    if floor:
+        table.add_row("by class", "", "", *(f"{floor[k]:.3f}" if k in floor else "" for k in keys))
     console.print(table)
     console.print(f"Report: {out / 'report.html'} (numbers in {out / 'matrix.json'}); took {time.perf_counter() - start:.0f} s",
                   soft_wrap=True, highlight=False)

@@ -242,9 +242,10 @@ def write_report(
     return _write_page(path, title, parts)
 
 
-def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float) -> str:
+def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, floor: float | None = None) -> str:
     """Test accuracy against one attack's score: a point per run, a colour per defence, the
-    undefended run as a star, chance as a dashed line; both axes from 0."""
+    undefended run as a star, chance as a dashed line (and, for the input attacks, what knowing
+    only the class scores as a dotted one); both axes from 0."""
     fig = _new_figure(figsize=(5.2, 3.6))
     ax = fig.subplots()
     for name in dict.fromkeys(r["defence"] for r in rows):
@@ -257,6 +258,8 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float) -
                 ax.annotate(f"{r['strength']:g}", (r[key], r["test_accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if chance == chance:  # not NaN
         ax.axvline(chance, linestyle="--", color="grey", label=f"chance {chance:.2f}")
+    if floor is not None:
+        ax.axvline(floor, linestyle=":", color="black", label=f"class only {floor:.2f}")
     ax.set_xlim(min(0.0, min(r[key] for r in rows)), 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(f"attack success: {key}")
@@ -275,12 +278,21 @@ def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences
     parts = ["<h1>Privacy matrix: every defence against every attack</h1>",
              f"<p>{html.escape(str(matrix['dataset']))}, U-shaped small CNN, {matrix['epochs']} epochs; the attacker is the "
              "server, from what it receives. Up and to the left is better: accuracy kept, attack held near chance.</p>"]
+    floors = matrix.get("class_floor", {})
     for name, about in matrix["attacks"].items():
         key = about["score"]
+        floor = floors.get(key)
         parts.append(f"<h2>{html.escape(name)} (infers {html.escape(about['target'])})</h2>")
-        parts.append(_figure(f"matrix-{name}", _matrix_figure(rows, key, chance[key]),
+        parts.append(_figure(f"matrix-{name}", _matrix_figure(rows, key, chance[key], floor),
                              f"Test accuracy against {key} for each run; the star is the undefended run, the dashed line what "
-                             f"an attacker without any information scores ({chance[key]:.2f})."))
+                             f"an attacker without any information scores ({chance[key]:.2f})"
+                             + (f", the dotted line what one scores who learns only each sample's class and draws the mean "
+                                f"image of that class ({floor:.2f})." if floor is not None else ".")))
+        if floor is not None:
+            parts.append(f"<p data-floor>A defence that keeps accuracy keeps each sample's class readable from what the "
+                         f"server receives; an attacker who reads it can draw the mean image of the class, which scores "
+                         f"{floor:.2f} here against {undefended[key]:.2f} undefended. So no defence that keeps accuracy "
+                         f"can be expected to hold {html.escape(key)} far below the class-only line.</p>")
     keys = [about["score"] for about in matrix["attacks"].values()]
     extra = [k for k in ("dcor", "dp_epsilon") if any(r.get(k) is not None for r in rows)]
     parts.append("<h2>All runs</h2>")

@@ -17,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from splitlearn import runner
 from splitlearn.config import DataConfig, ModelConfig, PrivacyConfig, RunConfig, SplitConfig, TrainConfig
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder
@@ -91,6 +93,19 @@ def _chance(built: runner.Built) -> dict[str, float]:
     return {"reconstruction SSIM": blind, "inversion SSIM": blind, "label attack accuracy": guess, "completion accuracy": guess}
 
 
+def _class_floor(built: runner.Built) -> dict[str, float]:
+    """What the input attacks score knowing only each sample's class: SSIM of each test image
+    against the mean training image of its class. A defence that keeps accuracy keeps the class
+    readable from the smashed data, so it cannot hold a reconstruction much below this."""
+    train, test = built.train, built.test
+    if test.features.dim() != 4:
+        return {}
+    means = torch.stack([train.features[train.labels == c].mean(0) if bool((train.labels == c).any())
+                         else train.features.mean(0) for c in range(train.num_classes)])
+    floor = float(ssim(means[test.labels], test.features).mean())
+    return {"reconstruction SSIM": floor, "inversion SSIM": floor}
+
+
 def run_privacy_matrix(
     out: str | Path,
     *,
@@ -123,7 +138,8 @@ def run_privacy_matrix(
                  + ", ".join(f"{key} {row[key]:.3f}" for key, _ in ATTACK_SCORES.values()))
         rows.append(row)
     chance = _chance(built)
-    matrix = {"dataset": dataset, "epochs": epochs, "config": base.to_dict(), "chance": chance, "rows": rows,
+    matrix = {"dataset": dataset, "epochs": epochs, "config": base.to_dict(), "chance": chance,
+              "class_floor": _class_floor(built), "rows": rows,
               "attacks": {name: {"score": key, "target": target} for name, (key, target) in ATTACK_SCORES.items()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "matrix.json").write_text(json.dumps(matrix, indent=2))
