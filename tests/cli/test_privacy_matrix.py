@@ -1,8 +1,13 @@
 """``splitlearn experiment privacy``: defences against attacks, one report."""
 
 import json
+from types import SimpleNamespace
+
+import pytest
+import torch
 
 from splitlearn.cli.app import main
+from splitlearn.data.dataset import ArrayDataset
 from splitlearn.runner import privacy_matrix
 from tests.report.test_leakage import _Page
 
@@ -37,3 +42,16 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     assert page.tables == ["matrix"] and len(page.captions) == 4
     text = (tmp_path / "report.html").read_text()
     assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2
+
+
+def test_the_class_only_level_is_one_where_each_class_is_one_image():
+    """Every image of a class the same: its class's mean image is the image itself (SSIM 1),
+    while the mean of all images (chance) is not."""
+    torch.manual_seed(0)
+    patterns = torch.rand(3, 1, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    data = ArrayDataset(patterns[labels], labels)
+    built = SimpleNamespace(train=data, test=data)
+    floor = privacy_matrix._class_floor(built)
+    assert floor == {"reconstruction SSIM": pytest.approx(1.0), "inversion SSIM": pytest.approx(1.0)}
+    assert privacy_matrix._chance(built)["reconstruction SSIM"] < 0.9
