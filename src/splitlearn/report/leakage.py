@@ -259,7 +259,7 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, f
     if chance == chance:  # not NaN
         ax.axvline(chance, linestyle="--", color="grey", label=f"chance {chance:.2f}")
     if floor is not None:
-        ax.axvline(floor, linestyle=":", color="black", label=f"class only {floor:.2f}")
+        ax.axvline(floor, linestyle=":", color="black", label=f"by class {floor:.2f}")
     ax.set_xlim(min(0.0, min(r[key] for r in rows)), 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(f"attack success: {key}")
@@ -292,7 +292,7 @@ def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences
             parts.append(f"<p data-floor>A defence that keeps accuracy keeps each sample's class readable from what the "
                          f"server receives; an attacker who reads it can draw the mean image of the class, which scores "
                          f"{floor:.2f} here against {undefended[key]:.2f} undefended. So no defence that keeps accuracy "
-                         f"can be expected to hold {html.escape(key)} far below the class-only line.</p>")
+                         f"can be expected to hold {html.escape(key)} far below the by-class line.</p>")
     keys = [about["score"] for about in matrix["attacks"].values()]
     extra = [k for k in ("dcor", "dp_epsilon") if any(r.get(k) is not None for r in rows)]
     parts.append("<h2>All runs</h2>")
