@@ -14,6 +14,7 @@ from tests.report.test_leakage import _Page
 
 def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(privacy_matrix, "STRENGTHS", {"max_norm": (1.0,), "gradient_noise": (1.0,), "smashed_dp": (0.001,)})
+    monkeypatch.setattr(privacy_matrix, "HIJACKING_STEPS", 400)
     assert main(["experiment", "privacy", "--epochs", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[1/4] undefended: training and attacking" in out and "[4/4] smashed_dp 0.001: accuracy" in out  # progress
@@ -36,12 +37,21 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     # The attacker reproduces the client's release (clipping) on its auxiliary data: with almost no
     # noise the decoder still reconstructs, and the run reports its ε.
     assert dp["reconstruction SSIM"] > 0.5 and dp["dp_epsilon"] > 1000
+    # A hijacking server reconstructs far above chance from public data alone; the client's check
+    # stops it near chance, and raises no alarm against an honest server.
+    h, blind = matrix["hijacking"], matrix["chance"]["reconstruction SSIM"]
+    assert h["steps"] == 400 and len(h["history"]) == 10 and h["ssim"] > blind + 0.2
+    assert h["checked"]["stopped_at"] < 200 and h["checked"]["ssim"] < blind + 0.1
+    assert h["honest"]["stopped_at"] is None and h["honest"]["lowest_score"] > h["threshold"]
+    assert f"Hijacking (a malicious server, FSHA): reconstruction SSIM {h['ssim']:.3f} after 400 steps" in out
     page = _Page()
     page.feed((tmp_path / "report.html").read_text())
-    assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion"}
-    assert page.tables == ["matrix"] and len(page.captions) == 4
+    assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion",
+                                 "matrix-hijacking"}
+    assert page.tables == ["hijacking", "matrix"] and len(page.captions) == 5
     text = (tmp_path / "report.html").read_text()
     assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2
+    assert f"stopped training at step {h['checked']['stopped_at']}" in text
 
 
 def test_the_class_only_level_is_one_where_each_class_is_one_image():

@@ -118,6 +118,14 @@ def _privacy(args: argparse.Namespace, console: Console) -> int:
     if floor:
         table.add_row("by class", "", "", *(f"{floor[k]:.3f}" if k in floor else "" for k in keys))
     console.print(table)
+    h = matrix["hijacking"]
+    stop = h["checked"]["stopped_at"]
+    console.print(f"Hijacking (a malicious server, FSHA): reconstruction SSIM {h['ssim']:.3f} after {h['steps']} steps of an unaware "
+                  f"client; " + (f"the client's fake-batch check stopped it at step {stop} (SSIM {h['checked']['ssim']:.3f})"
+                                 if stop is not None else "the client's fake-batch check did not stop it")
+                  + ("; no false alarm against an honest server" if h["honest"]["stopped_at"] is None
+                     else f"; false alarm against an honest server at step {h['honest']['stopped_at']}"),
+                  soft_wrap=True, highlight=False)
     console.print(f"Report: {out / 'report.html'} (numbers in {out / 'matrix.json'}); took {time.perf_counter() - start:.0f} s",
                   soft_wrap=True, highlight=False)
     return 0

@@ -269,6 +269,58 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, f
     return _png(fig)
 
 
+def _hijacking_figure(h: Mapping[str, Any], chance: float, floor: float | None) -> str:
+    """Reconstruction SSIM of the hijacking server over the unaware client's steps, chance and the
+    by-class level as lines, and the step at which the check stopped the client; y from 0."""
+    fig = _new_figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
+    ax.plot([s for s, _ in h["history"]], [v for _, v in h["history"]], marker="o", label="client unaware")
+    stop = h["checked"]["stopped_at"]
+    if stop is not None:
+        ax.axvline(stop, color="tab:red", label=f"check stops the client (step {stop})")
+        ax.plot([stop], [h["checked"]["ssim"]], marker="X", color="tab:red", markersize=9, linestyle="none")
+    if chance == chance:
+        ax.axhline(chance, linestyle="--", color="grey", label=f"chance {chance:.2f}")
+    if floor is not None:
+        ax.axhline(floor, linestyle=":", color="black", label=f"by class {floor:.2f}")
+    ax.set_xlim(0, h["steps"] * 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("client training steps")
+    ax.set_ylabel("reconstruction SSIM")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None) -> list[str]:
+    checked, honest = h["checked"], h["honest"]
+    parts = ["<h2>hijacking (a malicious server; infers inputs)</h2>",
+             _figure("matrix-hijacking", _hijacking_figure(h, chance, floor),
+                     "Reconstruction SSIM of a server that hijacks training (FSHA), over the steps of a client that does "
+                     "not look, and where the client's fake-batch check stopped it; the dashed line is chance.")]
+    stop = checked["stopped_at"]
+    said = [f"A malicious server that steers the client's training reconstructs the client's held-out inputs at SSIM "
+            f"{h['ssim']:.2f} after {h['steps']} steps, from {h['public']} public images and no label (chance {chance:.2f}).",
+            (f"The client's fake-batch check stopped training at step {stop}, after {checked['fakes']} fake batches, when the "
+             f"reconstruction scored {checked['ssim']:.2f}." if stop is not None else
+             f"The client's fake-batch check did not stop it (score {checked['score']:.2f})."),
+            (f"Against an honest server the check raised no alarm in {h['steps']} steps (lowest score "
+             f"{honest['lowest_score']:.2f}, alarm below {h['threshold']:g})." if honest["stopped_at"] is None else
+             f"Against an honest server the check raised a false alarm at step {honest['stopped_at']}."),
+            "The check catches the attack as published; a server that mixes the task's gradient into its own can pass it, "
+            "so it is evidence against this attack, not a guarantee against every variant."]
+    parts.append("<ul data-hijacking>" + "".join(f"<li>{html.escape(t)}</li>" for t in said) + "</ul>")
+    dash = "-"
+    parts.append(_table("hijacking", ["client", "server", "steps trained", "stopped", "check score", "reconstruction SSIM"], [
+        ["unaware", "hijacking", h["steps"], dash, dash, h["ssim"]],
+        ["fake-batch check", "hijacking", stop if stop is not None else h["steps"], "yes" if stop is not None else "no",
+         checked["score"], checked["ssim"]],
+        ["fake-batch check", "honest", h["steps"] if honest["stopped_at"] is None else honest["stopped_at"],
+         "no" if honest["stopped_at"] is None else "yes", honest["score"], dash],
+    ]))
+    return parts
+
+
 def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences: Mapping[str, str]) -> Path:
     """The privacy matrix of ``splitlearn experiment privacy`` as one page: per attack, test
     accuracy against attack success for every defence and strength, with chance and the
@@ -293,6 +345,9 @@ def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences
                          f"server receives; an attacker who reads it can draw the mean image of the class, which scores "
                          f"{floor:.2f} here against {undefended[key]:.2f} undefended. So no defence that keeps accuracy "
                          f"can be expected to hold {html.escape(key)} far below the by-class line.</p>")
+    if "hijacking" in matrix:
+        key = "reconstruction SSIM"
+        parts += _hijacking_section(matrix["hijacking"], chance.get(key, float("nan")), floors.get(key))
     keys = [about["score"] for about in matrix["attacks"].values()]
     extra = [k for k in ("dcor", "dp_epsilon") if any(r.get(k) is not None for r in rows)]
     parts.append("<h2>All runs</h2>")

@@ -7,10 +7,15 @@ attackers are the server, from its own view: the smashed data it receives (recon
 decoder trained on auxiliary data, inversion without any, model completion from a handful of
 known labels) and the cut gradients it receives (label clustering). Each defence is set up where
 its registry entry says it runs (:data:`~splitlearn.privacy.defences.DEFENCES`).
+
+A malicious server is tried once, on its own: feature-space hijacking replaces the client's
+training rather than observing it, so it runs against a fresh client, unaware and then running its
+fake-batch check, and the check is run against an honest server too, for its false alarms.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -21,13 +26,14 @@ import torch
 
 from splitlearn import runner
 from splitlearn.config import DataConfig, ModelConfig, PrivacyConfig, RunConfig, SplitConfig, TrainConfig
+from splitlearn.privacy.attacks.hijacking import FakeBatchCheck, HijackingServer, TaskServer, hijack
 from splitlearn.privacy.attacks.label_leakage import GradientRecorder
 from splitlearn.privacy.attacks.reconstruction import ssim
 from splitlearn.privacy.defences import DEFENCES, defence
 from splitlearn.report.leakage import write_matrix_report
 from splitlearn.runner.attacks import complete_labels, invert_smashed, label_attack, reconstruct
 
-__all__ = ["ATTACK_SCORES", "STRENGTHS", "run_privacy_matrix"]
+__all__ = ["ATTACK_SCORES", "HIJACKING_STEPS", "STRENGTHS", "run_privacy_matrix"]
 
 STRENGTHS = {"nopeek": (2.0, 8.0, 32.0), "smashed_dp": (0.005, 0.01, 0.02), "gradient_noise": (1.0, 3.0), "max_norm": (1.0,)}
 """The strengths each defence is trained at: NoPeek's a1; the noise multiplier at clip 1 (the
@@ -41,6 +47,10 @@ ATTACK_SCORES = {
     "model_completion": ("completion accuracy", "labels"),
 }
 """Each attack's score in a row of the matrix, and what it infers."""
+
+HIJACKING_STEPS = 2000
+"""The steps the client trains under the hijacking server (the attack runs once, on a fresh client,
+not on each defended run: it replaces training rather than observing it)."""
 
 
 def _config(dataset: str, *, epochs: int, seed: int, device: str, out: Path) -> RunConfig:
@@ -106,6 +116,50 @@ def _class_floor(built: runner.Built) -> dict[str, float]:
     return {"reconstruction SSIM": floor, "inversion SSIM": floor}
 
 
+def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int) -> dict[str, Any]:
+    """FSHA by a malicious server against a fresh client of the matrix's task, three ways: the
+    client unaware; the client running the fake-batch check; and, for the check's false alarms, an
+    honest server (the rest of the same network, trained on the labels) with the check on.
+
+    The client trains on the first two thirds of the training set; the server's public data is the
+    last third (disjoint); the attack is scored on the first ``victims`` test inputs."""
+    sim = runner.simulation(built)  # untrained: the attack runs from the first step of training
+    client = sim.parties[sim.coordinator.holder]
+    plan = sim.plan
+    bottom = next(n for n in client.nodes.values() if not n.inputs)
+    middle = plan.consumer(bottom.name)
+    rest = torch.nn.Sequential(sim.parties[middle.role].modules[middle.name], client.modules[plan.root.name])
+    device = client.device
+    shard = client.shards["train"]
+    cut = 2 * len(shard.features) // 3
+    x, y = shard.features.to(device), shard.labels["y"].to(device)
+    private_x, private_y, public = x[:cut], y[:cut], x[cut:]
+    victim_x = client.shards["test"].features[:victims].to(device)
+    segment = client.modules[bottom.name]
+    z_shape = tuple(segment(private_x[:2]).shape[1:])
+    classes = built.train.num_classes
+    every = max(1, steps // 10)
+
+    def malicious() -> HijackingServer:
+        return HijackingServer(public, z_shape, architecture=segment, lr=3e-4, seed=seed)
+
+    fresh = lambda: copy.deepcopy(segment)  # noqa: E731  (each scenario starts from the same initial client)
+    unaware = hijack(fresh(), malicious(), private_x, private_y, victim_x, steps=steps, lr=3e-4, every=every, seed=seed)
+    check = FakeBatchCheck(num_classes=classes, seed=seed + 1)
+    checked = hijack(fresh(), malicious(), private_x, private_y, victim_x, steps=steps, lr=3e-4, check=check, seed=seed)
+    honest_check = FakeBatchCheck(num_classes=classes, seed=seed + 1)
+    honest = hijack(fresh(), TaskServer(copy.deepcopy(rest)), private_x, private_y, victim_x, steps=steps, lr=1e-3,
+                    check=honest_check, every=every, seed=seed)
+    return {
+        "steps": steps, "public": len(public), "victims": len(victim_x),
+        "history": [[step, score] for step, score, _ in unaware.history], "ssim": unaware.result.ssim, "mse": unaware.result.mse,
+        "checked": {"stopped_at": checked.stopped_at, "fakes": check.fakes, "score": checked.score, "ssim": checked.result.ssim},
+        "honest": {"stopped_at": honest.stopped_at, "fakes": honest_check.fakes, "score": honest.score,
+                   "lowest_score": min(score for _, _, score in honest.history[1:]) if len(honest.history) > 1 else honest.score},
+        "threshold": check.threshold,
+    }
+
+
 def run_privacy_matrix(
     out: str | Path,
     *,
@@ -116,6 +170,7 @@ def run_privacy_matrix(
     device: str = "cpu",
     victims: int = 64,
     inversion_steps: int = 500,
+    hijacking_steps: int | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Train the undefended task and each defence at each strength, attack every run with every
@@ -137,9 +192,14 @@ def run_privacy_matrix(
         progress(f"[{i}/{len(plan)}] {label}: accuracy {row['test_accuracy']:.4f}, "
                  + ", ".join(f"{key} {row[key]:.3f}" for key, _ in ATTACK_SCORES.values()))
         rows.append(row)
+    hijacking_steps = HIJACKING_STEPS if hijacking_steps is None else hijacking_steps
+    progress(f"hijacking: a malicious server against a fresh client, {hijacking_steps} steps, with and without the client's check")
+    hijacked = _hijacking(built, steps=hijacking_steps, victims=victims, seed=seed)
+    progress(f"hijacking: SSIM {hijacked['ssim']:.3f} unaware; the check stopped it at step {hijacked['checked']['stopped_at']} "
+             f"(SSIM {hijacked['checked']['ssim']:.3f}); honest server stopped: {hijacked['honest']['stopped_at'] is not None}")
     chance = _chance(built)
     matrix = {"dataset": dataset, "epochs": epochs, "config": base.to_dict(), "chance": chance,
-              "class_floor": _class_floor(built), "rows": rows,
+              "class_floor": _class_floor(built), "rows": rows, "hijacking": hijacked,
               "attacks": {name: {"score": key, "target": target} for name, (key, target) in ATTACK_SCORES.items()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "matrix.json").write_text(json.dumps(matrix, indent=2))

@@ -9,6 +9,7 @@ import splitlearn.privacy.attacks as attacks_module
 from splitlearn.privacy.attacks import (
     ATTACKS,
     attack,
+    hijacking,
     inversion,
     label_leakage,
     model_completion,
@@ -22,6 +23,7 @@ def test_every_attack_is_registered_with_its_callable_and_threat_model():
     expected = {
         "reconstruction": (reconstruction.reconstruction_attack, "inputs", reconstruction),
         "inversion": (inversion.inversion_attack, "inputs", inversion),
+        "hijacking": (hijacking.hijack, "inputs", hijacking),
         "label_norm": (label_leakage.norm_scores, "labels", label_leakage),
         "label_direction": (label_leakage.direction_scores, "labels", label_leakage),
         "label_clustering": (label_leakage.cluster_accuracy, "labels", label_leakage),
@@ -38,12 +40,13 @@ def test_every_attack_is_registered_with_its_callable_and_threat_model():
     assert "no auxiliary data" in attack("inversion").threat_model and "architecture" in attack("inversion").threat_model
     assert "labels of a handful" in attack("model_completion").threat_model
     assert "gradient at its cut" in attack("label_norm").threat_model
+    assert "malicious server" in attack("hijacking").threat_model and "public data" in attack("hijacking").threat_model
 
 
 def test_duplicate_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="attack 'inversion' is already registered"):
         register_attack("inversion", lambda: None, target="inputs", method="m", threat_model="t")
-    with pytest.raises(ValueError, match="unknown attack 'fsha'; known attacks: inversion, label_clustering"):
+    with pytest.raises(ValueError, match="unknown attack 'fsha'; known attacks: hijacking, inversion, label_clustering"):
         attack("fsha")
     with pytest.raises(ValueError, match="target must be one of"):
         register_attack("probe", lambda: None, target="weights", method="m", threat_model="t")

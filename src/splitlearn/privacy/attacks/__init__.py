@@ -5,7 +5,7 @@ docstring; the registry carries that text with the callable, so a report or an e
 print, next to every result, what the attacker was assumed to hold.
 
 >>> sorted(ATTACKS)
-['inversion', 'label_clustering', 'label_direction', 'label_norm', 'model_completion', 'reconstruction']
+['hijacking', 'inversion', 'label_clustering', 'label_direction', 'label_norm', 'model_completion', 'reconstruction']
 >>> ATTACKS["inversion"].target
 'inputs'
 """
@@ -76,7 +76,7 @@ def threat_model_of(module: ModuleType) -> str:
 
 
 def _register_builtin() -> None:
-    from splitlearn.privacy.attacks import inversion, label_leakage, model_completion, reconstruction
+    from splitlearn.privacy.attacks import hijacking, inversion, label_leakage, model_completion, reconstruction
 
     register_attack(
         "reconstruction", reconstruction.reconstruction_attack, target="inputs",
@@ -88,6 +88,13 @@ def _register_builtin() -> None:
         method="UnSplit (Erdoğan et al. 2022): candidate inputs and a surrogate client of the known architecture, "
                "optimised jointly to reproduce the smashed data, with a total-variation prior; scored by MSE and SSIM",
         threat_model=threat_model_of(inversion),
+    )
+    register_attack(
+        "hijacking", hijacking.hijack, target="inputs",
+        method="FSHA (Pasquini et al. 2021): a malicious server sends the gradient that pushes the client's smashed data "
+               "into the feature space of a pilot network it trained with an inverse on public data, then decodes it; "
+               "scored by MSE and SSIM. The client's check: fake batches with random labels (after SplitGuard)",
+        threat_model=threat_model_of(hijacking),
     )
     labels = threat_model_of(label_leakage)
     register_attack(

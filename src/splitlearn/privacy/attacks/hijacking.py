@@ -1,0 +1,267 @@
+"""Feature-space hijacking (FSHA: Pasquini, Ateniese and Bernaschi 2021, "Unleashing the Tiger:
+Inference Attacks on Split Learning", CCS '21), and a check the client can run against it, after
+SplitGuard (Erdoğan, Küpçü and Çiçek 2022).
+
+Threat model: a malicious server that the client trains with from the start. It sends whatever
+gradient it likes back at the cut, and the client, following the protocol, applies it. The server
+holds public data from the client's input domain (no private sample, no label, no input-output
+pair of the client) and knows the shape of the smashed data. It trains three networks of its own:
+a *pilot* that maps inputs to smashed data (by default a freshly initialised copy of the client's
+architecture, which is agreed before training), an *inverse* that maps the pilot's outputs back
+to inputs (the pair is an autoencoder on the public data), and a *discriminator* that tells the
+pilot's outputs from the client's (a Wasserstein critic with a gradient penalty). The gradient it
+sends the client is the one that makes the client's smashed data look like the pilot's, so the
+client's segment learns to encode its inputs in the pilot's feature space, where the inverse
+decodes them. The attack needs no label, so it works whether the client sends labels or not.
+Success is measured on the victim's private inputs with MSE and SSIM.
+
+The client's check: now and then, at random, the client sends a batch with random labels (a *fake
+batch*) and does not apply its own update for it. An honest server computes the task's loss on
+the labels it is sent, so the client's gradient for a fake batch points away from its gradients
+for real ones. A hijacking server ignores the labels, so fake and real gradients look alike. The
+client compares the cosine of each fake batch's gradient with the last real one against the
+cosine of consecutive real batches; a difference near 0 means the labels do not matter to the
+server, and the client stops. In a U-shaped split the client sends the gradient of its own top
+loss instead of labels; a fake batch is the top loss on random labels, and the check is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitlearn.privacy.attacks.inversion import fresh_surrogate
+from splitlearn.privacy.attacks.reconstruction import ReconstructionResult, score_reconstruction
+
+__all__ = ["FakeBatchCheck", "HijackingServer", "HijackRun", "TaskServer", "hijack"]
+
+
+def _mlp(d_in: int, d_out: int, hidden: int, act: Callable[[], nn.Module]) -> nn.Sequential:
+    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, d_out))
+
+
+class HijackingServer:
+    """The FSHA server. :meth:`gradient` is its answer to one batch of smashed data (the labels
+    sent with it are ignored); each call also takes one training step of the pilot, the inverse
+    and the critic on a batch of its public data. :meth:`reconstruct` decodes smashed data.
+
+    ``public``: inputs from the client's domain, scaled like the client's (in ``[0, 1]``).
+    ``pilot``: the network whose feature space the client is pushed into; by default a fresh copy
+    of ``architecture`` (one of the two is needed)."""
+
+    def __init__(self, public: torch.Tensor, z_shape: Sequence[int], *, architecture: nn.Module | None = None,
+                 pilot: nn.Module | None = None, hidden: int = 512, lr: float = 1e-4, penalty: float = 10.0,
+                 batch_size: int = 64, seed: int = 0) -> None:
+        if (pilot is None) == (architecture is None):
+            raise ValueError("give the pilot network, or the client's architecture to copy it from (one of the two)")
+        if len(public) < 2:
+            raise ValueError(f"the server needs public data to train its pilot on, got {len(public)} samples")
+        self.public, self.penalty, self.batch_size = public, penalty, batch_size
+        self.z_shape = tuple(int(d) for d in z_shape)
+        d_z, d_x = int(torch.Size(self.z_shape).numel()), int(public[0].numel())
+        device = public.device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.pilot = (pilot if pilot is not None else fresh_surrogate(architecture, seed=seed)).to(device).train()
+            self.inverse = nn.Sequential(_mlp(d_z, d_x, hidden, nn.ReLU), nn.Sigmoid(), nn.Unflatten(1, public.shape[1:])).to(device)
+            self.critic = _mlp(d_z, 1, hidden // 2, lambda: nn.LeakyReLU(0.2)).to(device)
+        out = self.pilot(public[:2]).shape[1:]
+        if tuple(out) != self.z_shape:
+            raise ValueError(f"the pilot maps inputs to {tuple(out)}, but the smashed data is {self.z_shape}")
+        self._opt_ae = torch.optim.Adam([*self.pilot.parameters(), *self.inverse.parameters()], lr=lr)
+        self._opt_critic = torch.optim.Adam(self.critic.parameters(), lr=lr)
+        self._g = torch.Generator().manual_seed(seed)
+
+    def gradient(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The gradient at the cut sent back for smashed data ``z``: of the critic's score, so that
+        the client's step makes its output look like the pilot's. ``labels`` are not used."""
+        del labels
+        z = z.detach()
+        if tuple(z.shape[1:]) != self.z_shape:
+            raise ValueError(f"smashed data of shape {tuple(z.shape[1:])}, expected {self.z_shape}")
+        sent = z.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(-self.critic(sent).mean(), sent)
+        self._train_step(z)
+        return grad
+
+    def _train_step(self, client_z: torch.Tensor) -> None:
+        idx = torch.randint(len(self.public), (self.batch_size,), generator=self._g).to(self.public.device)
+        x = self.public[idx]
+        pilot_z = self.pilot(x)
+        loss = F.mse_loss(self.inverse(pilot_z), x)
+        self._opt_ae.zero_grad()
+        loss.backward()
+        self._opt_ae.step()
+        real, fake = pilot_z.detach(), client_z
+        n = min(len(real), len(fake))
+        real, fake = real[:n], fake[:n]
+        mix = torch.rand(n, *([1] * (real.dim() - 1)), generator=self._g).to(real.device)
+        between = (mix * real + (1 - mix) * fake).requires_grad_()
+        (slope,) = torch.autograd.grad(self.critic(between).sum(), between, create_graph=True)
+        gp = ((slope.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        loss = self.critic(fake).mean() - self.critic(real).mean() + self.penalty * gp
+        self._opt_critic.zero_grad()
+        loss.backward()
+        self._opt_critic.step()
+
+    @torch.no_grad()
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse applied to smashed data: the attack's guess of the inputs."""
+        return self.inverse(z.detach())
+
+
+class TaskServer:
+    """An honest server, for comparison: it trains ``top`` on the smashed data it receives with
+    the cross-entropy of the labels sent with it, and returns the gradient at the cut."""
+
+    def __init__(self, top: nn.Module, *, lr: float = 1e-3) -> None:
+        self.top = top.train()
+        self._opt = torch.optim.Adam(top.parameters(), lr=lr)
+
+    def gradient(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("the honest server computes the loss from the labels sent with the smashed data; none were sent")
+        sent = z.detach().clone().requires_grad_()
+        loss = F.cross_entropy(self.top(sent), labels)
+        self._opt.zero_grad()
+        loss.backward()
+        self._opt.step()
+        return sent.grad
+
+
+@dataclass
+class FakeBatchCheck:
+    """The client's check (see the module's docstring). :meth:`fake` draws whether the next batch
+    is a fake one; :meth:`observe` takes the client's gradient for each batch; :attr:`score` is
+    the mean cosine of consecutive real gradients minus that of each fake gradient with the real
+    one before it (near 0: the server ignores the labels; an honest server gives a large score);
+    :attr:`hijacked` turns true once ``min_fakes`` fakes were seen and the score is below
+    ``threshold``.
+
+    The fakes' seed is the site's own secret in a deployment; a server that could predict them
+    would answer them differently."""
+
+    probability: float = 0.1
+    min_fakes: int = 5
+    threshold: float = 0.2
+    num_classes: int = 10
+    seed: int = 0
+    _real: list[float] = field(default_factory=list, repr=False)
+    _fake: list[float] = field(default_factory=list, repr=False)
+    _last: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probability < 1:
+            raise ValueError(f"the fake-batch probability must be in (0, 1), got {self.probability}")
+        if isinstance(self.min_fakes, bool) or not isinstance(self.min_fakes, int) or self.min_fakes < 1:
+            raise ValueError(f"min_fakes must be a positive int, got {self.min_fakes!r}")
+        self._g = torch.Generator().manual_seed(self.seed)
+
+    def fake(self) -> bool:
+        """Whether the next batch is a fake one (never the first: a fake needs a real one before it)."""
+        return self._last is not None and bool(torch.rand((), generator=self._g) < self.probability)
+
+    def fake_labels(self, n: int) -> torch.Tensor:
+        return torch.randint(self.num_classes, (n,), generator=self._g)
+
+    def observe(self, grads: Sequence[torch.Tensor], *, fake: bool) -> None:
+        flat = torch.cat([g.detach().flatten().float().cpu() for g in grads])
+        if self._last is not None:
+            (self._fake if fake else self._real).append(float(F.cosine_similarity(flat, self._last, dim=0)))
+        if not fake:
+            self._last = flat
+
+    @property
+    def fakes(self) -> int:
+        return len(self._fake)
+
+    @property
+    def score(self) -> float:
+        if not self._fake or not self._real:
+            return float("nan")
+        return sum(self._real) / len(self._real) - sum(self._fake) / len(self._fake)
+
+    @property
+    def hijacked(self) -> bool:
+        return self.fakes >= self.min_fakes and self.score < self.threshold
+
+
+@dataclass(frozen=True)
+class HijackRun:
+    """What :func:`hijack` found: the reconstruction of the client's held-out inputs at the end
+    (``None`` against an honest server), the steps the client took, the step at which its check
+    stopped it (``None``: never), the check's score, and per ``every`` steps a record of
+    ``(step, SSIM or None, score)``."""
+
+    result: ReconstructionResult | None
+    steps: int
+    stopped_at: int | None
+    score: float
+    history: list[tuple[int, float | None, float]]
+
+
+def hijack(
+    client: nn.Module,
+    server: HijackingServer | TaskServer,
+    private_x: torch.Tensor,
+    private_y: torch.Tensor,
+    victim_x: torch.Tensor,
+    *,
+    steps: int = 2000,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    check: FakeBatchCheck | None = None,
+    every: int = 100,
+    seed: int = 0,
+) -> HijackRun:
+    """Train the client's segment ``client`` (Adam, ``lr``) on its private data ``(private_x,
+    private_y)`` with ``server`` answering each batch of smashed data with a gradient at the cut.
+    With ``check``, the client runs the fake-batch check and stops as soon as it says hijacked.
+    A hijacking server's reconstruction of ``victim_x`` (held-out private inputs, never trained
+    on) is scored every ``every`` steps and at the end."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if len(private_x) != len(private_y) or len(private_x) < 1:
+        raise ValueError(f"need private inputs and as many labels, got {len(private_x)} and {len(private_y)}")
+    opt = torch.optim.Adam(client.parameters(), lr=lr)
+    client.train()
+    g = torch.Generator().manual_seed(seed)
+    attacking = isinstance(server, HijackingServer)
+    history: list[tuple[int, float | None, float]] = []
+    stopped = None
+
+    def scored() -> ReconstructionResult | None:
+        if not attacking:
+            return None
+        with torch.no_grad():
+            was = client.training
+            client.eval()
+            recon = server.reconstruct(client(victim_x))
+            client.train(was)
+        return score_reconstruction(recon.cpu(), victim_x.cpu())
+
+    step = 0
+    while step < steps:
+        idx = torch.randint(len(private_x), (batch_size,), generator=g).to(private_x.device)
+        fake = check is not None and check.fake()
+        labels = check.fake_labels(batch_size).to(private_y.device) if fake else private_y[idx]
+        z = client(private_x[idx])
+        opt.zero_grad()
+        z.backward(server.gradient(z.detach(), labels))
+        if check is not None:
+            check.observe([p.grad for p in client.parameters() if p.grad is not None], fake=fake)
+        if fake:  # the client keeps no update from a fake batch
+            if check.hijacked:
+                stopped = step
+                break
+            continue
+        opt.step()
+        step += 1
+        if step % every == 0:
+            result = scored()
+            history.append((step, None if result is None else result.ssim, float("nan") if check is None else check.score))
+    return HijackRun(scored(), step, stopped, float("nan") if check is None else check.score, history)
