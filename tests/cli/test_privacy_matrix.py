@@ -47,8 +47,9 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     page = _Page()
     page.feed((tmp_path / "report.html").read_text())
     assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion",
-                                 "matrix-hijacking"}
-    assert page.tables == ["hijacking", "matrix"] and len(page.captions) == 5
+                                 "matrix-hijacking", "matrix-hijacking-pictures"}
+    assert page.tables == ["hijacking", "matrix"] and len(page.captions) == 6
+    assert torch.tensor(h["pictures"]["originals"]).shape == torch.tensor(h["pictures"]["checked"]).shape == (8, 1, 8, 8)
     text = (tmp_path / "report.html").read_text()
     assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2
     assert f"stopped training at step {h['checked']['stopped_at']}" in text

@@ -309,6 +309,14 @@ def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None)
              f"Against an honest server the check raised a false alarm at step {honest['stopped_at']}."),
             "The check catches the attack as published; a server that mixes the task's gradient into its own can pass it, "
             "so it is evidence against this attack, not a guarantee against every variant."]
+    pictures = h.get("pictures")
+    if pictures:
+        originals = torch.tensor(pictures["originals"])
+        shown = [RunEvidence(name, [], originals=originals, reconstructions=torch.tensor(pictures[key]))
+                 for name, key in (("client unaware", "unaware"), ("client running the check", "checked"))]
+        parts.append(_figure("matrix-hijacking-pictures", _grid(shown),
+                             "Top row: private inputs the server never saw. Below: what the hijacking server decoded from the "
+                             "smashed data of an unaware client after all its steps, and of a client whose check stopped it."))
     parts.append("<ul data-hijacking>" + "".join(f"<li>{html.escape(t)}</li>" for t in said) + "</ul>")
     dash = "-"
     parts.append(_table("hijacking", ["client", "server", "steps trained", "stopped", "check score", "reconstruction SSIM"], [
