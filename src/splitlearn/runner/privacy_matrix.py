@@ -158,8 +158,9 @@ def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int) -> d
                    "lowest_score": min(score for _, _, score in honest.history[1:]) if len(honest.history) > 1 else honest.score},
         "threshold": check.threshold,
         # a few of the victims' inputs and what the server decoded of them, unaware and where the check stopped
-        "pictures": {"originals": unaware.result.originals.tolist(), "unaware": unaware.result.reconstructions.tolist(),
-                     "checked": checked.result.reconstructions.tolist()},
+        "pictures": {key: (images.float() * 1e4).round().div(1e4).tolist() for key, images in (
+            ("originals", unaware.result.originals), ("unaware", unaware.result.reconstructions),
+            ("checked", checked.result.reconstructions))},
     }
 
 
