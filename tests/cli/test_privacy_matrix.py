@@ -53,6 +53,8 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     text = (tmp_path / "report.html").read_text()
     assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2
     assert f"stopped training at step {h['checked']['stopped_at']}" in text
+    # each attack's section says who attacks, what they see and what they hold
+    assert text.count("<p data-threat-model>") == 5 and "a malicious server that the client trains with" in text
 
 
 def test_the_class_only_level_is_one_where_each_class_is_one_image():

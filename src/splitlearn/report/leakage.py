@@ -269,6 +269,14 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, f
     return _png(fig)
 
 
+def _threat_paragraph(attack: str) -> str:
+    """The registered attack's threat model, as a paragraph (nothing for an unregistered name)."""
+    from splitlearn.privacy.attacks import ATTACKS
+
+    entry = ATTACKS.get(attack)
+    return "" if entry is None else f"<p data-threat-model><b>Threat model.</b> {html.escape(entry.threat_model)}</p>"
+
+
 def _hijacking_figure(h: Mapping[str, Any], chance: float, floor: float | None) -> str:
     """Reconstruction SSIM of the hijacking server over the unaware client's steps, chance and the
     by-class level as lines, and the step at which the check stopped the client; y from 0."""
@@ -294,7 +302,7 @@ def _hijacking_figure(h: Mapping[str, Any], chance: float, floor: float | None) 
 
 def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None) -> list[str]:
     checked, honest = h["checked"], h["honest"]
-    parts = ["<h2>hijacking (a malicious server; infers inputs)</h2>",
+    parts = ["<h2>hijacking (a malicious server; infers inputs)</h2>", _threat_paragraph("hijacking"),
              _figure("matrix-hijacking", _hijacking_figure(h, chance, floor),
                      "Reconstruction SSIM of a server that hijacks training (FSHA), over the steps of a client that does "
                      "not look, and where the client's fake-batch check stopped it; the dashed line is chance.")]
@@ -343,6 +351,7 @@ def write_matrix_report(path: str | Path, matrix: Mapping[str, Any], *, defences
         key = about["score"]
         floor = floors.get(key)
         parts.append(f"<h2>{html.escape(name)} (infers {html.escape(about['target'])})</h2>")
+        parts.append(_threat_paragraph(name))
         parts.append(_figure(f"matrix-{name}", _matrix_figure(rows, key, chance[key], floor),
                              f"Test accuracy against {key} for each run; the star is the undefended run, the dashed line what "
                              f"an attacker without any information scores ({chance[key]:.2f})"
