@@ -164,6 +164,8 @@ class PrivacyConfig:
     leakage_batch_size: int = 64  # held-out DCOR(X, Z) is the mean over batches of this fixed size
     dp_noise_multiplier: float = 0.0  # > 0: clip each sample's smashed data and add Gaussian noise (see splitlearn.privacy.dp)
     dp_clip: float = 1.0  # the L2 norm each sample's smashed data is clipped to; the noise's std is noise_multiplier * clip
+    hijack_check: float = 0.0  # > 0: each client sends a batch with random labels at this rate and stops if the server's
+    # gradients do not depend on them (feature-space hijacking; see splitlearn.privacy.attacks.hijacking.FakeBatchGuard)
 
     def __post_init__(self) -> None:
         if not self.nopeek_a1 >= 0:
@@ -176,6 +178,8 @@ class PrivacyConfig:
             raise ValueError(f"privacy.dp_noise_multiplier must be >= 0 (0: no noise), got {self.dp_noise_multiplier}")
         if not self.dp_clip > 0:
             raise ValueError(f"privacy.dp_clip must be > 0, got {self.dp_clip}")
+        if not 0 <= self.hijack_check < 1:
+            raise ValueError(f"privacy.hijack_check is the share of fake batches, in [0, 1) (0: off), got {self.hijack_check}")
         if self.leakage_batch_size < 2:
             raise ValueError(f"privacy.leakage_batch_size must be >= 2 (DCOR needs 2 samples), got {self.leakage_batch_size}")
 
@@ -203,6 +207,12 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     out: str = "runs"  # parent folder of run folders
+
+    def __post_init__(self) -> None:
+        if self.privacy.hijack_check and self.split.configuration != "vanilla":
+            raise ValueError(f"privacy.hijack_check is for vanilla splits, in which the clients send their labels to the server; "
+                             f"in a {self.split.configuration} split it is not available (in U-shaped ones the labels never leave "
+                             "the client, so there is no batch to fake)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

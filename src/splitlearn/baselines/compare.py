@@ -53,7 +53,7 @@ def compare(
         out[key] = metrics | {"train_bytes": wire_bytes(log.records, groups=metrics["accounting"]["parties"])}
     built = runner.build(config)
     options = runner.party_options(built)
-    del options["targets"], options["outbox"], options["releases"]
+    del options["targets"], options["outbox"], options["inbox"], options["releases"]
     for method in (m for m in METHODS[1:] if m in methods):
         progress(f"{method}: training {c.epochs} {'rounds' if method == 'fedavg' else 'epochs'}")
         torch.manual_seed(c.seed)  # the initial weights runner.build gives the split model

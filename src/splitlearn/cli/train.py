@@ -24,7 +24,7 @@ FLAGS = {
     "epochs": "train.epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer", "lr": "train.lr",
     "momentum": "train.momentum", "seed": "train.seed", "device": "train.device", "out": "out",
     "nopeek_a1": "privacy.nopeek_a1", "nopeek_a2": "privacy.nopeek_a2", "nopeek_ramp": "privacy.nopeek_ramp_epochs",
-    "dp_noise": "privacy.dp_noise_multiplier", "dp_clip": "privacy.dp_clip",
+    "dp_noise": "privacy.dp_noise_multiplier", "dp_clip": "privacy.dp_clip", "hijack_check": "privacy.hijack_check",
     "compression": "compression.codec", "topk_ratio": "compression.topk_ratio",
 }
 
@@ -82,6 +82,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dp-noise", type=float, metavar="SIGMA", help="DP: clip each sample's smashed data and add Gaussian noise "
                                                                   "of std SIGMA x clip; each epoch prints ε (opacus's accountant)")
     p.add_argument("--dp-clip", type=float, metavar="C", help="DP: the L2 norm each sample's smashed data is clipped to (default 1)")
+    p.add_argument("--hijack-check", type=float, metavar="RATE",
+                   help="each client sends batches with random labels at this rate (e.g. 0.1) and stops if the server's "
+                        "gradients do not depend on them, a sign of feature-space hijacking (vanilla and multitask splits)")
     p.add_argument("--compression", choices=COMPRESSION_CODECS,
                    help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
     p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of each sample's values sent (default 0.1)")

@@ -337,15 +337,31 @@ def party_options(built: Built, *, hooks: Mapping[str, Callable[[Message], Messa
     if codec != "none":
         compress = Compressor(codec, c.compression.topk_ratio)
         outbox = {role: Chain(outbox[role], compress) if role in outbox else compress for role in built.split.plan.roles}
-    outbox = outbox or None
     p = c.privacy
+    inbox = None
+    if p.hijack_check:
+        guard = _hijack_guard(built)
+        senders = {h.label_role for h in built.split.plan.root.heads}
+        outbox = {role: Chain(guard.outbox, outbox[role]) if role in outbox else guard.outbox for role in senders} | \
+                 {role: hook for role, hook in outbox.items() if role not in senders}
+        inbox = {role: guard.inbox for role in senders}
+    outbox = outbox or None
     releases = None if not p.dp_noise_multiplier else {  # drawn from this process's own secret randomness
         n.name: GaussianRelease(p.dp_noise_multiplier, p.dp_clip) for n in built.split.plan.nodes if not n.inputs}
     return dict(
         train=built.train, test=built.test, clients=c.split.clients, partition=c.data.partition, alpha=c.data.alpha,
         optimizer=OptimizerSpec(c.train.optimizer, lr=c.train.lr, momentum=momentum, weight_decay=c.train.weight_decay),
-        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets, outbox=outbox, releases=releases,
+        seed=c.train.seed, device=_resolve_device(c.train.device), targets=built.targets, outbox=outbox, inbox=inbox,
+        releases=releases,
     )
+
+
+def _hijack_guard(built: Built):
+    """The clients' fake-batch check (``privacy.hijack_check``), for vanilla splits."""
+    from splitlearn.privacy.attacks.hijacking import FakeBatchGuard
+
+    c = built.config
+    return FakeBatchGuard(num_classes=built.train.num_classes, probability=c.privacy.hijack_check)
 
 
 def simulation(built: Built, *, hooks: Mapping[str, Callable[[Message], Message]] | None = None, **kw) -> Simulation:

@@ -6,8 +6,17 @@ from torch import nn
 
 from splitlearn.data.embedded import load_digits
 from splitlearn.models.cnn import small_cnn
-from splitlearn.privacy.attacks.hijacking import FakeBatchCheck, HijackingServer, TaskServer, hijack
+from splitlearn.privacy.attacks.hijacking import (
+    FakeBatchCheck,
+    FakeBatchGuard,
+    HijackingServer,
+    HijackingServerHooks,
+    HijackSuspected,
+    TaskServer,
+    hijack,
+)
 from splitlearn.privacy.attacks.reconstruction import ssim
+from splitlearn.split.messages import Labels
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +87,81 @@ def test_bad_setups_are_refused_with_what_is_wrong(digits):
         FakeBatchCheck(probability=1.0)
     with pytest.raises(ValueError, match="labels sent"):
         TaskServer(nn.Linear(2, 2)).gradient(torch.zeros(1, 2))
+
+
+# -- in the running split: the client's guard as hooks, and a hijacking server made of hooks ------
+
+def _simulation(digits, **hooks):
+    from splitlearn.data.dataset import ArrayDataset
+    from splitlearn.split import OptimizerSpec, configs
+    from splitlearn.split.simulation import Simulation
+
+    private_x, private_y, _, _ = digits
+    torch.manual_seed(0)
+    split = configs.vanilla(small_cnn(), [5], in_shape=(1, 8, 8))  # cut after the features: (32, 4, 4)
+    train = ArrayDataset(private_x, private_y)
+    return Simulation(split, train=train, batch_size=32, optimizer=OptimizerSpec("adam", lr=3e-4), **hooks)
+
+
+def _guard_hooks(guard, extra_inbox=None, extra_outbox=None):
+    inbox, outbox = {"client": guard.inbox}, {"client": guard.outbox}
+    return dict(inbox=inbox | (extra_inbox or {}), outbox=outbox | (extra_outbox or {}))
+
+
+def test_in_a_running_split_the_guard_stops_a_hijacking_server(digits):
+    _, _, public, _ = digits
+    hostile = HijackingServerHooks(_server(public))
+    guard = FakeBatchGuard(num_classes=10, seed=0)
+    sim = _simulation(digits, **_guard_hooks(guard, {"server": hostile.inbox}, {"server": hostile.outbox}))
+    with pytest.raises(HijackSuspected, match=r"client: the gradients server sends do not depend on the labels: after 10 batches"):
+        sim.fit(5)
+    check = guard.checks["client"]
+    assert check.fakes == 10 and abs(check.score) < 0.1
+
+
+def test_in_a_running_split_the_guard_lets_an_honest_server_train(digits):
+    guard = FakeBatchGuard(num_classes=10, seed=0)
+    sim = _simulation(digits, **_guard_hooks(guard))
+    sim.fit(8)  # 200 steps: about twenty fake batches
+    check = guard.checks["client"]
+    assert check.fakes >= 10 and check.score > 0.6, (check.fakes, check.score)
+    unguarded = _simulation(digits)
+    unguarded.fit(8)
+    # the fakes cost the server a tenth of its steps, trained on random labels: a few points at most
+    assert sim.evaluate("train")["accuracy"] > unguarded.evaluate("train")["accuracy"] - 0.06
+
+
+def test_a_hijacking_server_in_the_running_split_reconstructs_an_unaware_clients_inputs(digits):
+    _, _, public, victims = digits
+    chance = float(ssim(digits[0].mean(0, keepdim=True).expand_as(victims), victims).mean())
+    hostile = HijackingServerHooks(_server(public))
+    sim = _simulation(digits, inbox={"server": hostile.inbox}, outbox={"server": hostile.outbox})
+    sim.fit(16)  # 400 steps
+    client = sim.parties["client"]
+    segment = client.modules[next(iter(client.nodes))].eval()
+    with torch.no_grad():
+        recon = hostile.hijacker.reconstruct(segment(victims))
+    assert float(ssim(recon, victims).mean()) > chance + 0.15
+
+
+def test_the_guard_refuses_soft_labels_and_bad_options():
+    with pytest.raises(ValueError, match="probability"):
+        FakeBatchGuard(num_classes=10, probability=0.0)
+    guard = FakeBatchGuard(num_classes=3, seed=0)
+    soft = Labels("client", "server", 1, task="y", labels=torch.full((4, 3), 1 / 3), sample_ids=torch.arange(4))
+    with pytest.raises(ValueError, match="needs class labels; client sends soft labels for task 'y'"):
+        guard.outbox(soft)
+
+
+def test_the_cli_runs_the_guard_against_an_honest_server_and_refuses_it_where_labels_stay(tmp_path, capsys):
+    from splitlearn.cli.app import main
+    from splitlearn.config import PrivacyConfig
+
+    assert main(["train", "--epochs", "3", "--clients", "1", "--hijack-check", "0.2", "--out", str(tmp_path)]) == 0
+    run = next(tmp_path.iterdir())
+    assert '"hijack_check": 0.2' in (run / "config.json").read_text()
+    assert main(["train", "--configuration", "ushaped", "--hijack-check", "0.1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "privacy.hijack_check is for vanilla splits" in err and "Traceback" not in err and "epoch 1" not in err
+    with pytest.raises(ValueError, match=r"privacy.hijack_check is the share of fake batches, in \[0, 1\)"):
+        PrivacyConfig(hijack_check=1.0)

@@ -27,6 +27,7 @@ loss instead of labels; a fake batch is the top loss on random labels, and the c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,8 +37,11 @@ from torch import nn
 
 from splitlearn.privacy.attacks.inversion import fresh_surrogate
 from splitlearn.privacy.attacks.reconstruction import ReconstructionResult, score_reconstruction
+from splitlearn.split.compression import as_tensor
+from splitlearn.split.messages import Activation, Gradient, Labels, Message
 
-__all__ = ["FakeBatchCheck", "HijackingServer", "HijackRun", "TaskServer", "hijack"]
+__all__ = ["FakeBatchCheck", "FakeBatchGuard", "HijackSuspected", "HijackingServer", "HijackingServerHooks", "HijackRun",
+           "TaskServer", "hijack"]
 
 
 def _mlp(d_in: int, d_out: int, hidden: int, act: Callable[[], nn.Module]) -> nn.Sequential:
@@ -265,3 +269,109 @@ def hijack(
             result = scored()
             history.append((step, None if result is None else result.ssim, float("nan") if check is None else check.score))
     return HijackRun(scored(), step, stopped, float("nan") if check is None else check.score, history)
+
+
+class HijackSuspected(RuntimeError):
+    """The client's fake-batch check found that the server's gradients do not depend on the labels
+    it is sent: the client stops training with it."""
+
+
+class FakeBatchGuard:
+    """The fake-batch check in a running split, as a client's hooks: ``outbox`` turns the labels of
+    a random training step into random classes (a fake batch), ``inbox`` reads the gradient that
+    comes back for every step, gives the client a zero gradient for a fake step (it learns nothing
+    from a fake batch, and its optimiser's momentum is all that moves it then), and raises
+    :class:`HijackSuspected` once the check says the labels make no difference to the server.
+
+    For splits in which the client sends its class labels (vanilla; ``privacy.hijack_check`` turns it
+    on there). In a U-shaped split the labels never leave the client, and the fake batch would have to
+    be made inside its top segment.
+    The statistic is the batch's mean cut gradient per true class, which the client sees whatever
+    its model. On digits an honest server scored 0.9 to 1.1 after 10 fakes, a hijacking one within
+    0.04 of 0, hence the threshold of 0.3. Fake batches cost the server a tenth of its steps and
+    train it on random labels: at equal epochs accuracy trails by a few points early on. One guard
+    serves every client of a round robin (each has its own check).
+
+    >>> guard = FakeBatchGuard(num_classes=10, seed=0)
+    >>> sim = Simulation(split, train=data, outbox={"client": guard.outbox}, inbox={"client": guard.inbox})  # doctest: +SKIP
+    """
+
+    def __init__(self, *, num_classes: int, probability: float = 0.1, min_fakes: int = 10, threshold: float = 0.3,
+                 seed: int | None = None) -> None:
+        self._options = dict(probability=probability, min_fakes=min_fakes, threshold=threshold, num_classes=num_classes)
+        FakeBatchCheck(**self._options)  # refuses bad options now, not at the first batch
+        self._seed = seed
+        self.checks: dict[str, FakeBatchCheck] = {}
+        self._fake: dict[tuple[str, int], bool] = {}
+        self._labels: dict[tuple[str, int], torch.Tensor] = {}
+
+    def _by_class(self, grad: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The batch's mean cut gradient per true class (a row of zeros for a class not in it):
+        an honest server's gradient for the samples of a class points the same way from batch to
+        batch, unless they were sent with random labels."""
+        flat = grad.detach().flatten(1).float().cpu()
+        if labels is None or len(labels) != len(flat):
+            return flat.mean(0)
+        classes = self._options["num_classes"]
+        sums = torch.zeros(classes, flat.shape[1]).index_add_(0, labels.long().clamp(0, classes - 1), flat)
+        counts = torch.bincount(labels.long().clamp(0, classes - 1), minlength=classes).clamp_min(1)
+        return (sums / counts[:, None]).flatten()
+
+    def _check(self, client: str) -> FakeBatchCheck:
+        if client not in self.checks:
+            import secrets
+
+            seed = secrets.randbits(40) if self._seed is None else self._seed + len(self.checks)
+            self.checks[client] = FakeBatchCheck(**self._options, seed=seed)
+        return self.checks[client]
+
+    def outbox(self, message: Message) -> Message:
+        if not isinstance(message, Labels):
+            return message
+        if message.labels.is_floating_point():
+            raise ValueError(f"the fake-batch check needs class labels; {message.sender} sends soft labels for task {message.task!r}")
+        check, key = self._check(message.sender), (message.sender, message.step)
+        fake = self._fake.setdefault(key, check.fake())  # one decision for every task of the step
+        self._labels.setdefault(key, message.labels.detach().cpu())  # the true labels, of the first task
+        if not fake:
+            return message
+        return dataclasses.replace(message, labels=check.fake_labels(len(message.labels)).to(message.labels.device, message.labels.dtype))
+
+    def inbox(self, message: Message) -> Message:
+        if not isinstance(message, Gradient):
+            return message
+        client = message.receiver
+        check = self._check(client)
+        fake = self._fake.pop((client, message.step), False)
+        labels = self._labels.pop((client, message.step), None)
+        grad = as_tensor(message.tensor)
+        check.observe([self._by_class(grad, labels)], fake=fake)
+        if check.hijacked:
+            raise HijackSuspected(
+                f"{client}: the gradients {message.sender} sends do not depend on the labels: after {check.fakes} batches with "
+                f"random labels the check scores {check.score:.3f} (an honest server scores far above {check.threshold:g}). "
+                f"{message.sender} may be hijacking the training to reconstruct the inputs (FSHA); stopped at step {message.step}")
+        return dataclasses.replace(message, tensor=torch.zeros_like(grad)) if fake else message
+
+
+class HijackingServerHooks:
+    """A hijacking server in a running split, made of the honest server's code and two hooks: its
+    ``inbox`` keeps the smashed data of each training step, its ``outbox`` replaces the gradient it
+    would send back by the one :class:`HijackingServer` chooses. For trying a client's defences
+    against FSHA in the real runtime (``Simulation(..., inbox={"server": h.inbox}, outbox={"server":
+    h.outbox})``); the server's own model still trains, on the labels, as if nothing were wrong."""
+
+    def __init__(self, hijacker: HijackingServer) -> None:
+        self.hijacker = hijacker
+        self._smashed: dict[tuple[str, int], torch.Tensor] = {}
+
+    def inbox(self, message: Message) -> Message:
+        if isinstance(message, Activation) and message.mode == "train":
+            self._smashed[(message.sender, message.step)] = as_tensor(message.tensor).detach()
+        return message
+
+    def outbox(self, message: Message) -> Message:
+        z = self._smashed.pop((message.receiver, message.step), None) if isinstance(message, Gradient) else None
+        if z is None:
+            return message
+        return dataclasses.replace(message, tensor=self.hijacker.gradient(z).to(as_tensor(message.tensor).dtype))
