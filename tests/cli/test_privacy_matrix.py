@@ -44,6 +44,7 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     assert h["checked"]["stopped_at"] < 200 and h["checked"]["ssim"] < blind + 0.1
     assert h["honest"]["stopped_at"] is None and h["honest"]["lowest_score"] > h["threshold"]
     assert f"Hijacking (a malicious server, FSHA): reconstruction SSIM {h['ssim']:.3f} after 400 steps" in out
+    assert "hijacking [1/3]" in out and "hijacking [2/3]" in out and "hijacking [3/3]" in out and "no alarm" in out
     page = _Page()
     page.feed((tmp_path / "report.html").read_text())
     assert set(page.figures) == {"matrix-reconstruction", "matrix-inversion", "matrix-label_clustering", "matrix-model_completion",

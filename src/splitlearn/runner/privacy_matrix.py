@@ -116,7 +116,8 @@ def _class_floor(built: runner.Built) -> dict[str, float]:
     return {"reconstruction SSIM": floor, "inversion SSIM": floor}
 
 
-def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int) -> dict[str, Any]:
+def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int,
+               progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """FSHA by a malicious server against a fresh client of the matrix's task, three ways: the
     client unaware; the client running the fake-batch check; and, for the check's false alarms, an
     honest server (the rest of the same network, trained on the labels) with the check on.
@@ -145,11 +146,16 @@ def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int) -> d
 
     fresh = lambda: copy.deepcopy(segment)  # noqa: E731  (each scenario starts from the same initial client)
     unaware = hijack(fresh(), malicious(), private_x, private_y, victim_x, steps=steps, lr=3e-4, every=every, seed=seed)
+    progress(f"hijacking [1/3]: an unaware client, reconstruction SSIM {unaware.result.ssim:.3f} after {steps} steps")
     check = FakeBatchCheck(num_classes=classes, seed=seed + 1)
     checked = hijack(fresh(), malicious(), private_x, private_y, victim_x, steps=steps, lr=3e-4, check=check, seed=seed)
+    progress(f"hijacking [2/3]: a client running the check, stopped at step {checked.stopped_at} "
+             f"(SSIM {checked.result.ssim:.3f})")
     honest_check = FakeBatchCheck(num_classes=classes, seed=seed + 1)
     honest = hijack(fresh(), TaskServer(copy.deepcopy(rest)), private_x, private_y, victim_x, steps=steps, lr=1e-3,
                     check=honest_check, every=every, seed=seed)
+    progress("hijacking [3/3]: the check against an honest server, "
+             + ("no alarm" if honest.stopped_at is None else f"false alarm at step {honest.stopped_at}"))
     return {
         "steps": steps, "public": len(public), "victims": len(victim_x),
         "history": [[step, score] for step, score, _ in unaware.history], "ssim": unaware.result.ssim, "mse": unaware.result.mse,
@@ -198,9 +204,7 @@ def run_privacy_matrix(
         rows.append(row)
     hijacking_steps = HIJACKING_STEPS if hijacking_steps is None else hijacking_steps
     progress(f"hijacking: a malicious server against a fresh client, {hijacking_steps} steps, with and without the client's check")
-    hijacked = _hijacking(built, steps=hijacking_steps, victims=victims, seed=seed)
-    progress(f"hijacking: SSIM {hijacked['ssim']:.3f} unaware; the check stopped it at step {hijacked['checked']['stopped_at']} "
-             f"(SSIM {hijacked['checked']['ssim']:.3f}); honest server stopped: {hijacked['honest']['stopped_at'] is not None}")
+    hijacked = _hijacking(built, steps=hijacking_steps, victims=victims, seed=seed, progress=progress)
     chance = _chance(built)
     matrix = {"dataset": dataset, "epochs": epochs, "config": base.to_dict(), "chance": chance,
               "class_floor": _class_floor(built), "rows": rows, "hijacking": hijacked,

@@ -165,3 +165,17 @@ def test_the_cli_runs_the_guard_against_an_honest_server_and_refuses_it_where_la
     assert "privacy.hijack_check is for vanilla splits" in err and "Traceback" not in err and "epoch 1" not in err
     with pytest.raises(ValueError, match=r"privacy.hijack_check is the share of fake batches, in \[0, 1\)"):
         PrivacyConfig(hijack_check=1.0)
+
+
+def test_the_config_puts_the_guard_on_every_client_of_a_deployment_too():
+    """``privacy.hijack_check`` reaches the parties through ``party_options``, which both the
+    in-process run and a deployment's processes build their parties from."""
+    from splitlearn import runner
+    from splitlearn.config import RunConfig
+
+    config = RunConfig().override({"privacy.hijack_check": 0.1, "compression.codec": "int8", "data.limit_train": 64})
+    options = runner.party_options(runner.build(config))
+    inbox, outbox = options["inbox"]["client"], options["outbox"]["client"]
+    assert isinstance(inbox.__self__, FakeBatchGuard) and inbox.__self__._options["probability"] == 0.1
+    assert outbox.hooks[0] == inbox.__self__.outbox and type(outbox.hooks[-1]).__name__ == "Compressor"  # the codec last
+    assert set(options["inbox"]) == {"client"} and "server" not in options["inbox"]
