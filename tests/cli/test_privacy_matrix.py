@@ -43,6 +43,7 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     assert h["steps"] == 400 and len(h["history"]) == 10 and h["ssim"] > blind + 0.2
     assert h["checked"]["stopped_at"] < 200 and h["checked"]["ssim"] < blind + 0.1
     assert h["honest"]["stopped_at"] is None and h["honest"]["lowest_score"] > h["threshold"]
+    assert h["honest"]["accuracy"] > h["honest"]["accuracy_without_check"] - 0.05  # the check costs a few points at most
     assert f"Hijacking (a malicious server, FSHA): reconstruction SSIM {h['ssim']:.3f} after 400 steps" in out
     assert "hijacking [1/3]" in out and "hijacking [2/3]" in out and "hijacking [3/3]" in out and "no alarm" in out
     page = _Page()
@@ -53,7 +54,7 @@ def test_every_attack_against_each_defence_in_one_report(tmp_path, capsys, monke
     assert torch.tensor(h["pictures"]["originals"]).shape == torch.tensor(h["pictures"]["checked"]).shape == (8, 1, 8, 8)
     text = (tmp_path / "report.html").read_text()
     assert "max_norm at 1: " in text and text.count("<p data-floor>") == 2
-    assert f"stopped training at step {h['checked']['stopped_at']}" in text
+    assert f"stopped training at step {h['checked']['stopped_at']}" in text and "of test accuracy there" in text
     # each attack's section says who attacks, what they see and what they hold
     assert text.count("<p data-threat-model>") == 5 and "a malicious server that the client trains with" in text
 

@@ -269,6 +269,10 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, f
     return _png(fig)
 
 
+def _points(drop: float) -> str:
+    return f"{100 * drop:.1f} points" if drop >= 0 else f"nothing (it gained {100 * -drop:.1f} points)"
+
+
 def _threat_paragraph(attack: str) -> str:
     """The registered attack's threat model, as a paragraph (nothing for an unregistered name)."""
     from splitlearn.privacy.attacks import ATTACKS
@@ -315,6 +319,9 @@ def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None)
             (f"Against an honest server the check raised no alarm in {h['steps']} steps (lowest score "
              f"{honest['lowest_score']:.2f}, alarm below {h['threshold']:g})." if honest["stopped_at"] is None else
              f"Against an honest server the check raised a false alarm at step {honest['stopped_at']}."),
+            *([f"Its fake batches cost {_points(honest['accuracy_without_check'] - honest['accuracy'])} of test accuracy "
+               f"there ({honest['accuracy']:.4f} with the check, {honest['accuracy_without_check']:.4f} without)."]
+              if "accuracy" in honest else []),
             "The check catches the attack as published; a server that mixes the task's gradient into its own can pass it, "
             "so it is evidence against this attack, not a guarantee against every variant."]
     pictures = h.get("pictures")

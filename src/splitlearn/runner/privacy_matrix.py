@@ -119,8 +119,9 @@ def _class_floor(built: runner.Built) -> dict[str, float]:
 def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int,
                progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """FSHA by a malicious server against a fresh client of the matrix's task, three ways: the
-    client unaware; the client running the fake-batch check; and, for the check's false alarms, an
-    honest server (the rest of the same network, trained on the labels) with the check on.
+    client unaware; the client running the fake-batch check; and, for the check's false alarms and
+    its cost, an honest server (the rest of the same network, trained on the labels) with the check
+    on and without it (test accuracy of each).
 
     The client trains on the first two thirds of the training set; the server's public data is the
     last third (disjoint); the attack is scored on the first ``victims`` test inputs."""
@@ -151,16 +152,29 @@ def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int,
     checked = hijack(fresh(), malicious(), private_x, private_y, victim_x, steps=steps, lr=3e-4, check=check, seed=seed)
     progress(f"hijacking [2/3]: a client running the check, stopped at step {checked.stopped_at} "
              f"(SSIM {checked.result.ssim:.3f})")
+    test_x, test_y = client.shards["test"].features.to(device), client.shards["test"].labels["y"].to(device)
+
+    def honest_run(check: FakeBatchCheck | None):
+        """Train a fresh client with an honest server; the run and the test accuracy it reached."""
+        bottom_copy, top = fresh(), copy.deepcopy(rest)
+        run = hijack(bottom_copy, TaskServer(top), private_x, private_y, victim_x, steps=steps, lr=1e-3, check=check,
+                     every=every, seed=seed)
+        with torch.no_grad():
+            accuracy = float((top.eval()(bottom_copy.eval()(test_x)).argmax(1) == test_y).float().mean())
+        return run, accuracy
+
     honest_check = FakeBatchCheck(num_classes=classes, seed=seed + 1)
-    honest = hijack(fresh(), TaskServer(copy.deepcopy(rest)), private_x, private_y, victim_x, steps=steps, lr=1e-3,
-                    check=honest_check, every=every, seed=seed)
+    honest, checked_accuracy = honest_run(honest_check)
+    _, plain_accuracy = honest_run(None)
     progress("hijacking [3/3]: the check against an honest server, "
-             + ("no alarm" if honest.stopped_at is None else f"false alarm at step {honest.stopped_at}"))
+             + ("no alarm" if honest.stopped_at is None else f"false alarm at step {honest.stopped_at}")
+             + f"; test accuracy {checked_accuracy:.4f} with the check, {plain_accuracy:.4f} without")
     return {
         "steps": steps, "public": len(public), "victims": len(victim_x),
         "history": [[step, score] for step, score, _ in unaware.history], "ssim": unaware.result.ssim, "mse": unaware.result.mse,
         "checked": {"stopped_at": checked.stopped_at, "fakes": check.fakes, "score": checked.score, "ssim": checked.result.ssim},
         "honest": {"stopped_at": honest.stopped_at, "fakes": honest_check.fakes, "score": honest.score,
+                   "accuracy": checked_accuracy, "accuracy_without_check": plain_accuracy,
                    "lowest_score": min(score for _, _, score in honest.history[1:]) if len(honest.history) > 1 else honest.score},
         "threshold": check.threshold,
         # a few of the victims' inputs and what the server decoded of them, unaware and where the check stopped
