@@ -84,7 +84,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dp-clip", type=float, metavar="C", help="DP: the L2 norm each sample's smashed data is clipped to (default 1)")
     p.add_argument("--hijack-check", type=float, metavar="RATE",
                    help="each client sends batches with random labels at this rate (e.g. 0.1) and stops if the server's "
-                        "gradients do not depend on them, a sign of feature-space hijacking (vanilla and multitask splits)")
+                        "gradients do not depend on them, a sign of feature-space hijacking (vanilla splits)")
     p.add_argument("--compression", choices=COMPRESSION_CODECS,
                    help="how smashed data and cut gradients travel: none (default), fp16, int8 or topk")
     p.add_argument("--topk-ratio", type=float, help="--compression topk: the share of each sample's values sent (default 0.1)")

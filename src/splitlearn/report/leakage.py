@@ -269,6 +269,10 @@ def _matrix_figure(rows: Sequence[Mapping[str, Any]], key: str, chance: float, f
     return _png(fig)
 
 
+def _score(value: float | None) -> str:
+    return "none yet (no fake batch)" if value is None else f"{value:.2f}"
+
+
 def _points(drop: float) -> str:
     return f"{100 * drop:.1f} points" if drop >= 0 else f"nothing (it gained {100 * -drop:.1f} points)"
 
@@ -315,9 +319,9 @@ def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None)
             f"{h['ssim']:.2f} after {h['steps']} steps, from {h['public']} public images and no label (chance {chance:.2f}).",
             (f"The client's fake-batch check stopped training at step {stop}, after {checked['fakes']} fake batches, when the "
              f"reconstruction scored {checked['ssim']:.2f}." if stop is not None else
-             f"The client's fake-batch check did not stop it (score {checked['score']:.2f})."),
+             f"The client's fake-batch check did not stop it (score {_score(checked['score'])})."),
             (f"Against an honest server the check raised no alarm in {h['steps']} steps (lowest score "
-             f"{honest['lowest_score']:.2f}, alarm below {h['threshold']:g})." if honest["stopped_at"] is None else
+             f"{_score(honest['lowest_score'])}, alarm below {h['threshold']:g})." if honest["stopped_at"] is None else
              f"Against an honest server the check raised a false alarm at step {honest['stopped_at']}."),
             *([f"Its fake batches cost {_points(honest['accuracy_without_check'] - honest['accuracy'])} of test accuracy "
                f"there ({honest['accuracy']:.4f} with the check, {honest['accuracy_without_check']:.4f} without)."]
@@ -337,9 +341,9 @@ def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None)
     parts.append(_table("hijacking", ["client", "server", "steps trained", "stopped", "check score", "reconstruction SSIM"], [
         ["unaware", "hijacking", h["steps"], dash, dash, h["ssim"]],
         ["fake-batch check", "hijacking", stop if stop is not None else h["steps"], "yes" if stop is not None else "no",
-         checked["score"], checked["ssim"]],
+         _score(checked["score"]), checked["ssim"]],
         ["fake-batch check", "honest", h["steps"] if honest["stopped_at"] is None else honest["stopped_at"],
-         "no" if honest["stopped_at"] is None else "yes", honest["score"], dash],
+         "no" if honest["stopped_at"] is None else "yes", _score(honest["score"]), dash],
     ]))
     return parts
 

@@ -116,6 +116,11 @@ def _class_floor(built: runner.Built) -> dict[str, float]:
     return {"reconstruction SSIM": floor, "inversion SSIM": floor}
 
 
+def _finite(x: float) -> float | None:
+    """``x``, or None where it is NaN (a check that saw no fake batch yet): matrix.json stays strict JSON."""
+    return x if x == x else None
+
+
 def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int,
                progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """FSHA by a malicious server against a fresh client of the matrix's task, three ways: the
@@ -172,10 +177,10 @@ def _hijacking(built: runner.Built, *, steps: int, victims: int, seed: int,
     return {
         "steps": steps, "public": len(public), "victims": len(victim_x),
         "history": [[step, score] for step, score, _ in unaware.history], "ssim": unaware.result.ssim, "mse": unaware.result.mse,
-        "checked": {"stopped_at": checked.stopped_at, "fakes": check.fakes, "score": checked.score, "ssim": checked.result.ssim},
-        "honest": {"stopped_at": honest.stopped_at, "fakes": honest_check.fakes, "score": honest.score,
+        "checked": {"stopped_at": checked.stopped_at, "fakes": check.fakes, "score": _finite(checked.score), "ssim": checked.result.ssim},
+        "honest": {"stopped_at": honest.stopped_at, "fakes": honest_check.fakes, "score": _finite(honest.score),
                    "accuracy": checked_accuracy, "accuracy_without_check": plain_accuracy,
-                   "lowest_score": min(score for _, _, score in honest.history[1:]) if len(honest.history) > 1 else honest.score},
+                   "lowest_score": _finite(min((score for _, _, score in honest.history[1:] if score == score), default=honest.score))},
         "threshold": check.threshold,
         # a few of the victims' inputs and what the server decoded of them, unaware and where the check stopped
         "pictures": {key: (images.float() * 1e4).round().div(1e4).tolist() for key, images in (

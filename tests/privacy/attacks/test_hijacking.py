@@ -16,7 +16,7 @@ from splitlearn.privacy.attacks.hijacking import (
     hijack,
 )
 from splitlearn.privacy.attacks.reconstruction import ssim
-from splitlearn.split.messages import Labels
+from splitlearn.split.messages import Gradient, Labels
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_bad_setups_are_refused_with_what_is_wrong(digits):
 
 # -- in the running split: the client's guard as hooks, and a hijacking server made of hooks ------
 
-def _simulation(digits, **hooks):
+def _simulation(digits, clients=1, **hooks):
     from splitlearn.data.dataset import ArrayDataset
     from splitlearn.split import OptimizerSpec, configs
     from splitlearn.split.simulation import Simulation
@@ -100,7 +100,7 @@ def _simulation(digits, **hooks):
     torch.manual_seed(0)
     split = configs.vanilla(small_cnn(), [5], in_shape=(1, 8, 8))  # cut after the features: (32, 4, 4)
     train = ArrayDataset(private_x, private_y)
-    return Simulation(split, train=train, batch_size=32, optimizer=OptimizerSpec("adam", lr=3e-4), **hooks)
+    return Simulation(split, train=train, clients=clients, batch_size=32, optimizer=OptimizerSpec("adam", lr=3e-4), **hooks)
 
 
 def _guard_hooks(guard, extra_inbox=None, extra_outbox=None):
@@ -179,3 +179,32 @@ def test_the_config_puts_the_guard_on_every_client_of_a_deployment_too():
     assert isinstance(inbox.__self__, FakeBatchGuard) and inbox.__self__._options["probability"] == 0.1
     assert outbox.hooks[0] == inbox.__self__.outbox and type(outbox.hooks[-1]).__name__ == "Compressor"  # the codec last
     assert set(options["inbox"]) == {"client"} and "server" not in options["inbox"]
+
+
+def test_one_guard_checks_each_round_robin_client_on_its_own(digits):
+    guard = FakeBatchGuard(num_classes=10, seed=0, min_fakes=3)
+    sim = _simulation(digits, clients=2, inbox={"client": guard.inbox}, outbox={"client": guard.outbox})
+    sim.fit(8)  # honest: no alarm for either client
+    assert sorted(guard.checks) == ["client0", "client1"]
+    assert all(check.fakes >= 3 and check.score > 0.3 for check in guard.checks.values()), guard.checks
+
+
+def test_a_gradient_for_a_step_whose_labels_were_sent_again_is_not_compared():
+    """A step rolled back and begun again (or aborted) leaves no stale decision behind: only the
+    gradient of the step whose labels went out last is compared, with those labels."""
+    guard = FakeBatchGuard(num_classes=3, seed=0)
+    ids = torch.arange(4)
+
+    def labels(step, n=4):
+        return Labels("client", "server", step, task="y", labels=torch.arange(n) % 3, sample_ids=ids[:n])
+
+    def gradient(step, n=4):
+        return Gradient("server", "client", step, src="server", dst="client", tensor=torch.randn(n, 5))
+
+    guard.outbox(labels(1))
+    guard.outbox(labels(2, n=2))  # step 1 never got its gradient; step 2 is a smaller batch
+    stale = gradient(1)
+    assert guard.inbox(stale) is stale and guard.checks["client"]._last is None  # not compared
+    guard.outbox(labels(3))
+    guard.inbox(gradient(3))
+    assert guard.checks["client"]._last is not None and guard.checks["client"]._last.shape == (3 * 5,)

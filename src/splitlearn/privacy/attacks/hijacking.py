@@ -147,7 +147,9 @@ class FakeBatchCheck:
     ``threshold``.
 
     The fakes' seed is the site's own secret in a deployment; a server that could predict them
-    would answer them differently."""
+    would answer them differently. So could one that remembers the labels each sample id came with
+    in an earlier epoch: from the second epoch on it can tell a fake batch by its labels. The check
+    catches the attack as published, not such an adaptive server."""
 
     probability: float = 0.1
     min_fakes: int = 5
@@ -227,8 +229,9 @@ def hijack(
     With ``check``, the client runs the fake-batch check and stops as soon as it says hijacked.
     A hijacking server's reconstruction of ``victim_x`` (held-out private inputs, never trained
     on) is scored every ``every`` steps and at the end."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    for name, value in (("steps", steps), ("every", every), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if len(private_x) != len(private_y) or len(private_x) < 1:
         raise ValueError(f"need private inputs and as many labels, got {len(private_x)} and {len(private_y)}")
     opt = torch.optim.Adam(client.parameters(), lr=lr)
@@ -279,8 +282,9 @@ class HijackSuspected(RuntimeError):
 class FakeBatchGuard:
     """The fake-batch check in a running split, as a client's hooks: ``outbox`` turns the labels of
     a random training step into random classes (a fake batch), ``inbox`` reads the gradient that
-    comes back for every step, gives the client a zero gradient for a fake step (it learns nothing
-    from a fake batch, and its optimiser's momentum is all that moves it then), and raises
+    comes back for every step, gives the client a zero gradient for a fake step (no information
+    from a fake batch reaches its weights; its optimiser still takes the step, so momentum, Adam's
+    moments, weight decay and a local penalty such as NoPeek's move it as on any step), and raises
     :class:`HijackSuspected` once the check says the labels make no difference to the server.
 
     For splits in which the client sends its class labels (vanilla; ``privacy.hijack_check`` turns it
@@ -302,16 +306,14 @@ class FakeBatchGuard:
         FakeBatchCheck(**self._options)  # refuses bad options now, not at the first batch
         self._seed = seed
         self.checks: dict[str, FakeBatchCheck] = {}
-        self._fake: dict[tuple[str, int], bool] = {}
-        self._labels: dict[tuple[str, int], torch.Tensor] = {}
+        # per client, its step in flight (a client has one): (step, fake, true labels of the first task)
+        self._pending: dict[str, tuple[int, bool, torch.Tensor]] = {}
 
     def _by_class(self, grad: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The batch's mean cut gradient per true class (a row of zeros for a class not in it):
         an honest server's gradient for the samples of a class points the same way from batch to
         batch, unless they were sent with random labels."""
         flat = grad.detach().flatten(1).float().cpu()
-        if labels is None or len(labels) != len(flat):
-            return flat.mean(0)
         classes = self._options["num_classes"]
         sums = torch.zeros(classes, flat.shape[1]).index_add_(0, labels.long().clamp(0, classes - 1), flat)
         counts = torch.bincount(labels.long().clamp(0, classes - 1), minlength=classes).clamp_min(1)
@@ -330,9 +332,12 @@ class FakeBatchGuard:
             return message
         if message.labels.is_floating_point():
             raise ValueError(f"the fake-batch check needs class labels; {message.sender} sends soft labels for task {message.task!r}")
-        check, key = self._check(message.sender), (message.sender, message.step)
-        fake = self._fake.setdefault(key, check.fake())  # one decision for every task of the step
-        self._labels.setdefault(key, message.labels.detach().cpu())  # the true labels, of the first task
+        check, pending = self._check(message.sender), self._pending.get(message.sender)
+        if pending is not None and pending[0] == message.step:
+            fake = pending[1]  # one decision for every task of the step
+        else:  # a new step (one that never got its gradient, rolled back or aborted, is forgotten)
+            fake = check.fake()
+            self._pending[message.sender] = (message.step, fake, message.labels.detach().cpu())
         if not fake:
             return message
         return dataclasses.replace(message, labels=check.fake_labels(len(message.labels)).to(message.labels.device, message.labels.dtype))
@@ -342,15 +347,18 @@ class FakeBatchGuard:
             return message
         client = message.receiver
         check = self._check(client)
-        fake = self._fake.pop((client, message.step), False)
-        labels = self._labels.pop((client, message.step), None)
+        pending = self._pending.pop(client, None)
         grad = as_tensor(message.tensor)
+        if pending is None or pending[0] != message.step or len(pending[2]) != len(grad):
+            return message  # not the gradient of the step whose labels went out: nothing to compare
+        _, fake, labels = pending
         check.observe([self._by_class(grad, labels)], fake=fake)
         if check.hijacked:
             raise HijackSuspected(
                 f"{client}: the gradients {message.sender} sends do not depend on the labels: after {check.fakes} batches with "
                 f"random labels the check scores {check.score:.3f} (an honest server scores far above {check.threshold:g}). "
-                f"{message.sender} may be hijacking the training to reconstruct the inputs (FSHA); stopped at step {message.step}")
+                f"{message.sender} may be hijacking the training to reconstruct the inputs (FSHA); stopped in the run's step "
+                f"{message.step}")
         return dataclasses.replace(message, tensor=torch.zeros_like(grad)) if fake else message
 
 
@@ -363,15 +371,17 @@ class HijackingServerHooks:
 
     def __init__(self, hijacker: HijackingServer) -> None:
         self.hijacker = hijacker
-        self._smashed: dict[tuple[str, int], torch.Tensor] = {}
+        self._smashed: dict[str, tuple[int, torch.Tensor]] = {}  # per client, its training step in flight
 
     def inbox(self, message: Message) -> Message:
         if isinstance(message, Activation) and message.mode == "train":
-            self._smashed[(message.sender, message.step)] = as_tensor(message.tensor).detach()
+            self._smashed[message.sender] = (message.step, as_tensor(message.tensor).detach())
         return message
 
     def outbox(self, message: Message) -> Message:
-        z = self._smashed.pop((message.receiver, message.step), None) if isinstance(message, Gradient) else None
-        if z is None:
+        held = self._smashed.pop(message.receiver, None) if isinstance(message, Gradient) else None
+        if held is None or held[0] != message.step:
             return message
-        return dataclasses.replace(message, tensor=self.hijacker.gradient(z).to(as_tensor(message.tensor).dtype))
+        sent = as_tensor(message.tensor)
+        grad = self.hijacker.gradient(held[1].to(self.hijacker.public.device))
+        return dataclasses.replace(message, tensor=grad.to(sent.device, sent.dtype))
