@@ -360,8 +360,8 @@ def _hijack_guard(built: Built):
     """The clients' fake-batch check (``privacy.hijack_check``), for vanilla splits."""
     from splitlearn.privacy.attacks.hijacking import FakeBatchGuard
 
-    c = built.config
-    return FakeBatchGuard(num_classes=built.train.num_classes, probability=c.privacy.hijack_check)
+    classes = max(built.train.num_classes, built.test.num_classes)  # as many as the model's head has (see _built)
+    return FakeBatchGuard(num_classes=classes, probability=built.config.privacy.hijack_check)
 
 
 def simulation(built: Built, *, hooks: Mapping[str, Callable[[Message], Message]] | None = None, **kw) -> Simulation:
