@@ -50,7 +50,10 @@ _EPOCH = {
     "type": "object",
     "required": ["epoch"],
     "properties": {"epoch": {"type": "integer", "minimum": 1}, "train_loss": _NUMBER, "test_accuracy": _NUMBER,
-                   "dcor": _NUMBER, "seconds": _NUMBER, "nopeek_weight": _NUMBER, "dp_epsilon": _NUMBER, "dp_delta": _NUMBER},
+                   "dcor": _NUMBER, "seconds": _NUMBER, "nopeek_weight": _NUMBER, "dp_epsilon": _NUMBER, "dp_delta": _NUMBER,
+                   "hijack_check": {"type": "object", "additionalProperties": {
+                       "type": "object", "required": ["fakes", "score"],
+                       "properties": {"fakes": _INT, "score": {"type": ["number", "null"]}}}}},
 }
 
 VERSIONED = {

@@ -60,7 +60,9 @@ def epoch_summary(record: dict[str, Any]) -> str:
         [f"test accuracy {acc:.4f}"] if acc is not None else []) + (
         [f"leakage DCOR(X, Z) {record['dcor']:.3f}" + (" (smashed data collapsed to a constant)" if record.get("collapsed") else "")]
         if "dcor" in record else []) + (
-        [f"DP ε {record['dp_epsilon']:.2f} at δ {record['dp_delta']:.1e} (opacus RDP accountant)"] if "dp_epsilon" in record else [])
+        [f"DP ε {record['dp_epsilon']:.2f} at δ {record['dp_delta']:.1e} (opacus RDP accountant)"] if "dp_epsilon" in record else []) + (
+        [f"hijack check {name} {'score ' + format(c['score'], '.2f') if c['score'] is not None else 'no score yet'} after {c['fakes']} "
+         f"fake batches" for name, c in record.get("hijack_check", {}).items()])
     return line + (": " + ", ".join(parts) if parts else "")
 
 
@@ -156,6 +158,10 @@ def train(
 
     def epoch_done(record: dict[str, Any]) -> None:
         record |= client_leakage(sim, batch_size=privacy.leakage_batch_size) | privacy_spent(config, sim, record["epoch"])
+        if privacy.hijack_check:
+            from splitlearn.privacy.attacks.hijacking import guard_summary
+
+            record["hijack_check"] = guard_summary(sim.parties.values())
         if nopeek is not None:
             record["nopeek_weight"] = nopeek.weight
             nopeek.set_epoch(record["epoch"] + 1)

@@ -1,5 +1,7 @@
 """Feature-space hijacking (FSHA) by a malicious server, and the client's fake-batch check."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -160,6 +162,13 @@ def test_the_cli_runs_the_guard_against_an_honest_server_and_refuses_it_where_la
     assert main(["train", "--epochs", "3", "--clients", "1", "--hijack-check", "0.2", "--out", str(tmp_path)]) == 0
     run = next(tmp_path.iterdir())
     assert '"hijack_check": 0.2' in (run / "config.json").read_text()
+    # every epoch says how the check stands: fakes sent, and a score far above the alarm (honest server)
+    epochs = json.loads((run / "metrics.json").read_text())["epochs"]
+    checked = [e["hijack_check"]["client"] for e in epochs]
+    assert [c["fakes"] for c in checked] == sorted(c["fakes"] for c in checked) and checked[-1]["fakes"] >= 5
+    assert checked[-1]["score"] > 0.3
+    out = capsys.readouterr().out
+    assert "hijack check client score" in " ".join(out.split())  # (the console wraps long lines)
     assert main(["train", "--configuration", "ushaped", "--hijack-check", "0.1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "privacy.hijack_check is for vanilla splits" in err and "Traceback" not in err and "epoch 1" not in err

@@ -41,7 +41,7 @@ from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Activation, Gradient, Labels, Message
 
 __all__ = ["FakeBatchCheck", "FakeBatchGuard", "HijackSuspected", "HijackingServer", "HijackingServerHooks", "HijackRun",
-           "TaskServer", "hijack"]
+           "TaskServer", "guard_summary", "hijack"]
 
 
 def _mlp(d_in: int, d_out: int, hidden: int, act: Callable[[], nn.Module]) -> nn.Sequential:
@@ -360,6 +360,14 @@ class FakeBatchGuard:
                 f"{message.sender} may be hijacking the training to reconstruct the inputs (FSHA); stopped in the run's step "
                 f"{message.step}")
         return dataclasses.replace(message, tensor=torch.zeros_like(grad)) if fake else message
+
+
+def guard_summary(parties) -> dict[str, dict[str, float | int | None]]:
+    """Per client checked by a :class:`FakeBatchGuard` among ``parties``' inbox hooks: how many
+    fake batches it compared so far and its score (None before the first), for a run's metrics."""
+    guards = {id(g): g for p in parties if isinstance(g := getattr(getattr(p, "inbox", None), "__self__", None), FakeBatchGuard)}
+    return {name: {"fakes": check.fakes, "score": None if check.score != check.score else round(check.score, 4)}
+            for g in guards.values() for name, check in sorted(g.checks.items())}
 
 
 class HijackingServerHooks:
