@@ -212,3 +212,26 @@ def test_a_crashed_serve_leaves_its_clients_waiting_to_resume_not_finished(tmp_p
     results = in_threads(config, tmp_path / "certs", {"client": dict(out=tmp_path / "client", reconnect_timeout=1.0)}, on_epoch=crash)
     assert len(epochs) == 1 and isinstance(results["server"], RuntimeError), results
     assert isinstance(results["client"], deploy.DeployError), results  # it tried to reconnect, then gave up
+
+
+def test_a_deployed_client_runs_the_hijacking_check_over_the_wire(tmp_path, monkeypatch):
+    """privacy.hijack_check in a deployment: the client's fake labels and the zero gradients of its
+    fake steps pass the wire's checks, and training against the honest server finishes. (Ten fakes
+    are needed for a verdict; this short run sends a few.)"""
+    from splitlearn.privacy.attacks.hijacking import FakeBatchCheck
+
+    config = load_config(write_config(tmp_path / "config.json", data={"limit_train": 256, "limit_test": 32},
+                                      model={"name": "small_cnn"}, split={"configuration": "vanilla", "clients": 1},
+                                      train={"epochs": 2, "batch_size": 16}, privacy={"hijack_check": 0.3}),
+                         {"out": str(tmp_path / "runs")})
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--clients", "client"]) == 0
+    seen, observe = [], FakeBatchCheck.observe
+
+    def spy(self, grads, *, fake):
+        seen.append(fake)
+        return observe(self, grads, fake=fake)
+
+    monkeypatch.setattr(FakeBatchCheck, "observe", spy)
+    results = in_threads(config, tmp_path / "certs", {"client": dict(out=tmp_path / "client")}, timeout=30)
+    assert isinstance(results["server"], deploy.ServeResult) and isinstance(results["client"], deploy.JoinResult), results
+    assert len(seen) == 32 and 1 <= sum(seen) <= 24, seen  # every step's gradient read; some were fakes (secret draws)
