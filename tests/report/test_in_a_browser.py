@@ -41,7 +41,7 @@ def _matrix_report(tmp_path):
     matrix = {"dataset": "digits", "epochs": 3, "rows": rows, "chance": {"reconstruction SSIM": 0.37, "completion accuracy": 0.1}, "class_floor": {"reconstruction SSIM": 0.7},
               "hijacking": {"steps": 400, "public": 480, "victims": 64, "history": [[200, 0.6], [400, 0.8]], "ssim": 0.8, "mse": 0.02,
                             "checked": {"stopped_at": 47, "fakes": 5, "score": 0.0, "ssim": 0.36},
-                            "honest": {"stopped_at": None, "fakes": 40, "score": 1.1, "lowest_score": 1.0}, "threshold": 0.2,
+                            "honest": {"stopped_at": None, "fakes": 40, "score": 1.1, "lowest_score": 1.0, "accuracy": 0.9, "accuracy_without_check": 0.91}, "threshold": 0.2,
                             "pictures": {k: torch.rand(3, 1, 8, 8).tolist() for k in ("originals", "unaware", "checked")}},
               "attacks": {n: {"score": k, "target": t} for n, (k, t) in attacks.items()}}
     return (write_matrix_report(tmp_path / "matrix.html", matrix, defences={"nopeek": "a1 DCOR", "max_norm": "noise"}),

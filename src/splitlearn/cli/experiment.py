@@ -125,8 +125,7 @@ def _privacy(args: argparse.Namespace, console: Console) -> int:
                                  if stop is not None else "the client's fake-batch check did not stop it")
                   + ("; no false alarm against an honest server" if h["honest"]["stopped_at"] is None
                      else f"; false alarm against an honest server at step {h['honest']['stopped_at']}")
-                  + (f" (test accuracy {h['honest']['accuracy']:.4f} with the check, {h['honest']['accuracy_without_check']:.4f} "
-                     "without)" if "accuracy" in h["honest"] else ""),
+                  + f" (test accuracy {h['honest']['accuracy']:.4f} with the check, {h['honest']['accuracy_without_check']:.4f} without)",
                   soft_wrap=True, highlight=False)
     console.print(f"Report: {out / 'report.html'} (numbers in {out / 'matrix.json'}); took {time.perf_counter() - start:.0f} s",
                   soft_wrap=True, highlight=False)

@@ -323,9 +323,8 @@ def _hijacking_section(h: Mapping[str, Any], chance: float, floor: float | None)
             (f"Against an honest server the check raised no alarm in {h['steps']} steps (lowest score "
              f"{_score(honest['lowest_score'])}, alarm below {h['threshold']:g})." if honest["stopped_at"] is None else
              f"Against an honest server the check raised a false alarm at step {honest['stopped_at']}."),
-            *([f"Its fake batches cost {_points(honest['accuracy_without_check'] - honest['accuracy'])} of test accuracy "
-               f"there ({honest['accuracy']:.4f} with the check, {honest['accuracy_without_check']:.4f} without)."]
-              if "accuracy" in honest else []),
+            f"Its fake batches cost {_points(honest['accuracy_without_check'] - honest['accuracy'])} of test accuracy "
+            f"there ({honest['accuracy']:.4f} with the check, {honest['accuracy_without_check']:.4f} without).",
             "The check catches the attack as published; a server that mixes the task's gradient into its own can pass it, "
             "so it is evidence against this attack, not a guarantee against every variant."]
     pictures = h.get("pictures")

@@ -341,10 +341,9 @@ def party_options(built: Built, *, hooks: Mapping[str, Callable[[Message], Messa
     inbox = None
     if p.hijack_check:
         guard = _hijack_guard(built)
-        senders = {h.label_role for h in built.split.plan.root.heads}
-        outbox = {role: Chain(guard.outbox, outbox[role]) if role in outbox else guard.outbox for role in senders} | \
-                 {role: hook for role, hook in outbox.items() if role not in senders}
-        inbox = {role: guard.inbox for role in senders}
+        inbox = {h.label_role: guard.inbox for h in built.split.plan.root.heads}
+        for role in inbox:  # the labels are faked before any codec
+            outbox[role] = Chain(guard.outbox, outbox[role]) if role in outbox else guard.outbox
     outbox = outbox or None
     releases = None if not p.dp_noise_multiplier else {  # drawn from this process's own secret randomness
         n.name: GaussianRelease(p.dp_noise_multiplier, p.dp_clip) for n in built.split.plan.nodes if not n.inputs}

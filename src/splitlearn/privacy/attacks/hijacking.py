@@ -28,7 +28,8 @@ loss instead of labels; a fake batch is the top loss on random labels, and the c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,16 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitlearn.privacy.attacks.inversion import fresh_surrogate
-from splitlearn.privacy.attacks.reconstruction import ReconstructionResult, score_reconstruction
+from splitlearn.privacy.attacks.reconstruction import ReconstructionResult, mlp_decoder, score_reconstruction
 from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Activation, Gradient, Labels, Message
 
 __all__ = ["FakeBatchCheck", "FakeBatchGuard", "HijackSuspected", "HijackingServer", "HijackingServerHooks", "HijackRun",
            "TaskServer", "guard_summary", "hijack"]
-
-
-def _mlp(d_in: int, d_out: int, hidden: int, act: Callable[[], nn.Module]) -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, d_out))
 
 
 class HijackingServer:
@@ -66,13 +63,15 @@ class HijackingServer:
             raise ValueError(f"the server needs public data to train its pilot on, got {len(public)} samples")
         self.public, self.penalty, self.batch_size = public, penalty, batch_size
         self.z_shape = tuple(int(d) for d in z_shape)
-        d_z, d_x = int(torch.Size(self.z_shape).numel()), int(public[0].numel())
+        d_z = int(torch.Size(self.z_shape).numel())
         device = public.device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.pilot = (pilot if pilot is not None else fresh_surrogate(architecture, seed=seed)).to(device).train()
-            self.inverse = nn.Sequential(_mlp(d_z, d_x, hidden, nn.ReLU), nn.Sigmoid(), nn.Unflatten(1, public.shape[1:])).to(device)
-            self.critic = _mlp(d_z, 1, hidden // 2, lambda: nn.LeakyReLU(0.2)).to(device)
+            self.inverse = mlp_decoder(d_z, public.shape[1:], hidden=hidden).to(device)
+            half = hidden // 2
+            self.critic = nn.Sequential(nn.Flatten(), nn.Linear(d_z, half), nn.LeakyReLU(0.2), nn.Linear(half, half),
+                                        nn.LeakyReLU(0.2), nn.Linear(half, 1)).to(device)
         out = self.pilot(public[:2]).shape[1:]
         if tuple(out) != self.z_shape:
             raise ValueError(f"the pilot maps inputs to {tuple(out)}, but the smashed data is {self.z_shape}")
@@ -87,9 +86,9 @@ class HijackingServer:
         z = z.detach()
         if tuple(z.shape[1:]) != self.z_shape:
             raise ValueError(f"smashed data of shape {tuple(z.shape[1:])}, expected {self.z_shape}")
-        sent = z.clone().requires_grad_()
+        sent = z.requires_grad_()  # a detached copy of the caller's tensor object: its flag is ours
         (grad,) = torch.autograd.grad(-self.critic(sent).mean(), sent)
-        self._train_step(z)
+        self._train_step(z.detach())
         return grad
 
     def _train_step(self, client_z: torch.Tensor) -> None:
@@ -129,7 +128,7 @@ class TaskServer:
     def gradient(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is None:
             raise ValueError("the honest server computes the loss from the labels sent with the smashed data; none were sent")
-        sent = z.detach().clone().requires_grad_()
+        sent = z.detach().requires_grad_()
         loss = F.cross_entropy(self.top(sent), labels)
         self._opt.zero_grad()
         loss.backward()
@@ -156,8 +155,9 @@ class FakeBatchCheck:
     threshold: float = 0.2
     num_classes: int = 10
     seed: int = 0
-    _real: list[float] = field(default_factory=list, repr=False)
-    _fake: list[float] = field(default_factory=list, repr=False)
+    # running sums and counts of the cosines (constant memory over a long deployment)
+    _real: list[float] = field(default_factory=lambda: [0.0, 0], repr=False)
+    _fake: list[float] = field(default_factory=lambda: [0.0, 0], repr=False)
     _last: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -177,19 +177,20 @@ class FakeBatchCheck:
     def observe(self, grads: Sequence[torch.Tensor], *, fake: bool) -> None:
         flat = torch.cat([g.detach().flatten().float().cpu() for g in grads])
         if self._last is not None:
-            (self._fake if fake else self._real).append(float(F.cosine_similarity(flat, self._last, dim=0)))
+            totals = self._fake if fake else self._real
+            totals[0] += float(F.cosine_similarity(flat, self._last, dim=0))
+            totals[1] += 1
         if not fake:
             self._last = flat
 
     @property
     def fakes(self) -> int:
-        return len(self._fake)
+        return int(self._fake[1])
 
     @property
     def score(self) -> float:
-        if not self._fake or not self._real:
-            return float("nan")
-        return sum(self._real) / len(self._real) - sum(self._fake) / len(self._fake)
+        (real, n_real), (fake, n_fake) = self._real, self._fake
+        return real / n_real - fake / n_fake if n_real and n_fake else float("nan")
 
     @property
     def hijacked(self) -> bool:
@@ -309,20 +310,19 @@ class FakeBatchGuard:
         # per client, its step in flight (a client has one): (step, fake, true labels of the first task)
         self._pending: dict[str, tuple[int, bool, torch.Tensor]] = {}
 
-    def _by_class(self, grad: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _by_class(self, grad: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The batch's mean cut gradient per true class (a row of zeros for a class not in it):
         an honest server's gradient for the samples of a class points the same way from batch to
         batch, unless they were sent with random labels."""
         flat = grad.detach().flatten(1).float().cpu()
         classes = self._options["num_classes"]
-        sums = torch.zeros(classes, flat.shape[1]).index_add_(0, labels.long().clamp(0, classes - 1), flat)
-        counts = torch.bincount(labels.long().clamp(0, classes - 1), minlength=classes).clamp_min(1)
+        labels = labels.long().clamp(0, classes - 1)
+        sums = torch.zeros(classes, flat.shape[1]).index_add_(0, labels, flat)
+        counts = torch.bincount(labels, minlength=classes).clamp_min(1)
         return (sums / counts[:, None]).flatten()
 
     def _check(self, client: str) -> FakeBatchCheck:
         if client not in self.checks:
-            import secrets
-
             seed = secrets.randbits(40) if self._seed is None else self._seed + len(self.checks)
             self.checks[client] = FakeBatchCheck(**self._options, seed=seed)
         return self.checks[client]

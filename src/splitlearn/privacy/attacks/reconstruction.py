@@ -19,7 +19,8 @@ from torch import nn
 from splitlearn.split.compression import as_tensor
 from splitlearn.split.messages import Activation, Message
 
-__all__ = ["ActivationRecorder", "ReconstructionResult", "reconstruction_attack", "score_reconstruction", "ssim", "train_decoder"]
+__all__ = ["ActivationRecorder", "ReconstructionResult", "mlp_decoder", "reconstruction_attack", "score_reconstruction", "ssim",
+           "train_decoder"]
 
 
 @dataclass
@@ -80,19 +81,24 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, window: i
     return s.flatten(1).mean(1)
 
 
+def mlp_decoder(d_in: int, shape, *, hidden: int = 512) -> nn.Sequential:
+    """An MLP from flattened smashed data (``d_in`` values) to inputs of ``shape`` in [0, 1]: two
+    hidden ReLU layers, a sigmoid out."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, int(torch.Size(shape).numel())), nn.Sigmoid(), nn.Unflatten(1, tuple(shape)),
+    )
+
+
 def train_decoder(
     z: torch.Tensor, x: torch.Tensor, *, epochs: int = 60, hidden: int = 512, lr: float = 1e-3, batch_size: int = 64, seed: int = 0
 ) -> nn.Module:
     """Fit an MLP decoder from smashed data ``z`` to inputs ``x`` (in [0, 1]) on auxiliary pairs."""
     if len(z) != len(x) or len(z) < 2:
         raise ValueError(f"need at least 2 auxiliary pairs with as many inputs as smashed rows, got {len(z)} and {len(x)}")
-    d_in, shape = z[0].numel(), x.shape[1:]
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, caller's RNG left alone
         torch.manual_seed(seed)
-        decoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, x[0].numel()), nn.Sigmoid(), nn.Unflatten(1, shape),
-        ).to(z.device)
+        decoder = mlp_decoder(z[0].numel(), x.shape[1:], hidden=hidden).to(z.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
