@@ -116,7 +116,9 @@ def test_bad_credentials_are_refused_and_the_clients_train_what_train_trains(tmp
     lines = _events(outs[2], "epoch")
     local = json.loads(next((tmp_path / "local").iterdir()).joinpath("metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in lines] == [1, 2] and lines[0]["steps"] == lines[1]["steps"] > 0
-    assert [e["dcor"] for e in lines] == [e["dcor_by_party"]["client1"] for e in local]
+    # the same DCOR; the join measures it on its transport's thread, where a float32 reduction may be
+    # split otherwise than in one process (seen once: 0.9491309 against 0.9491322), so to float tolerance
+    assert [e["dcor"] for e in lines] == pytest.approx([e["dcor_by_party"]["client1"] for e in local], rel=1e-5, abs=1e-6)
     served = json.loads(next((tmp_path / "runs").iterdir()).joinpath("metrics.json").read_text())["epochs"]
     assert [e["dcor_by_party"] for e in served] == [{"client1": e["dcor"]} for e in lines]  # and the server's metrics hold it
     # What the deployment trained is used where the parts are: predict with the clients' folder
